@@ -1,0 +1,143 @@
+"""The one training config: HTTP request body, task argument, and part of every checkpoint."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Arch = Literal["dcgan", "mlp"]
+LossName = Literal["bce", "hinge", "wgan-gp", "lsgan"]
+Precision = Literal["fp32", "bf16", "fp16"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+AUGMENT_OPS = ("color", "translation", "cutout")
+MLP_MAX_PIXELS = 64 * 64 * 3  # the MLP baseline flattens images; past this it is a poor model
+
+
+def dcgan_base(image_size: int) -> int | None:
+    """The starting feature-map side for a DCGAN of this size, or None if it cannot make it.
+
+    The generator starts at a base side of 4..7 and doubles at least twice
+    (28 = 7*4, 32 = 4*8, 48 = 6*8, 64, 96, 128, 256).
+    """
+    side, doublings = image_size, 0
+    while side > 7 and side % 2 == 0:
+        side //= 2
+        doublings += 1
+    return side if 4 <= side <= 7 and doublings >= 2 else None
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines a training run. Frozen: a run's config never changes under it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # --- data ---
+    dataset: str = Field(
+        "shapes",
+        min_length=1,
+        max_length=200,
+        description="built-in name (shapes, fashion-mnist, mnist, cifar10), 'npz:PATH', "
+        "'image-folder:PATH', or in the service an uploaded dataset id",
+    )
+    image_size: int = Field(32, ge=16, le=256, description="square side of generated images")
+    channels: Literal[1, 3] | None = Field(
+        None, description="1 or 3; None takes the dataset's own (resolved when training starts)"
+    )
+    # --- model ---
+    arch: Arch = "dcgan"
+    conditional: bool = Field(False, description="class-conditional G and projection D")
+    num_classes: int | None = Field(
+        None, ge=2, le=1000, description="resolved from the dataset when conditional"
+    )
+    latent_dim: int = Field(128, ge=1, le=1024)
+    g_width: int = Field(64, ge=4, le=1024, description="generator base width (channels)")
+    d_width: int = Field(64, ge=4, le=1024, description="discriminator base width (channels)")
+    # --- objective ---
+    loss: LossName = "hinge"
+    gp_weight: float = Field(10.0, ge=0.0, le=1000.0, description="WGAN-GP penalty weight")
+    d_steps: int = Field(1, ge=1, le=10, description="discriminator (critic) steps per G step")
+    # --- optimisation ---
+    batch_size: int = Field(64, ge=2, le=4096)
+    g_lr: float = Field(2e-4, gt=0.0, le=1.0)
+    d_lr: float = Field(2e-4, gt=0.0, le=1.0)
+    g_betas: tuple[float, float] = (0.5, 0.999)
+    d_betas: tuple[float, float] = (0.5, 0.999)
+    steps: int = Field(3000, ge=1, le=10_000_000, description="generator steps in total")
+    # --- stabilisers ---
+    ema_decay: float | None = Field(
+        0.999, ge=0.0, lt=1.0, description="upper bound of the EMA decay; None turns EMA off"
+    )
+    ema_rampup: float | None = Field(
+        0.05,
+        gt=0.0,
+        le=1.0,
+        description="EMA half-life as a fraction of steps done so far (warm-up); None = fixed decay",
+    )
+    augment: str | None = Field(
+        "translation,cutout",
+        max_length=64,
+        description="DiffAugment policy: comma-separated of color, translation, cutout; None = off",
+    )
+    # --- run control ---
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    checkpoint_every: int = Field(500, ge=1, le=10_000_000)
+    keep_checkpoints: int = Field(5, ge=1, le=1000)
+    precision: Precision = "fp32"
+    device: DeviceName = "auto"
+
+    @field_validator("g_betas", "d_betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError("each Adam beta must be in [0, 1)")
+        return betas
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augment_ops(cls, policy: str | None) -> str | None:
+        if policy is None or policy.strip() in ("", "none", "off"):
+            return None
+        ops = [op.strip() for op in policy.split(",") if op.strip()]
+        unknown = [op for op in ops if op not in AUGMENT_OPS]
+        if unknown:
+            raise ValueError(f"unknown augment op(s) {unknown}; choose from {list(AUGMENT_OPS)}")
+        return ",".join(dict.fromkeys(ops))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.arch == "dcgan" and dcgan_base(self.image_size) is None:
+            raise ValueError(
+                f"image_size: dcgan cannot produce {self.image_size}px images; use a side of "
+                "4..7 times a power of two >= 4, e.g. 28, 32, 48, 64, 96, 128, 256"
+            )
+        if self.arch == "mlp":
+            pixels = self.image_size**2 * (self.channels or 1)
+            if pixels > MLP_MAX_PIXELS:
+                raise ValueError(
+                    f"image_size: the mlp baseline is limited to {MLP_MAX_PIXELS} pixel values "
+                    f"per image; {self.image_size}px x {self.channels or 1} channels is {pixels}"
+                )
+        if self.num_classes is not None and not self.conditional:
+            raise ValueError("num_classes: only meaningful with conditional=true")
+        if self.precision != "fp32" and self.device == "cpu":
+            raise ValueError(f"precision: {self.precision} autocast needs device cuda (or auto)")
+        if self.loss != "wgan-gp" and self.gp_weight != 10.0 and self.gp_weight != 0.0:
+            # Accepting it silently would let a user believe a penalty is applied.
+            raise ValueError("gp_weight: only used with loss wgan-gp")
+        from gan_core.data import builtin_info  # local: data imports config
+
+        info = builtin_info(self.dataset)
+        if info is not None and self.conditional and info.num_classes is None:
+            raise ValueError(f"conditional: dataset {self.dataset!r} has no labels")
+        return self
+
+    @property
+    def augment_ops(self) -> tuple[str, ...]:
+        return tuple(self.augment.split(",")) if self.augment else ()
+
+    @property
+    def resolved(self) -> bool:
+        """True once dataset-dependent fields (channels, num_classes) are filled in."""
+        return self.channels is not None and (not self.conditional or self.num_classes is not None)
