@@ -1,0 +1,1 @@
+"""ganforge's service: app.core (domain, no web/queue imports) and app.api (HTTP)."""

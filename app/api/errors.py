@@ -1,0 +1,76 @@
+"""Every error as application/problem+json (RFC 9457), naming the field where there is one."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.core.errors import DomainError
+
+log = logging.getLogger("ganforge.api")
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str, *, field: str | None = None,
+            errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if field is not None:
+        body["field"] = field
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    # ("body", "config", "steps") -> "config.steps"; ("query", "n") -> "n"
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        field = _field_of(tuple(err.get("loc", ())))
+        msg = str(err.get("msg", "invalid"))
+        # A model-level check names its field as "field: reason"; surface that field.
+        if err.get("type") == "value_error" and ": " in msg:
+            head, _, rest = msg.removeprefix("Value error, ").partition(": ")
+            if head.isidentifier():
+                field = f"{field}.{head}" if field not in ("body", head) else head
+                msg = rest
+        msg = msg.removeprefix("Value error, ")
+        ctx = {k: v for k, v in (err.get("ctx") or {}).items() if isinstance(v, int | float | str)}
+        out.append({"field": field, "message": msg, **({"limit": ctx} if ctx else {})})
+    return out
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(_req: Request, exc: DomainError) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail, field=exc.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _validation_errors(exc)
+        first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+        return problem(422, "Invalid request", f"{first['field']}: {first['message']}",
+                       field=first["field"], errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized"}.get(
+            exc.status_code, "Error"
+        )
+        return problem(exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(_req: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return problem(503, "Service unavailable", "the database is not reachable; try again",
+                       headers={"Retry-After": "5"})

@@ -1,0 +1,53 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from celery import Celery
+from fastapi import FastAPI
+
+from app.api import errors
+from app.api.deps import Services
+from app.api.routes import checkpoints, datasets, health, jobs
+from app.core.db import migrate
+from app.core.queue import celery_config
+from app.core.sampling import Sampler
+from app.core.settings import Settings, get_settings
+from app.core.store import get_store
+
+log = logging.getLogger("ganforge.api")
+
+
+def build_services(settings: Settings) -> Services:
+    celery = Celery("ganforge-api")
+    celery.conf.update(celery_config(settings))
+    return Services(
+        settings=settings,
+        store=get_store(settings.resolved_store_dir),
+        sampler=Sampler(settings.generator_cache_size, settings.png_cache_size),
+        celery=celery,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        migrate(settings.resolved_database_url)
+        app.state.services.store.ping()
+        yield
+
+    app = FastAPI(
+        title="ganforge",
+        version="0.1.0",
+        description="Train GANs and fetch PNG samples from their checkpoints.",
+        lifespan=lifespan,
+    )
+    app.state.services = build_services(settings)
+    errors.install(app)
+    for module in (health, datasets, jobs, checkpoints):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,175 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.core.models import Checkpoint, Dataset, Job
+from gan_core.config import TrainConfig
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("job", min_length=1, max_length=200)
+    config: TrainConfig = Field(default_factory=TrainConfig)
+
+
+class JobResume(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int | None = Field(
+        None, ge=1, le=10_000_000, description="new total step count (default: the job's own)"
+    )
+
+
+class JobProgress(BaseModel):
+    step: int
+    total_steps: int
+    epoch: float
+    losses: dict[str, float] | None
+    images_per_sec: float | None
+    eta_seconds: float | None
+
+
+class JobPublic(BaseModel):
+    id: str
+    name: str
+    status: str
+    config: dict[str, Any]
+    dataset_id: str | None
+    progress: JobProgress
+    error: str | None
+    cancel_requested: bool
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    first_step_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, job: Job) -> JobPublic:
+        base = f"/v1/jobs/{job.id}"
+        return cls(
+            id=job.id,
+            name=job.name,
+            status=job.status,
+            config=job.config,
+            dataset_id=job.dataset_id,
+            progress=JobProgress(
+                step=job.step,
+                total_steps=job.total_steps,
+                epoch=job.epoch,
+                losses=job.losses,
+                images_per_sec=job.images_per_sec,
+                eta_seconds=job.eta_seconds,
+            ),
+            error=job.error,
+            cancel_requested=job.cancel_requested,
+            attempts=job.attempts,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            first_step_at=job.first_step_at,
+            finished_at=job.finished_at,
+            updated_at=job.updated_at,
+            links={
+                "self": base,
+                "cancel": f"{base}/cancel",
+                "resume": f"{base}/resume",
+                "checkpoints": f"{base}/checkpoints",
+                "events": f"{base}/events",
+                "samples": f"{base}/checkpoints/latest/samples.png",
+            },
+        )
+
+
+class JobsPublic(BaseModel):
+    items: list[JobPublic]
+    next_cursor: str | None
+
+
+class CheckpointPublic(BaseModel):
+    id: str
+    job_id: str
+    step: int
+    size_bytes: int
+    files: dict[str, Any]
+    losses: dict[str, Any] | None
+    created_at: datetime
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, ckpt: Checkpoint) -> CheckpointPublic:
+        base = f"/v1/jobs/{ckpt.job_id}/checkpoints/{ckpt.id}"
+        return cls(
+            id=ckpt.id,
+            job_id=ckpt.job_id,
+            step=ckpt.step,
+            size_bytes=ckpt.size_bytes,
+            files=ckpt.files,
+            losses=ckpt.losses,
+            created_at=ckpt.created_at,
+            links={
+                "self": base,
+                "download": f"{base}/download",
+                "samples": f"{base}/samples.png",
+                "interpolation": f"{base}/interpolation.png",
+            },
+        )
+
+
+class CheckpointsPublic(BaseModel):
+    items: list[CheckpointPublic]
+
+
+class DatasetPublic(BaseModel):
+    id: str
+    name: str
+    kind: str
+    builtin: bool
+    available: bool
+    where: str | None = None
+    num_images: int | None = None
+    channels: int | None = None
+    image_size: int | None = None
+    num_classes: int | None = None
+    class_names: list[str] | None = None
+    size_bytes: int | None = None
+    created_at: datetime | None = None
+
+    @classmethod
+    def of(cls, ds: Dataset) -> DatasetPublic:
+        return cls(
+            id=ds.id,
+            name=ds.name,
+            kind=ds.kind,
+            builtin=False,
+            available=True,
+            num_images=ds.num_images,
+            channels=ds.channels,
+            image_size=ds.image_size,
+            num_classes=ds.num_classes,
+            class_names=ds.class_names,
+            size_bytes=ds.size_bytes,
+            created_at=ds.created_at,
+        )
+
+
+class DatasetsPublic(BaseModel):
+    items: list[DatasetPublic]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    field: str | None = None
+    errors: list[dict[str, Any]] | None = None

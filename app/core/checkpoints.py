@@ -1,0 +1,51 @@
+"""Checkpoint records of a job, resolved by id, 'latest' or 'best'."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.core.errors import Conflict, NotFound
+from app.core.jobs import get_job
+from app.core.models import Checkpoint
+from app.core.store import ArtifactStore
+
+
+def list_checkpoints(session: Session, *, job_id: str, owner_id: str | None = None) -> list[Checkpoint]:
+    """A job's checkpoints, newest first."""
+    get_job(session, job_id=job_id, owner_id=owner_id)
+    return list(session.scalars(
+        select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc())
+    ))
+
+
+def get_checkpoint(
+    session: Session, *, job_id: str, ref: str, owner_id: str | None = None
+) -> Checkpoint:
+    """A checkpoint by id, or 'latest' (highest step)."""
+    get_job(session, job_id=job_id, owner_id=owner_id)
+    query = select(Checkpoint).where(Checkpoint.job_id == job_id)
+    if ref == "latest":
+        ckpt = session.scalar(query.order_by(Checkpoint.step.desc()).limit(1))
+        if ckpt is None:
+            raise NotFound(f"job {job_id} has no checkpoint yet")
+        return ckpt
+    ckpt = session.scalar(query.where(Checkpoint.id == ref))
+    if ckpt is None:
+        raise NotFound(f"checkpoint {ref} of job {job_id} not found")
+    return ckpt
+
+
+def checkpoint_path(store: ArtifactStore, ckpt: Checkpoint) -> Path:
+    """The local directory of a recorded checkpoint; Conflict if its files are gone."""
+    path = store.local_path(ckpt.path)
+    if not path.is_dir():
+        raise Conflict(f"checkpoint {ckpt.id} is recorded but its files are missing from the store")
+    return path
+
+
+def content_hash(ckpt: Checkpoint) -> str:
+    """The generator file's sha256: identifies the weights a sample comes from."""
+    return str((ckpt.files.get("generator.safetensors") or {}).get("sha256", ckpt.id))

@@ -1,0 +1,115 @@
+"""Serving samples: a bounded LRU of loaded generators and of rendered PNGs.
+
+Concurrent requests for one checkpoint load it once (a lock per key); different
+checkpoints load in parallel. Rendering runs in the caller's thread -- the API
+calls these from its threadpool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import torch
+
+from gan_core.checkpoint import load_generator
+from gan_core.sampling import interpolate, png_grid, sample
+
+V = TypeVar("V")
+
+
+class LRU(Generic[V]):
+    """A thread-safe LRU whose loader runs at most once per key at a time."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: OrderedDict[Hashable, V] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[Hashable, threading.Lock] = {}
+        self.loads = 0  # how many times a loader ran (tests and benchmarks read it)
+
+    def get(self, key: Hashable) -> V | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key: Hashable, value: V) -> None:
+        if self.capacity <= 0:
+            return
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def get_or_load(self, key: Hashable, loader: Callable[[], V]) -> V:
+        value = self.get(key)
+        if value is not None:
+            return value
+        with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # only callers of this key wait; others proceed
+            value = self.get(key)
+            if value is None:
+                value = loader()
+                self.loads += 1
+                self.put(key, value)
+        with self._lock:
+            self._key_locks.pop(key, None)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    kind: str  # "samples" | "interpolation"
+    n: int = 64
+    seed: int = 0
+    nrow: int = 8
+    label: int | None = None
+    ema: bool = True
+    truncation: float | None = None
+    from_seed: int = 0
+    to_seed: int = 1
+    steps: int = 8
+
+
+class Sampler:
+    """Renders PNGs from checkpoints, caching generators and finished images."""
+
+    def __init__(self, generator_cache_size: int = 8, png_cache_size: int = 256):
+        self.generators: LRU[torch.nn.Module] = LRU(generator_cache_size)
+        self.pngs: LRU[bytes] = LRU(png_cache_size)
+
+    @staticmethod
+    def etag(checkpoint_sha: str, req: SampleRequest) -> str:
+        """A strong validator: same checkpoint bytes and parameters -> same PNG bytes."""
+        raw = f"{checkpoint_sha}|{req}"
+        return '"' + hashlib.sha256(raw.encode()).hexdigest()[:32] + '"'
+
+    def generator(self, ckpt_dir: Path, ema: bool) -> torch.nn.Module:
+        return self.generators.get_or_load(
+            (str(ckpt_dir), ema), lambda: load_generator(ckpt_dir, ema=ema)
+        )
+
+    def render(self, ckpt_dir: Path, req: SampleRequest, etag: str) -> bytes:
+        cached = self.pngs.get(etag)
+        if cached is not None:
+            return cached
+        G = self.generator(ckpt_dir, req.ema)
+        if req.kind == "interpolation":
+            images = interpolate(G, req.from_seed, req.to_seed, req.steps, label=req.label)
+        else:
+            images = sample(G, req.n, req.seed, labels=req.label, truncation=req.truncation)
+        data = png_grid(images, nrow=req.nrow)
+        self.pngs.put(etag, data)
+        return data

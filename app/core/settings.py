@@ -1,0 +1,80 @@
+"""The service's one settings class; every field is a ``GANFORGE_*`` environment variable."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GANFORGE_", extra="ignore")
+
+    data_dir: Path = Field(
+        Path(".ganforge"),
+        description="where the embedded defaults live: SQLite file, artifact store, broker folder",
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/ganforge.db"
+    )
+    broker_url: str | None = Field(
+        None,
+        description="Celery broker (redis://...); unset = embedded mode: serve starts its own "
+        "worker on a filesystem broker under <data_dir>/broker",
+    )
+    store_dir: Path | None = Field(
+        None, description="artifact store for checkpoints and uploads; default <data_dir>/store"
+    )
+    dataset_dirs: list[Path] = Field(
+        default_factory=list, description="extra folders searched for built-in datasets (JSON list)"
+    )
+    allow_download: bool = Field(False, description="let workers download missing built-ins")
+    queue: str = Field("gpu", description="Celery queue that training jobs go to")
+    host: str = Field("127.0.0.1", description="address `ganforge serve` binds")
+    port: int = Field(8000, ge=1, le=65535)
+    # Redis redelivers an unacknowledged message after this many seconds. Training runs
+    # for hours, so this is long; a job whose worker died is found sooner by its lease.
+    visibility_timeout: int = Field(6 * 3600, ge=60)
+    lease_seconds: float = Field(
+        60.0, gt=0, description="a running job whose worker has not renewed its lease for this long is stale"
+    )
+    progress_interval: float = Field(1.0, gt=0, description="seconds between progress writes")
+    worker_seen_seconds: float = Field(
+        60.0, gt=0, description="/readyz wants a worker heartbeat at most this old (fleet mode)"
+    )
+    generator_cache_size: int = Field(8, ge=1, description="generators kept loaded for sampling")
+    png_cache_size: int = Field(256, ge=0, description="rendered PNGs kept for repeated requests")
+    max_upload_bytes: int = Field(1 << 30, ge=1024, description="largest dataset upload")
+    max_samples: int = Field(256, ge=1, description="largest n for samples.png")
+    max_interpolation_steps: int = Field(64, ge=2)
+
+    @property
+    def embedded(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def resolved_database_url(self) -> str:
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'ganforge.db').resolve()}"
+        # Plain postgresql:// URLs get the psycopg 3 driver we ship with.
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        return url
+
+    @property
+    def resolved_store_dir(self) -> Path:
+        return (self.store_dir or self.data_dir / "store").resolve()
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_dir(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,125 @@
+"""The artifact store: checkpoints and uploaded datasets, behind one small interface.
+
+The local directory store is the default (a shared volume in compose). An
+S3-compatible store implements the same methods: ``run_dir`` is then a local
+scratch directory the trainer writes into, ``publish_checkpoint`` uploads a
+finished checkpoint directory, and ``local_path`` downloads one into a cache
+before it is loaded. Keys are relative POSIX paths such as ``jobs/job_x/checkpoints/step-00000500``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+
+class StoreError(OSError):
+    """The store could not be read or written (full disk, permissions, unreachable)."""
+
+
+class ArtifactStore(ABC):
+    @abstractmethod
+    def run_dir(self, job_id: str) -> Path:
+        """A local directory the trainer writes a job's checkpoints into."""
+
+    @abstractmethod
+    def publish_checkpoint(self, job_id: str, local_dir: Path) -> str:
+        """Make a finished checkpoint directory durable; returns its key."""
+
+    @abstractmethod
+    def local_path(self, key: str) -> Path:
+        """A local path holding what is stored under ``key`` (a checkpoint dir, a dataset)."""
+
+    @abstractmethod
+    def dataset_dir(self, dataset_id: str) -> Path:
+        """The local directory an uploaded dataset is unpacked into."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove everything under ``key`` (no error if absent)."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise StoreError unless the store can be written."""
+
+    @abstractmethod
+    def scratch_dir(self) -> Path:
+        """A fresh private temp directory (on the store's filesystem, so renames are cheap)."""
+
+
+class LocalStore(ArtifactStore):
+    """A directory on local disk or a shared volume."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise StoreError(f"key {key!r} escapes the store")
+        return path
+
+    def key_of(self, path: Path) -> str:
+        return Path(path).resolve().relative_to(self.root).as_posix()
+
+    def run_dir(self, job_id: str) -> Path:
+        path = self._path(f"jobs/{job_id}")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def publish_checkpoint(self, job_id: str, local_dir: Path) -> str:
+        # The trainer wrote straight into the store (atomically); nothing to copy.
+        return self.key_of(local_dir)
+
+    def local_path(self, key: str) -> Path:
+        return self._path(key)
+
+    def dataset_dir(self, dataset_id: str) -> Path:
+        return self._path(f"datasets/{dataset_id}")
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        if path.is_dir():
+            # Rename first so a half-deleted tree is never mistaken for a live one.
+            trash = path.with_name(f".del-{path.name}-{uuid.uuid4().hex[:8]}")
+            path.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def ping(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".ping-{uuid.uuid4().hex[:8]}"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreError(f"artifact store {self.root} is not writable: {exc}") from exc
+
+    def scratch_dir(self) -> Path:
+        path = self._path(f"tmp/{uuid.uuid4().hex}")
+        path.mkdir(parents=True)
+        return path
+
+    def usage_bytes(self, key: str) -> int:
+        total = 0
+        for dirpath, _dirs, files in os.walk(self._path(key)):
+            for name in files:
+                try:
+                    total += os.path.getsize(os.path.join(dirpath, name))
+                except OSError:
+                    pass
+        return total
+
+
+def get_store(root: Path) -> LocalStore:
+    return LocalStore(root)

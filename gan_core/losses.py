@@ -1,0 +1,111 @@
+"""GAN objectives on raw discriminator logits, and the WGAN-GP gradient penalty.
+
+The source document applied a Wasserstein-style loss (mean of D's outputs) to a
+discriminator ending in a sigmoid, which is a bug: it is neither the minimax objective
+nor a valid critic. 'bce' here is the correct non-saturating form of the minimax
+objective, written with softplus on logits (log sigmoid without overflow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["GANLoss", "LOSSES", "get_loss", "gradient_penalty"]
+
+
+class GANLoss:
+    """A discriminator and a generator loss, each a float32 scalar from (N,) logits."""
+
+    name: str = ""
+    needs_gradient_penalty: bool = False
+
+    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def g_loss(self, fake_logits: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class BCELoss(GANLoss):
+    """Non-saturating GAN (Goodfellow et al. 2014): -log D(x) - log(1 - D(G(z))); G: -log D(G(z))."""
+
+    name = "bce"
+
+    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        # softplus(-l) = -log sigmoid(l); softplus(l) = -log(1 - sigmoid(l)).
+        return F.softplus(-real_logits.float()).mean() + F.softplus(fake_logits.float()).mean()
+
+    def g_loss(self, fake_logits: Tensor) -> Tensor:
+        return F.softplus(-fake_logits.float()).mean()
+
+
+class HingeLoss(GANLoss):
+    """Hinge loss (Lim & Ye 2017; SAGAN/BigGAN): D: relu(1 - real) + relu(1 + fake); G: -fake."""
+
+    name = "hinge"
+
+    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        return F.relu(1.0 - real_logits.float()).mean() + F.relu(1.0 + fake_logits.float()).mean()
+
+    def g_loss(self, fake_logits: Tensor) -> Tensor:
+        return -fake_logits.float().mean()
+
+
+class WGANGPLoss(GANLoss):
+    """Wasserstein critic loss (Gulrajani et al. 2017); pair with gradient_penalty."""
+
+    name = "wgan-gp"
+    needs_gradient_penalty = True
+
+    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        return fake_logits.float().mean() - real_logits.float().mean()
+
+    def g_loss(self, fake_logits: Tensor) -> Tensor:
+        return -fake_logits.float().mean()
+
+
+class LSGANLoss(GANLoss):
+    """Least squares GAN (Mao et al. 2017): D targets real 1, fake 0; G targets 1."""
+
+    name = "lsgan"
+
+    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        real, fake = real_logits.float(), fake_logits.float()
+        return 0.5 * ((real - 1.0) ** 2).mean() + 0.5 * (fake**2).mean()
+
+    def g_loss(self, fake_logits: Tensor) -> Tensor:
+        return 0.5 * ((fake_logits.float() - 1.0) ** 2).mean()
+
+
+LOSSES: dict[str, type[GANLoss]] = {
+    cls.name: cls for cls in (BCELoss, HingeLoss, WGANGPLoss, LSGANLoss)
+}
+
+
+def get_loss(name: str) -> GANLoss:
+    """The loss called name: one of 'bce', 'hinge', 'wgan-gp', 'lsgan'."""
+    try:
+        return LOSSES[name]()
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; choose from {list(LOSSES)}") from None
+
+
+def gradient_penalty(
+    D: Callable[..., Tensor], real: Tensor, fake: Tensor, y: Tensor | None = None
+) -> Tensor:
+    """WGAN-GP penalty: mean of (||grad_x D(x)||_2 - 1)^2 at random real/fake interpolates.
+
+    D must not use batch-dependent layers (BatchNorm): the penalty is per sample.
+    create_graph=True so the penalty itself can be backpropagated into D.
+    """
+    n = real.shape[0]
+    alpha = torch.rand(n, *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    x = (alpha * real.detach() + (1.0 - alpha) * fake.detach()).requires_grad_(True)  # (N, C, H, W)
+    out = D(x) if y is None else D(x, y)  # (N,)
+    (grad,) = torch.autograd.grad(out.float().sum(), x, create_graph=True)
+    norms = grad.float().flatten(1).norm(2, dim=1)  # (N,)
+    return ((norms - 1.0) ** 2).mean()

@@ -1,0 +1,1 @@
+"""Celery app and tasks: thin shells that hand job ids to worker.runner."""

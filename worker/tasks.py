@@ -1,0 +1,12 @@
+"""Celery tasks. Like a web view: take ids, hand them to the logic, nothing else."""
+
+from __future__ import annotations
+
+from app.core.queue import TRAIN_TASK
+from worker.celery_app import app
+from worker.runner import run_job
+
+
+@app.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True)
+def train_job(job_id: str) -> str:
+    return run_job(job_id)
