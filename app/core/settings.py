@@ -47,6 +47,17 @@ class Settings(BaseSettings):
     generator_cache_size: int = Field(8, ge=1, description="generators kept loaded for sampling")
     png_cache_size: int = Field(256, ge=0, description="rendered PNGs kept for repeated requests")
     max_upload_bytes: int = Field(1 << 30, ge=1024, description="largest dataset upload")
+    max_upload_entries: int = Field(
+        100_000, ge=1, description="most entries (files and folders) in an uploaded zip or npz"
+    )
+    max_upload_unpacked_bytes: int = Field(
+        4 << 30, ge=1024, description="largest total size an uploaded archive may unpack to"
+    )
+    max_upload_ratio: float = Field(
+        200.0, gt=1,
+        description="largest expansion ratio (unpacked/packed) of an uploaded archive and of each "
+        "member of 1 MiB or more; above it the archive is refused as a likely zip bomb",
+    )
     max_samples: int = Field(256, ge=1, description="largest n for samples.png")
     max_interpolation_steps: int = Field(64, ge=2)
 

@@ -52,6 +52,8 @@ BUILTINS: dict[str, DatasetInfo] = {
     "cifar10": DatasetInfo("cifar10", 3, 10, 32, tuple(_CIFAR.split())),
 }
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")  # the 60k train split
+# torchvision checksums all of these (test_batch too) before loading the train split.
+_CIFAR_FILES = ("batches.meta", *(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
 _TORCHVISION_DIR = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
 _CHUNK = 4096  # images converted at once, to bound temporary float memory
 
@@ -159,7 +161,7 @@ def _find_builtin(name: str, data_dirs: Sequence[Path]) -> Path | None:
     """The first directory holding the train split of a built-in, or None."""
     for d in _candidate_dirs(name, data_dirs):
         if name == "cifar10":
-            if all((d / f"data_batch_{i}").is_file() for i in range(1, 6)):
+            if all((d / f).is_file() for f in _CIFAR_FILES):
                 return d
         elif all(_idx_path(d, stem) for stem in _IDX_FILES):
             return d
@@ -168,7 +170,7 @@ def _find_builtin(name: str, data_dirs: Sequence[Path]) -> Path | None:
 
 def _missing_message(name: str, data_dirs: Sequence[Path]) -> str:
     if name == "cifar10":
-        layout = "data_batch_1 .. data_batch_5 (the python version of CIFAR-10)"
+        layout = "batches.meta, data_batch_1..5 and test_batch (CIFAR-10 python version)"
     else:
         layout = " and ".join(f"{stem}[.gz]" for stem in _IDX_FILES)
     dirs = _candidate_dirs(name, data_dirs)

@@ -129,6 +129,16 @@ def load_image_folder(
     return images.contiguous(), labels, info
 
 
+def _is_gray(im) -> bool:
+    """Grey by mode, or a palette image (GIFs are always palette) whose colours are all grey."""
+    if im.mode in _GRAY_MODES:
+        return True
+    if im.mode not in ("P", "PA"):
+        return False
+    rgb = np.asarray(im.convert("RGB"))
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+
+
 def _read_image(path: Path, size: int) -> np.ndarray:
     """One image center-cropped to a square and resized: size×size (gray) or size×size×3 uint8."""
     from PIL import Image  # lazy: only image folders need Pillow
@@ -141,7 +151,7 @@ def _read_image(path: Path, size: int) -> np.ndarray:
                     f"{path}: {w}x{h} pixels is over the limit of {MAX_IMAGE_PIXELS} (4096x4096)"
                 )
             im.load()
-            im = im.convert("L" if im.mode in _GRAY_MODES else "RGB")
+            im = im.convert("L" if _is_gray(im) else "RGB")
     except DatasetError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:

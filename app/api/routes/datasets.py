@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api.deps import ServicesDep, SessionDep
-from app.api.schemas import DatasetPublic, DatasetsPublic
-from app.core import datasets
+from app.api.schemas import DatasetPublic, DatasetsPublic, Problem
+from app.core import datasets, uploads
+from app.core.db import session_scope
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": f"Upload {uploads.ACCEPTED}: as the multipart form field `file` "
+        "(`curl -F file=@x.zip`), or as the raw body (`--data-binary @x.zip`).",
+        "content": {
+            "multipart/form-data": {"schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "name": {"type": "string", "maxLength": 200},
+                },
+            }},
+            "application/zip": _BINARY,
+            "application/octet-stream": _BINARY,
+        },
+    }
+}
+_PROBLEMS = {
+    code: {"model": Problem, "content": {"application/problem+json": {}}, "description": what}
+    for code, what in ((413, "over the upload size limit"), (415, "neither a zip nor an npz"),
+                       (422, "an unsafe archive, or data the loaders refuse"))
+}
+_FLUSH_BYTES = 1 << 20  # body bytes gathered before one write off the event loop
 
 
 @router.get("", response_model=DatasetsPublic)
@@ -22,6 +53,52 @@ def list_datasets(session: SessionDep, services: ServicesDep) -> DatasetsPublic:
             num_classes=info.num_classes, class_names=list(info.class_names or []) or None,
         ))
     return DatasetsPublic(items=items)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic,
+             openapi_extra=_UPLOAD_BODY, responses=_PROBLEMS)
+async def upload_dataset(
+    request: Request,
+    services: ServicesDep,
+    response: Response,
+    name: Annotated[str | None, Query(min_length=1, max_length=200,
+                                      description="dataset name (default: the file's name)")] = None,
+    filename: Annotated[str | None, Query(max_length=255,
+                                          description="the file's name, for a raw body (x.npz)")] = None,
+) -> DatasetPublic:
+    """Upload a dataset: a zip of images (class subfolders become labels) or an .npz.
+
+    The body is streamed to disk and refused (413) as soon as it passes the size cap; a zip is
+    checked for unsafe names, links, entry count and expansion before anything is unpacked.
+    """
+    receiver = await asyncio.to_thread(
+        uploads.open_upload, services.store, services.settings,
+        content_type=request.headers.get("content-type"),
+        content_length=request.headers.get("content-length"), filename=filename,
+    )
+    try:
+        pending: list[bytes] = []
+        pending_bytes = 0
+        async for chunk in request.stream():
+            receiver.count(len(chunk))  # 413 the moment the cap is passed
+            pending.append(chunk)
+            pending_bytes += len(chunk)
+            if pending_bytes >= _FLUSH_BYTES:
+                await asyncio.to_thread(receiver.feed, b"".join(pending))
+                pending, pending_bytes = [], 0
+        await asyncio.to_thread(receiver.feed, b"".join(pending))
+        upload = await asyncio.to_thread(receiver.finish)
+
+        def create():
+            with session_scope(services.settings.resolved_database_url) as session:
+                return uploads.create_dataset(session, services.store, services.settings,
+                                              upload, name=name)
+
+        ds = await asyncio.to_thread(create)
+    finally:
+        await asyncio.to_thread(receiver.discard)
+    response.headers["Location"] = f"/v1/datasets/{ds.id}"
+    return DatasetPublic.of(ds)
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic)

@@ -1,0 +1,50 @@
+"""API tests: a real app on a temp SQLite database and store, jobs run in-process."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.api.main import create_app
+from app.core.settings import Settings
+
+TINY = {
+    "dataset": "shapes",
+    "image_size": 16,
+    "g_width": 8,
+    "d_width": 8,
+    "batch_size": 8,
+    # enough steps for BatchNorm's running stats to settle, so eval-mode samples are not flat
+    "steps": 24,
+    "checkpoint_every": 12,
+    "latent_dim": 16,
+}
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(data_dir=tmp_path, progress_interval=0.05)
+
+
+@pytest.fixture
+def client(settings):
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.fixture
+def run_job(settings):
+    """Run a queued job to its end in this process, as a worker would."""
+    from worker.runner import run_job as _run
+
+    return lambda job_id: _run(job_id, settings=settings)
+
+
+@pytest.fixture
+def trained_job(client, run_job):
+    """A finished tiny job: (job id, its JSON)."""
+    r = client.post("/v1/jobs", json={"name": "tiny", "config": TINY})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    assert run_job(job_id) == "succeeded"
+    return job_id, client.get(f"/v1/jobs/{job_id}").json()
