@@ -17,6 +17,16 @@ from gan_core import cli as engine_cli
 log = logging.getLogger("ganforge")
 
 
+def _die_with_parent() -> None:
+    """In the worker child: get SIGTERM when serve exits, however it exits (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: serve's own shutdown path still stops the child
+
+
 def serve_command(args: argparse.Namespace) -> int:
     """Run the API; in embedded mode (no broker URL) also run one worker as a child process."""
     import uvicorn
@@ -33,7 +43,8 @@ def serve_command(args: argparse.Namespace) -> int:
     if settings.embedded:
         log.warning("embedded mode: SQLite at %s, store at %s, one local worker",
                     settings.resolved_database_url, settings.resolved_store_dir)
-        child = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=os.environ.copy())
+        child = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=os.environ.copy(),
+                                 preexec_fn=_die_with_parent)
     else:
         log.warning("fleet mode: API only; run workers with `ganforge worker`")
     try:

@@ -223,6 +223,7 @@ def _loop(run: _Run, batcher: Batcher, run_dir: Path, hooks: TrainHooks) -> Trai
     last_good_losses: dict[str, float] = {}
     t_report = t_stop = time.monotonic()
     step_at_report = run.step
+    first_report = True  # report the first step at once: "it started" is worth knowing fast
     G.train()
     D.train()
 
@@ -285,7 +286,8 @@ def _loop(run: _Run, batcher: Batcher, run_dir: Path, hooks: TrainHooks) -> Trai
 
         now = time.monotonic()
         done = run.step >= config.steps
-        if now - t_report >= hooks.progress_interval or done:
+        if now - t_report >= hooks.progress_interval or done or first_report:
+            first_report = False
             losses = flush()
             if hooks.on_progress:
                 rate = (run.step - step_at_report) * B * config.d_steps / max(now - t_report, 1e-9)

@@ -20,12 +20,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Embedded mode: a broker that needs no server -- message files in a folder
         # shared by `ganforge serve` and the worker child it starts.
         folder = settings.broker_dir
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         transport = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),  # kombu's default is ./control
             "store_processed": False,
         }
     return {

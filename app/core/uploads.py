@@ -335,7 +335,10 @@ def _open_zip(path: Path, limits: UploadLimits) -> zipfile.ZipFile:
         raise _bad(f"not a readable zip archive ({exc})") from exc
 
 
-def _check_archive(zf: zipfile.ZipFile, limits: UploadLimits) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
+Entries = list[tuple[zipfile.ZipInfo, tuple[str, ...]]]  # each member with its path components
+
+
+def _check_archive(zf: zipfile.ZipFile, limits: UploadLimits) -> Entries:
     """Every entry checked from the central directory, before a byte is unpacked."""
     infos = zf.infolist()
     if len(infos) > limits.max_entries:
@@ -360,8 +363,10 @@ def _check_archive(zf: zipfile.ZipFile, limits: UploadLimits) -> list[tuple[zipf
         total += info.file_size
         total_compressed += info.compress_size
         if total > limits.max_unpacked_bytes:
-            raise _bad(f"the archive unpacks to more than the limit of {limits.max_unpacked_bytes} bytes")
-        if info.file_size >= RATIO_MIN_BYTES and info.file_size > limits.max_ratio * max(info.compress_size, 1):
+            raise _bad("the archive unpacks to more than the limit of "
+                       f"{limits.max_unpacked_bytes} bytes")
+        big = info.file_size >= RATIO_MIN_BYTES
+        if big and info.file_size > limits.max_ratio * max(info.compress_size, 1):
             ratio = info.file_size / max(info.compress_size, 1)
             raise _bad(
                 f"archive entry {name!r} expands {ratio:.0f}:1 ({info.compress_size} -> "
@@ -443,7 +448,7 @@ def _junk(parts: tuple[str, ...]) -> bool:
     )
 
 
-def _plan_images(entries: list[tuple[zipfile.ZipInfo, tuple[str, ...]]]) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
+def _plan_images(entries: Entries) -> Entries:
     """Which members to unpack where: loose images, or one folder per class, under one root."""
     files = [(info, parts) for info, parts in entries if not info.is_dir() and not _junk(parts)]
     if not files:

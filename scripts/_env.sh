@@ -1,0 +1,21 @@
+# Shared by scripts/serve and scripts/test: make .venv hold this project, installing only
+# when pyproject.toml changed. Sourced, not run.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+PY=${PYTHON:-python3}
+VENV=${GANFORGE_VENV:-$ROOT/.venv}
+extras=${1:-}
+stamp="$VENV/.ganforge-installed"
+want="$(sha256sum pyproject.toml | cut -c1-16)${extras}"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "creating $VENV" >&2
+  "$PY" -m venv "$VENV"
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "installing ganforge${extras} into $VENV (torch is large: first time takes minutes)" >&2
+  "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+  "$VENV/bin/python" -m pip install -q -e ".${extras}" >&2
+  echo "$want" > "$stamp"
+fi
+export PATH="$VENV/bin:$PATH"

@@ -1,0 +1,190 @@
+"""Real parts: Redis on 127.0.0.1:6379, Postgres on 127.0.0.1:5432, and `ganforge serve` /
+`ganforge worker` as separate processes, exactly as a fleet deployment runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+REDIS_URL = os.environ.get("GANFORGE_TEST_REDIS", "redis://127.0.0.1:6379/15")
+PG_ADMIN_URL = os.environ.get("GANFORGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _need_redis() -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:  # CI starts Redis; locally this is the one thing to check
+        pytest.fail(f"integration tests need Redis at {REDIS_URL}: {exc}")
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """A fresh Postgres database for this test session, dropped afterwards."""
+    import psycopg
+
+    name = f"ganforge_it_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except Exception as exc:
+        pytest.fail(f"integration tests need Postgres at {PG_ADMIN_URL}: {exc}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+class Proc:
+    """A child process with its log in a file, stopped on teardown."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None):
+        self.log = log
+        self.args = args
+        self.env = env
+        self.cwd = cwd
+        self.popen: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self._fh = open(self.log, "ab")
+        self.popen = subprocess.Popen(self.args, env=self.env, stdout=self._fh, stderr=subprocess.STDOUT,
+                                      start_new_session=True, cwd=self.cwd)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        if self.popen and self.popen.poll() is None:
+            os.killpg(self.popen.pid, sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        self._fh.close()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (worker parent and its pool child)."""
+        self.stop(signal.SIGKILL)
+
+    def tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class Stack:
+    """`ganforge serve` (fleet mode) and `ganforge worker`s sharing Redis, a database and a store."""
+
+    def __init__(self, tmp: Path, database_url: str | None, extra_env: dict[str, str] | None = None):
+        self.tmp = tmp
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        if database_url is None:  # embedded: only the port is set, like a newcomer's first run
+            self.env = {k: v for k, v in os.environ.items() if not k.startswith("GANFORGE_")}
+            self.env.update({"GANFORGE_PORT": str(self.port), "OMP_NUM_THREADS": "1",
+                             "PYTHONPATH": str(Path(__file__).parents[2])})
+            self.api, self.workers = None, []
+            self.client = httpx.Client(base_url=self.url, timeout=30)
+            return
+        self.env = {
+            **os.environ,
+            "GANFORGE_DATA_DIR": str(tmp / "data"),
+            "GANFORGE_DATABASE_URL": database_url,
+            "GANFORGE_BROKER_URL": REDIS_URL,
+            "GANFORGE_QUEUE": f"it-{uuid.uuid4().hex[:8]}",  # isolates this stack's messages
+            "GANFORGE_PROGRESS_INTERVAL": "0.2",
+            "GANFORGE_PORT": str(self.port),
+            "OMP_NUM_THREADS": "1",  # two cores, several processes
+            **(extra_env or {}),
+        }
+        self.api: Proc | None = None
+        self.workers: list[Proc] = []
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def start_api(self) -> None:
+        self.api = Proc([sys.executable, "-m", "app.cli", "serve"], self.env, self.tmp / "api.log",
+                        cwd=self.tmp)
+
+    def start_worker(self) -> Proc:
+        n = len(self.workers)
+        proc = Proc([sys.executable, "-m", "app.cli", "worker", "--hostname", f"w{n}@it"], self.env,
+                    self.tmp / f"worker{n}.log")
+        self.workers.append(proc)
+        return proc
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                last = self.client.get("/readyz")
+                if last.status_code == 200:
+                    return
+            except httpx.TransportError as exc:
+                last = exc
+            time.sleep(0.5)
+        raise AssertionError(f"stack not ready: {last!r}\n{self.logs()}")
+
+    def wait_status(self, job_id: str, statuses: set[str], timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        job: dict = {}
+        while time.monotonic() < deadline:
+            job = self.client.get(f"/v1/jobs/{job_id}").json()
+            if job["status"] in statuses:
+                return job
+            time.sleep(0.3)
+        raise AssertionError(f"job {job_id} stuck in {job.get('status')}: {job}\n{self.logs()}")
+
+    def wait_step(self, job_id: str, at_least: int, timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        job: dict = {}
+        while time.monotonic() < deadline:
+            job = self.client.get(f"/v1/jobs/{job_id}").json()
+            if job["status"] == "running" and job["progress"]["step"] >= at_least:
+                return job
+            assert job["status"] in ("queued", "running"), job
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} never reached step {at_least}: {job}\n{self.logs()}")
+
+    def logs(self) -> str:
+        parts = [f"--- api ---\n{self.api.tail()}" if self.api else ""]
+        parts += [f"--- worker {i} ---\n{w.tail()}" for i, w in enumerate(self.workers)]
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        self.client.close()
+        for proc in [*self.workers, self.api]:
+            if proc is not None:
+                proc.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, pg_url):
+    """A fleet stack on Postgres + Redis with one worker, shared by a module's tests."""
+    _need_redis()
+    s = Stack(tmp_path_factory.mktemp("stack"), pg_url)
+    s.start_api()
+    s.start_worker()
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        s.stop()
