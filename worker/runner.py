@@ -11,6 +11,7 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from app.core import jobs
@@ -126,13 +127,20 @@ def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | N
     return str(status)
 
 
-def heartbeat_loop(worker_id: str, stop: threading.Event, interval: float = 10.0) -> None:
-    """Record that this worker process is alive, for /readyz."""
+def heartbeat_loop(
+    worker_id: str, stop: threading.Event, enqueue: Callable[[str], None], interval: float = 10.0
+) -> None:
+    """Record that this worker process is alive (for /readyz) and recover jobs of dead workers."""
     settings = get_settings()
+    interval = min(interval, settings.lease_seconds / 2)
     while True:
         try:
             with session_scope(settings.resolved_database_url) as s:
                 s.merge(Worker(id=worker_id, hostname=socket.gethostname(), last_seen=utcnow()))
+            with session_scope(settings.resolved_database_url) as s:
+                for job_id in jobs.requeue_stale_jobs(s):
+                    log.warning("job %s lost its worker (lease expired); re-queued", job_id)
+                    enqueue(job_id)
         except Exception:
             log.warning("worker heartbeat failed", exc_info=True)
         if stop.wait(interval):

@@ -31,7 +31,13 @@ class Services:
 
     def enqueue(self, job_id: str) -> None:
         try:
-            self.celery.send_task(TRAIN_TASK, args=[job_id], queue=self.settings.queue)  # type: ignore[attr-defined]
+            # A short retry: with the broker down the client gets a 503 in about a second,
+            # not a request hanging on kombu's default back-off.
+            self.celery.send_task(  # type: ignore[attr-defined]
+                TRAIN_TASK, args=[job_id], queue=self.settings.queue, retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.3,
+                              "interval_max": 0.5},
+            )
         except Exception as exc:  # kombu raises OperationalError and friends when the broker is down
             log.warning("could not enqueue %s: %s", job_id, exc)
             raise Unavailable("the job queue (broker) is not reachable; try again") from exc

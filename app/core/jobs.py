@@ -301,8 +301,25 @@ def release_job(session: Session, *, job_id: str, worker_id: str) -> None:
     session.commit()
 
 
-def stale_running_jobs(session: Session) -> list[str]:
-    """Ids of running jobs whose lease has expired (their worker died)."""
-    return list(session.scalars(
-        select(Job.id).where(Job.status == JobStatus.running, Job.lease_expires_at < utcnow())
+def requeue_stale_jobs(session: Session) -> list[str]:
+    """Put running jobs whose lease expired (their worker died) back in the queue.
+
+    Each job is flipped by a conditional update, so when several workers sweep at once
+    exactly one of them re-queues (and re-sends) a given job.
+    """
+    now = utcnow()
+    stale = list(session.scalars(
+        select(Job.id).where(Job.status == JobStatus.running, Job.lease_expires_at < now)
     ))
+    requeued = []
+    for job_id in stale:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.running, Job.lease_expires_at < now)
+            .values(status=JobStatus.queued, lease_owner=None, lease_expires_at=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            requeued.append(job_id)
+    session.commit()
+    return requeued

@@ -33,6 +33,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": settings.resolved_broker_url,
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 3,  # fail fast, so the API can answer 503 while Redis is down
+        "broker_connection_max_retries": None,  # workers keep reconnecting after a Redis restart
         "task_default_queue": settings.queue,
         "task_routes": {TRAIN_TASK: {"queue": settings.queue}},
         # Hours-long GPU jobs: ack only after the task ends, so a worker that dies
