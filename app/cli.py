@@ -39,6 +39,13 @@ def serve_command(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     migrate(settings.resolved_database_url)  # once, before the worker child and the API start
+    if settings.auth:
+        from app.core.auth import first_admin_key
+
+        key, path = first_admin_key(settings)
+        if key:
+            print(f"admin API key (kept in {path}):\n  {key}\n"
+                  f"use it as: curl -H 'Authorization: Bearer {key}' ...", flush=True)
     child = None
     if settings.embedded:
         log.warning("embedded mode: SQLite at %s, store at %s, one local worker",
@@ -81,6 +88,36 @@ def worker_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def keys_command(args: argparse.Namespace) -> int:
+    """Create, list or revoke API keys (directly in the database)."""
+    from app.core import auth
+    from app.core.db import migrate, session_scope
+    from app.core.errors import DomainError
+    from app.core.settings import get_settings
+
+    url = get_settings().resolved_database_url
+    migrate(url)
+    try:
+        with session_scope(url) as s:
+            if args.keys_command == "create":
+                row, text = auth.create_key(s, name=args.name, admin=args.admin)
+                print(text)
+                print(f"created {row.id} for owner {row.owner_id}{' (admin)' if row.admin else ''}; "
+                      "the key is shown only now", file=sys.stderr)
+            elif args.keys_command == "list":
+                for row in auth.list_keys(s):
+                    state = "revoked" if row.revoked_at else "active"
+                    print(f"{row.id}\t{row.owner_id}\t{'admin' if row.admin else 'user'}\t{state}\t"
+                          f"created {row.created_at:%Y-%m-%d %H:%M}")
+            else:
+                auth.revoke_key(s, key_id=args.key_id)
+                print(f"revoked {args.key_id}")
+    except DomainError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganforge", description="Train GANs and sample from them.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default=None, help="default GANFORGE_HOST (127.0.0.1)")
     s.add_argument("--port", type=int, default=None, help="default GANFORGE_PORT (8000)")
     s.set_defaults(func=serve_command)
+
+    k = sub.add_parser("keys", help="manage API keys")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kc = ksub.add_parser("create", help="create a key and print it (once)")
+    kc.add_argument("--name", required=True, help="owner name; keys with one name share data")
+    kc.add_argument("--admin", action="store_true", help="may see and manage everything")
+    ksub.add_parser("list", help="list keys (never their secrets)")
+    kr = ksub.add_parser("revoke", help="revoke a key by id")
+    kr.add_argument("key_id")
+    k.set_defaults(func=keys_command)
 
     w = sub.add_parser("worker", help="run a training worker (Celery)")
     w.add_argument("--loglevel", default="INFO")

@@ -7,8 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+
+from app.core import auth
+from app.core.limits import RateLimiter
 
 from app.core.db import session_scope
 from app.core.errors import Unavailable
@@ -28,6 +32,7 @@ class Services:
     store: LocalStore
     sampler: Sampler
     celery: object  # a Celery app used only to send tasks by name
+    sample_limiter: RateLimiter
 
     def enqueue(self, job_id: str) -> None:
         try:
@@ -54,3 +59,31 @@ def get_session(services: Annotated[Services, Depends(get_services)]) -> Iterato
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+_bearer = HTTPBearer(auto_error=False, description="an API key: `ganforge keys create --name NAME`")
+
+
+def get_principal(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> auth.Principal:
+    """Who the request acts for; 401 with WWW-Authenticate when the key is missing or wrong."""
+    if not services.settings.auth:
+        return auth.Principal(owner_id=auth.ANONYMOUS, admin=True, key_id=None)
+    if credentials is None:
+        raise HTTPException(401, "an API key is required: Authorization: Bearer KEY",
+                            headers={"WWW-Authenticate": 'Bearer realm="ganforge"'})
+    with session_scope(services.settings.resolved_database_url) as session:
+        principal = auth.authenticate(session, credentials.credentials)
+    if principal is None:
+        raise HTTPException(401, "invalid or revoked API key",
+                            headers={"WWW-Authenticate": 'Bearer realm="ganforge", error="invalid_token"'})
+    return principal
+
+
+PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
+
+
+def limit_sampling(services: ServicesDep, principal: PrincipalDep) -> None:
+    services.sample_limiter.hit(principal.key_id or principal.owner_id)

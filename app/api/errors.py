@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import DomainError
+from app.core.limits import retry_after_header
 
 log = logging.getLogger("ganforge.api")
 PROBLEM = "application/problem+json"
@@ -53,7 +54,11 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_req: Request, exc: DomainError) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, field=exc.field)
+        retry = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": retry_after_header(retry)} if retry is not None else None
+        if exc.status == 503:
+            headers = {"Retry-After": "5"}
+        return problem(exc.status, exc.title, exc.detail, field=exc.field, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:

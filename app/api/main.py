@@ -12,6 +12,7 @@ from app.api import errors
 from app.api.deps import Services
 from app.api.routes import checkpoints, datasets, health, jobs
 from app.core.db import migrate
+from app.core.limits import RateLimiter
 from app.core.queue import celery_config
 from app.core.sampling import Sampler
 from app.core.settings import Settings, get_settings
@@ -28,6 +29,7 @@ def build_services(settings: Settings) -> Services:
         store=get_store(settings.resolved_store_dir),
         sampler=Sampler(settings.generator_cache_size, settings.png_cache_size),
         celery=celery,
+        sample_limiter=RateLimiter(settings.sample_rate, settings.sample_burst),
     )
 
 
@@ -38,6 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         migrate(settings.resolved_database_url)
         app.state.services.store.ping()
+        if not settings.auth:
+            log.warning("GANFORGE_AUTH=false: every request acts as an admin; bind to localhost only")
         yield
 
     app = FastAPI(

@@ -28,6 +28,10 @@ def _request_hash(name: str, config: TrainConfig) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+def find_idempotent(session: Session, *, owner_id: str | None, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
+
+
 def create_job(
     session: Session,
     *,
@@ -40,9 +44,7 @@ def create_job(
     """Store a queued job; returns (job, created). A repeated idempotency key returns the first job."""
     digest = _request_hash(name, config)
     if idempotency_key is not None:
-        existing = session.scalar(
-            select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == idempotency_key)
-        )
+        existing = find_idempotent(session, owner_id=owner_id, key=idempotency_key)
         if existing is not None:
             if existing.request_hash != digest:
                 raise Conflict(

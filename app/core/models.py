@@ -1,4 +1,4 @@
-"""Database records: datasets, jobs, checkpoints, workers. The database is the truth."""
+"""Database records: datasets, jobs, checkpoints, workers, API keys. The database is the truth."""
 
 from __future__ import annotations
 
@@ -110,3 +110,17 @@ class Worker(Base):
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     hostname: Mapped[str] = mapped_column(String(200))
     last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class ApiKey(Base):
+    """An API key. Only a hash of its secret is stored; the key itself is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("key"))
+    owner_id: Mapped[str] = mapped_column(String(40), index=True)  # keys of one owner share data
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)

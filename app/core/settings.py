@@ -58,6 +58,16 @@ class Settings(BaseSettings):
         description="largest expansion ratio (unpacked/packed) of an uploaded archive and of each "
         "member of 1 MiB or more; above it the archive is refused as a likely zip bomb",
     )
+    auth: bool = Field(
+        True, description="require API keys; false serves everyone as admin (logged as a warning)"
+    )
+    max_jobs_per_owner: int = Field(4, ge=1, description="queued + running jobs per owner")
+    max_steps_per_job: int = Field(1_000_000, ge=1, description="largest config.steps")
+    max_stored_bytes_per_owner: int = Field(
+        50 << 30, ge=0, description="datasets + checkpoints per owner"
+    )
+    sample_rate: float = Field(20.0, ge=0, description="sampling requests per second per key (0 = off)")
+    sample_burst: int = Field(40, ge=1, description="sampling requests allowed in a burst")
     max_samples: int = Field(256, ge=1, description="largest n for samples.png")
     max_interpolation_steps: int = Field(64, ge=2)
 

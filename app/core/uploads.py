@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from sqlalchemy.orm import Session
 
+from app.core.limits import check_storage
 from app.core.errors import InvalidInput, TooLarge, UnsupportedMedia
 from app.core.models import Dataset, new_id
 from app.core.settings import Settings
@@ -608,6 +609,8 @@ def create_dataset(session: Session, store: LocalStore, settings: Settings, uplo
     build.rename(final)  # one rename: the dataset appears whole or not at all
     try:
         key = store.key_of(final)
+        if owner_id is not None:
+            check_storage(session, settings, owner_id=owner_id, adding=store.usage_bytes(key))
         row = Dataset(
             id=dataset_id, owner_id=owner_id, name=name, kind=kind,
             path=f"{key}/{summary.entry}", size_bytes=store.usage_bytes(key),

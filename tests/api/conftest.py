@@ -23,12 +23,25 @@ TINY = {
 
 @pytest.fixture
 def settings(tmp_path) -> Settings:
-    return Settings(data_dir=tmp_path, progress_interval=0.05)
+    # More concurrent jobs than the default 4: list/pagination tests queue several.
+    return Settings(data_dir=tmp_path, progress_interval=0.05, max_jobs_per_owner=20)
+
+
+def make_key(settings: Settings, name: str, admin: bool = False) -> str:
+    """Create an API key through the core function the CLI uses."""
+    from app.core import auth
+    from app.core.db import migrate, session_scope
+
+    migrate(settings.resolved_database_url)
+    with session_scope(settings.resolved_database_url) as s:
+        return auth.create_key(s, name=name, admin=admin)[1]
 
 
 @pytest.fixture
 def client(settings):
-    with TestClient(create_app(settings)) as c:
+    """A client acting as an ordinary owner, 'alice'."""
+    key = make_key(settings, "alice")
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as c:
         yield c
 
 

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.api.main import create_app
+from tests.api.conftest import make_key
 from app.core.settings import Settings
 
 PROBLEM = "application/problem+json"
@@ -99,7 +100,8 @@ def assert_nothing_left(client, settings: Settings, uploads_before=0):
 @contextmanager
 def app_with(tmp_path, **overrides):
     settings = Settings(data_dir=tmp_path, **overrides)
-    with TestClient(create_app(settings)) as c:
+    key = make_key(settings, "alice")
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as c:
         yield c, settings
 
 
@@ -221,7 +223,8 @@ def test_streamed_body_over_cap_is_refused_while_streaming(tmp_path):
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
             "scheme": "http", "path": "/v1/datasets", "raw_path": b"/v1/datasets",
             "query_string": b"", "root_path": "", "client": ("test", 1), "server": ("test", 80),
-            "headers": [(b"host", b"test"), (b"content-type", b"application/zip")],
+            "headers": [(b"host", b"test"), (b"content-type", b"application/zip"),
+                        (b"authorization", client.headers["authorization"].encode())],
             "state": {},
         }
         asyncio.run(app(scope, receive, send))

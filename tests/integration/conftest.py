@@ -130,6 +130,16 @@ class Stack:
         self.workers.append(proc)
         return proc
 
+    def use_key(self, key: str) -> None:
+        self.client.headers["Authorization"] = f"Bearer {key}"
+
+    def create_key(self, name: str, admin: bool = False) -> str:
+        """`ganforge keys create`, as an operator runs it."""
+        args = [sys.executable, "-m", "app.cli", "keys", "create", "--name", name]
+        out = subprocess.run(args + (["--admin"] if admin else []), env=self.env, cwd=self.tmp,
+                             capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         last = None
@@ -137,11 +147,20 @@ class Stack:
             try:
                 last = self.client.get("/readyz")
                 if last.status_code == 200:
+                    if "Authorization" not in self.client.headers:
+                        self._pick_key()
                     return
             except httpx.TransportError as exc:
                 last = exc
             time.sleep(0.5)
         raise AssertionError(f"stack not ready: {last!r}\n{self.logs()}")
+
+    def _pick_key(self) -> None:
+        admin_file = self.tmp / ".ganforge" / "admin-key"
+        if self.api is not None and admin_file.is_file():  # embedded serve made one at start
+            self.use_key(admin_file.read_text().strip())
+        else:
+            self.use_key(self.create_key("it"))
 
     def wait_status(self, job_id: str, statuses: set[str], timeout: float = 180) -> dict:
         deadline = time.monotonic() + timeout

@@ -42,6 +42,7 @@ def test_embedded_serve_trains_and_samples_then_stops_its_worker(tmp_path):
         # everything lives under ./.ganforge of the directory serve was started in
         assert (tmp_path / ".ganforge" / "ganforge.db").is_file()
         assert (tmp_path / ".ganforge" / "store" / "jobs" / job["id"] / "checkpoints").is_dir()
+        assert "admin API key" in stack.api.log.read_text()  # printed on first start
         workers = _children(stack.api.popen.pid)
         assert workers, "serve should run its own worker child"
     finally:

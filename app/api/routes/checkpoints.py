@@ -9,7 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.deps import ServicesDep, SessionDep
+from fastapi import Depends
+
+from app.api.deps import PrincipalDep, ServicesDep, SessionDep, limit_sampling
 from app.api.schemas import CheckpointPublic, CheckpointsPublic
 from app.core import checkpoints
 from app.core.errors import InvalidInput
@@ -23,22 +25,26 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 @router.get("", response_model=CheckpointsPublic)
-def list_checkpoints(job_id: str, session: SessionDep) -> CheckpointsPublic:
+def list_checkpoints(job_id: str, session: SessionDep, principal: PrincipalDep) -> CheckpointsPublic:
     """A job's checkpoints, newest first."""
-    items = checkpoints.list_checkpoints(session, job_id=job_id)
+    items = checkpoints.list_checkpoints(session, job_id=job_id, owner_id=principal.scope)
     return CheckpointsPublic(items=[CheckpointPublic.of(c) for c in items])
 
 
 @router.get("/{ckpt}", response_model=CheckpointPublic)
-def get_checkpoint(job_id: str, ckpt: str, session: SessionDep) -> CheckpointPublic:
+def get_checkpoint(job_id: str, ckpt: str, session: SessionDep,
+                   principal: PrincipalDep) -> CheckpointPublic:
     """One checkpoint (an id, or 'latest'): step, size, file hashes."""
-    return CheckpointPublic.of(checkpoints.get_checkpoint(session, job_id=job_id, ref=ckpt))
+    return CheckpointPublic.of(
+        checkpoints.get_checkpoint(session, job_id=job_id, ref=ckpt, owner_id=principal.scope)
+    )
 
 
 @router.get("/{ckpt}/download", responses={200: {"content": {"application/zip": {}}}})
-def download_checkpoint(job_id: str, ckpt: str, session: SessionDep, services: ServicesDep) -> Response:
+def download_checkpoint(job_id: str, ckpt: str, session: SessionDep, services: ServicesDep,
+                        principal: PrincipalDep) -> Response:
     """The checkpoint's files (safetensors weights + meta.json) as a zip."""
-    row = checkpoints.get_checkpoint(session, job_id=job_id, ref=ckpt)
+    row = checkpoints.get_checkpoint(session, job_id=job_id, ref=ckpt, owner_id=principal.scope)
     path = checkpoints.checkpoint_path(services.store, row)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # weights do not compress
@@ -67,8 +73,8 @@ async def _png(services, row: Checkpoint, ref: str, req: SampleRequest,
     return Response(data, media_type="image/png", headers=headers)
 
 
-def _resolve(session, job_id: str, ckpt: str, label: int | None) -> Checkpoint:
-    row = checkpoints.get_checkpoint(session, job_id=job_id, ref=ckpt)
+def _resolve(session, job_id: str, ckpt: str, label: int | None, owner_id: str | None) -> Checkpoint:
+    row = checkpoints.get_checkpoint(session, job_id=job_id, ref=ckpt, owner_id=owner_id)
     # Unconditional models ignore labels; for conditional ones the bound is the model's.
     classes = (row.job.config or {}).get("num_classes")
     if label is not None and classes is not None and label >= classes:
@@ -77,12 +83,14 @@ def _resolve(session, job_id: str, ckpt: str, label: int | None) -> Checkpoint:
     return row
 
 
-@router.get("/{ckpt}/samples.png", response_class=Response, responses=PNG)
+@router.get("/{ckpt}/samples.png", response_class=Response, responses=PNG,
+            dependencies=[Depends(limit_sampling)])
 async def samples_png(
     job_id: str,
     ckpt: str,
     services: ServicesDep,
     session: SessionDep,
+    principal: PrincipalDep,
     n: Annotated[int, Query(ge=1, le=256, description="number of images")] = 64,
     seed: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     nrow: Annotated[int, Query(ge=1, le=64, description="images per grid row")] = 8,
@@ -94,17 +102,19 @@ async def samples_png(
     """A PNG grid of n samples; the same URL always returns the same bytes."""
     if n > services.settings.max_samples:
         raise InvalidInput(f"n must be <= {services.settings.max_samples}", field="n")
-    row = await run_in_threadpool(_resolve, session, job_id, ckpt, label)
+    row = await run_in_threadpool(_resolve, session, job_id, ckpt, label, principal.scope)
     req = SampleRequest("samples", n=n, seed=seed, nrow=nrow, label=label, ema=ema, truncation=truncation)
     return await _png(services, row, ckpt, req, if_none_match)
 
 
-@router.get("/{ckpt}/interpolation.png", response_class=Response, responses=PNG)
+@router.get("/{ckpt}/interpolation.png", response_class=Response, responses=PNG,
+            dependencies=[Depends(limit_sampling)])
 async def interpolation_png(
     job_id: str,
     ckpt: str,
     services: ServicesDep,
     session: SessionDep,
+    principal: PrincipalDep,
     from_seed: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     to_seed: Annotated[int, Query(ge=0, le=2**63 - 1)] = 1,
     steps: Annotated[int, Query(ge=2, le=64, description="images along the walk")] = 8,
@@ -116,7 +126,7 @@ async def interpolation_png(
     """A latent walk from one seed's image to another's, as one PNG row (or grid)."""
     if steps > services.settings.max_interpolation_steps:
         raise InvalidInput(f"steps must be <= {services.settings.max_interpolation_steps}", field="steps")
-    row = await run_in_threadpool(_resolve, session, job_id, ckpt, label)
+    row = await run_in_threadpool(_resolve, session, job_id, ckpt, label, principal.scope)
     req = SampleRequest("interpolation", nrow=nrow or steps, label=label, ema=ema,
                         from_seed=from_seed, to_seed=to_seed, steps=steps)
     return await _png(services, row, ckpt, req, if_none_match)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from app.api.deps import ServicesDep, SessionDep
+from app.api.deps import PrincipalDep, ServicesDep, SessionDep
 from app.api.schemas import DatasetPublic, DatasetsPublic, Problem
 from app.core import datasets, uploads
 from app.core.db import session_scope
@@ -43,9 +43,9 @@ _FLUSH_BYTES = 1 << 20  # body bytes gathered before one write off the event loo
 
 
 @router.get("", response_model=DatasetsPublic)
-def list_datasets(session: SessionDep, services: ServicesDep) -> DatasetsPublic:
+def list_datasets(session: SessionDep, services: ServicesDep, principal: PrincipalDep) -> DatasetsPublic:
     """Uploaded datasets (newest first), then the built-ins with whether each is on this server."""
-    items = [DatasetPublic.of(d) for d in datasets.list_uploads(session)]
+    items = [DatasetPublic.of(d) for d in datasets.list_uploads(session, owner_id=principal.scope)]
     for info, available, where in datasets.builtins(services.settings):
         items.append(DatasetPublic(
             id=info.name, name=info.name, kind="builtin", builtin=True, available=available,
@@ -61,6 +61,7 @@ async def upload_dataset(
     request: Request,
     services: ServicesDep,
     response: Response,
+    principal: PrincipalDep,
     name: Annotated[str | None, Query(min_length=1, max_length=200,
                                       description="dataset name (default: the file's name)")] = None,
     filename: Annotated[str | None, Query(max_length=255,
@@ -92,7 +93,7 @@ async def upload_dataset(
         def create():
             with session_scope(services.settings.resolved_database_url) as session:
                 return uploads.create_dataset(session, services.store, services.settings,
-                                              upload, name=name)
+                                              upload, name=name, owner_id=principal.owner_id)
 
         ds = await asyncio.to_thread(create)
     finally:
@@ -102,14 +103,15 @@ async def upload_dataset(
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic)
-def get_dataset(dataset_id: str, session: SessionDep) -> DatasetPublic:
-    return DatasetPublic.of(datasets.get_upload(session, dataset_id=dataset_id))
+def get_dataset(dataset_id: str, session: SessionDep, principal: PrincipalDep) -> DatasetPublic:
+    return DatasetPublic.of(datasets.get_upload(session, dataset_id=dataset_id, owner_id=principal.scope))
 
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_dataset(dataset_id: str, session: SessionDep, services: ServicesDep) -> Response:
+def delete_dataset(dataset_id: str, session: SessionDep, services: ServicesDep,
+                   principal: PrincipalDep) -> Response:
     """Delete an upload (409 while an unfinished job uses it)."""
-    ds = datasets.delete_upload(session, dataset_id=dataset_id)
+    ds = datasets.delete_upload(session, dataset_id=dataset_id, owner_id=principal.scope)
     session.commit()
     services.store.delete(f"datasets/{ds.id}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import ServicesDep, SessionDep
+from app.api.deps import PrincipalDep, ServicesDep, SessionDep
 from app.api.schemas import JobCreate, JobPublic, JobResume, JobsPublic
-from app.core import datasets, jobs
+from app.core import datasets, jobs, limits
 from app.core.db import session_scope
 from app.core.errors import NotFound
 from app.core.models import FINISHED, JobStatus
@@ -25,12 +25,19 @@ def create_job(
     session: SessionDep,
     services: ServicesDep,
     response: Response,
+    principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobPublic:
     """Queue a training job; 202 with its Location. A repeated Idempotency-Key returns the same job."""
-    config, upload = datasets.check_training_dataset(session, services.settings, body.config)
+    owner = principal.owner_id
+    config, upload = datasets.check_training_dataset(
+        session, services.settings, body.config, owner_id=principal.scope
+    )
+    if idempotency_key is None or not jobs.find_idempotent(session, owner_id=owner, key=idempotency_key):
+        limits.check_new_job(session, services.settings, owner_id=owner, steps=config.steps)
     job, created = jobs.create_job(
-        session, name=body.name, config=config, idempotency_key=idempotency_key, dataset=upload
+        session, name=body.name, config=config, idempotency_key=idempotency_key, dataset=upload,
+        owner_id=owner,
     )
     session.commit()  # the worker must find the row when the message arrives
     if created:
@@ -48,33 +55,39 @@ def create_job(
 @router.get("", response_model=JobsPublic)
 def list_jobs(
     session: SessionDep,
+    principal: PrincipalDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobsPublic:
     """Jobs, newest first; pass next_cursor back as cursor for the next page."""
-    page = jobs.list_jobs(session, status=status_, limit=limit, cursor=cursor)
+    page = jobs.list_jobs(session, owner_id=principal.scope, status=status_, limit=limit, cursor=cursor)
     return JobsPublic(items=[JobPublic.of(j) for j in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get_job(job_id: str, session: SessionDep) -> JobPublic:
-    return JobPublic.of(jobs.get_job(session, job_id=job_id))
+def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobPublic:
+    return JobPublic.of(jobs.get_job(session, job_id=job_id, owner_id=principal.scope))
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
-def cancel_job(job_id: str, session: SessionDep) -> JobPublic:
+def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobPublic:
     """Stop a job: a queued one at once, a running one at its next check (it keeps a checkpoint)."""
-    return JobPublic.of(jobs.request_cancel(session, job_id=job_id))
+    return JobPublic.of(jobs.request_cancel(session, job_id=job_id, owner_id=principal.scope))
 
 
 @router.post("/{job_id}/resume", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
 def resume_job(
     job_id: str, session: SessionDep, services: ServicesDep, response: Response,
-    body: JobResume | None = None,
+    principal: PrincipalDep, body: JobResume | None = None,
 ) -> JobPublic:
     """Continue a failed or canceled job from its last checkpoint, optionally to more steps."""
-    job = jobs.resume_job(session, job_id=job_id, steps=body.steps if body else None)
+    job = jobs.get_job(session, job_id=job_id, owner_id=principal.scope)
+    steps = body.steps if body and body.steps is not None else job.total_steps
+    limits.check_new_job(session, services.settings, owner_id=job.owner_id or principal.owner_id,
+                         steps=steps)
+    job = jobs.resume_job(session, job_id=job_id, owner_id=principal.scope,
+                          steps=body.steps if body else None)
     session.commit()
     services.enqueue(job.id)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
@@ -82,22 +95,23 @@ def resume_job(
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_job(job_id: str, session: SessionDep, services: ServicesDep) -> Response:
+def delete_job(job_id: str, session: SessionDep, services: ServicesDep,
+               principal: PrincipalDep) -> Response:
     """Delete a job that is not running, with its checkpoints."""
-    jobs.delete_job(session, job_id=job_id)
+    jobs.delete_job(session, job_id=job_id, owner_id=principal.scope)
     session.commit()  # record first; then the files it pointed at
     services.store.delete(f"jobs/{job_id}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{job_id}/events", response_class=StreamingResponse)
-async def job_events(job_id: str, services: ServicesDep) -> StreamingResponse:
+async def job_events(job_id: str, services: ServicesDep, principal: PrincipalDep) -> StreamingResponse:
     """Server-sent events: the job as JSON whenever it changes, until it finishes."""
     url = services.settings.resolved_database_url
 
     def snapshot() -> JobPublic:
         with session_scope(url) as s:
-            return JobPublic.of(jobs.get_job(s, job_id=job_id))
+            return JobPublic.of(jobs.get_job(s, job_id=job_id, owner_id=principal.scope))
 
     first = await asyncio.to_thread(snapshot)  # 404 before the stream starts
 

@@ -1,0 +1,96 @@
+"""Per-owner limits: concurrent jobs, steps per job, stored bytes, sampling rate."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.core.errors import Conflict, DomainError, InvalidInput, TooLarge
+from app.core.models import Checkpoint, Dataset, Job, JobStatus
+from app.core.settings import Settings
+
+
+class RateLimited(DomainError):
+    status, title = 429, "Too many requests"
+
+    def __init__(self, detail: str, retry_after: float):
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class TooManyJobs(RateLimited):
+    pass
+
+
+def check_new_job(session: Session, settings: Settings, *, owner_id: str, steps: int) -> None:
+    """Refuse a job past the per-job step limit or the owner's concurrent-job limit."""
+    if steps > settings.max_steps_per_job:
+        raise InvalidInput(f"steps must be <= {settings.max_steps_per_job} (per-job limit)",
+                           field="config.steps")
+    active = session.scalar(
+        select(func.count()).select_from(Job).where(
+            Job.owner_id == owner_id, Job.status.in_([JobStatus.queued, JobStatus.running])
+        )
+    )
+    if active >= settings.max_jobs_per_owner:
+        raise TooManyJobs(
+            f"{active} jobs are queued or running; the limit is {settings.max_jobs_per_owner} "
+            "per owner (cancel one or wait)", retry_after=30)
+    check_storage(session, settings, owner_id=owner_id)
+
+
+def stored_bytes(session: Session, *, owner_id: str) -> int:
+    datasets = session.scalar(
+        select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(Dataset.owner_id == owner_id)
+    )
+    checkpoints = session.scalar(
+        select(func.coalesce(func.sum(Checkpoint.size_bytes), 0))
+        .join(Job, Job.id == Checkpoint.job_id).where(Job.owner_id == owner_id)
+    )
+    return int(datasets) + int(checkpoints)
+
+
+def check_storage(session: Session, settings: Settings, *, owner_id: str, adding: int = 0) -> None:
+    """Refuse new data once an owner's datasets and checkpoints pass the storage quota."""
+    used = stored_bytes(session, owner_id=owner_id)
+    if used + adding > settings.max_stored_bytes_per_owner:
+        detail = (f"storage quota: {used + adding} bytes would exceed the "
+                  f"{settings.max_stored_bytes_per_owner}-byte limit per owner; delete jobs or datasets")
+        if adding:
+            raise TooLarge(detail, field="file")
+        raise Conflict(detail)
+
+
+class RateLimiter:
+    """A token bucket per key: ``rate`` requests a second, bursts of ``burst``."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, key: str) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens < 1:
+                self._buckets[key] = (tokens, now)
+                wait = (1 - tokens) / self.rate
+                raise RateLimited(
+                    f"sampling is limited to {self.rate:g} requests/s per key (burst {self.burst})",
+                    retry_after=wait,
+                )
+            self._buckets[key] = (tokens - 1, now)
+            if len(self._buckets) > 10_000:  # forget idle keys; a full bucket is the default
+                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 60}
+
+
+def retry_after_header(seconds: float) -> str:
+    return str(max(1, math.ceil(seconds)))
