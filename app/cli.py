@@ -39,7 +39,7 @@ def serve_command(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     migrate(settings.resolved_database_url)  # once, before the worker child and the API start
-    if settings.auth:
+    if settings.auth and settings.embedded:  # a fleet's operator creates keys with `ganforge keys`
         from app.core.auth import first_admin_key
 
         key, path = first_admin_key(settings)
