@@ -249,7 +249,9 @@ def read_meta(ckpt_dir: str | Path, *, verify: bool = True) -> dict[str, Any]:
 
 def _verified_bytes(ckpt_dir: Path, name: str, meta: dict[str, Any]) -> bytes:
     data = (ckpt_dir / name).read_bytes()
-    want = (meta.get("files") or {}).get(name, {}).get("sha256")
+    files = meta.get("files")
+    entry = files.get(name) if isinstance(files, dict) else None
+    want = entry.get("sha256") if isinstance(entry, dict) else None  # malformed: no match
     got = hashlib.sha256(data).hexdigest()
     if want != got:
         raise CheckpointError(

@@ -12,10 +12,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.core import auth
-from app.core.limits import RateLimiter
-
 from app.core.db import session_scope
 from app.core.errors import Unavailable
+from app.core.limits import RateLimiter
 from app.core.queue import TRAIN_TASK
 from app.core.sampling import Sampler
 from app.core.settings import Settings

@@ -9,6 +9,7 @@ before it is loaded. Keys are relative POSIX paths such as ``jobs/job_x/checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -114,10 +115,8 @@ class LocalStore(ArtifactStore):
         total = 0
         for dirpath, _dirs, files in os.walk(self._path(key)):
             for name in files:
-                try:
+                with contextlib.suppress(OSError):  # a file removed while we walk
                     total += os.path.getsize(os.path.join(dirpath, name))
-                except OSError:
-                    pass
         return total
 
 

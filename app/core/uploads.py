@@ -33,8 +33,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from sqlalchemy.orm import Session
 
-from app.core.limits import check_storage
 from app.core.errors import InvalidInput, TooLarge, UnsupportedMedia
+from app.core.limits import check_storage
 from app.core.models import Dataset, new_id
 from app.core.settings import Settings
 from app.core.store import LocalStore

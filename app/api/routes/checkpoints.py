@@ -6,10 +6,8 @@ import io
 import zipfile
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.concurrency import run_in_threadpool
-
-from fastapi import Depends
 
 from app.api.deps import PrincipalDep, ServicesDep, SessionDep, limit_sampling
 from app.api.schemas import CheckpointPublic, CheckpointsPublic
