@@ -1,4 +1,4 @@
-"""Image-quality scoring: Fréchet distance in a small classifier's feature space, and class coverage.
+"""Image-quality scoring: Fréchet distance in a small classifier's features, and class coverage.
 
 Like FID, but the feature extractor is a small CNN trained on the dataset itself, so nothing is
 downloaded and the score works for any image size >= 16 and 1 or 3 channels. Numbers are only
@@ -171,7 +171,9 @@ def load_classifier(
     with safe_open(path, framework="pt") as f:
         meta = f.metadata() or {}
     if meta.get("format") != _FORMAT:
-        raise ValueError(f"{path} is not a ganforge feature classifier (format={meta.get('format')})")
+        raise ValueError(
+            f"{path} is not a ganforge feature classifier (format={meta.get('format')})"
+        )
     clf = FeatureClassifier(
         int(meta["channels"]), int(meta["num_classes"]), int(meta["feature_dim"])
     )
@@ -243,7 +245,7 @@ class QualityScore:
 
 
 class QualityScorer:
-    """Holds a trained classifier and the real data's feature stats, scores sets of generated images."""
+    """A trained classifier plus the real data's feature stats; scores sets of generated images."""
 
     def __init__(self, clf: FeatureClassifier, real_images: Tensor):
         self.clf = clf.eval()
@@ -271,7 +273,9 @@ class QualityScorer:
         ref_size: int = 10_000,
     ) -> QualityScorer:
         """Train a classifier on the data; reference stats from up to ref_size of its images."""
-        clf = train_classifier(images_uint8, labels, num_classes=num_classes, epochs=epochs, seed=seed)
+        clf = train_classifier(
+            images_uint8, labels, num_classes=num_classes, epochs=epochs, seed=seed
+        )
         n = images_uint8.shape[0]
         # A seeded random subset, not the first ref_size: datasets are often stored sorted by class.
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:ref_size]

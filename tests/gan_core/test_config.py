@@ -1,0 +1,138 @@
+"""TrainConfig: the default recipe, immutability, validation messages, JSON round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from gan_core.checkpoint import list_checkpoints
+from gan_core.config import MLP_MAX_PIXELS, TrainConfig
+from gan_core.data import DatasetError, DatasetInfo, ImageTensorDataset
+from gan_core.training import train
+
+
+def test_defaults_are_a_dcgan_recipe():
+    c = TrainConfig()
+    assert c.arch == "dcgan"
+    assert c.loss == "hinge"
+    assert c.ema_decay is not None and 0.0 < c.ema_decay < 1.0
+    assert c.augment_ops == ("translation", "cutout")
+    assert c.g_betas == (0.5, 0.999) and c.d_betas == (0.5, 0.999)
+    assert c.dataset == "shapes"
+    assert c.conditional is False and c.num_classes is None
+    assert c.precision == "fp32"
+    # channels are taken from the dataset when training starts
+    assert c.channels is None and not c.resolved
+
+
+def test_config_is_frozen():
+    c = TrainConfig()
+    with pytest.raises(ValidationError):
+        c.steps = 10  # type: ignore[misc]
+    assert c.steps == TrainConfig().steps
+
+
+def test_resolved_property():
+    assert TrainConfig(channels=1).resolved
+    assert not TrainConfig(channels=1, conditional=True).resolved
+    assert TrainConfig(channels=1, conditional=True, num_classes=5).resolved
+
+
+def _error_text(**kw) -> str:
+    with pytest.raises(ValidationError) as info:
+        TrainConfig(**kw)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"image_size": 100}, "image_size"),  # 100 = 25 * 4: base 25 is not 4..7
+        ({"precision": "bf16", "device": "cpu"}, "precision"),
+        ({"precision": "fp16", "device": "cpu"}, "precision"),
+        ({"augment": "translation,rotate"}, "augment"),
+        ({"g_betas": (0.5, 1.0)}, "g_betas"),
+        ({"d_betas": (-0.1, 0.9)}, "d_betas"),
+        ({"num_classes": 5}, "num_classes"),
+        ({"gp_weight": 5.0, "loss": "hinge"}, "gp_weight"),
+        ({"arch": "mlp", "image_size": 128}, "image_size"),
+        ({"learning_rate": 0.1}, "learning_rate"),
+        ({"image_size": 8}, "image_size"),
+        ({"batch_size": 1}, "batch_size"),
+        ({"loss": "wasserstein"}, "loss"),
+    ],
+)
+def test_bad_configs_name_the_field(kwargs, field):
+    assert field in _error_text(**kwargs)
+
+
+@pytest.mark.parametrize("size", [16, 28, 32, 40, 48, 64, 96, 128, 256])
+def test_valid_dcgan_sizes(size):
+    assert TrainConfig(image_size=size).image_size == size
+
+
+def test_mlp_limit_counts_channels():
+    # 64px x 3 channels is exactly the limit and fits; a bigger side with 3 channels fails
+    assert MLP_MAX_PIXELS == 64 * 64 * 3
+    TrainConfig(arch="mlp", image_size=64, channels=3)
+    assert "image_size" in _error_text(arch="mlp", image_size=72, channels=3)
+    # the mlp has no dcgan side constraint
+    TrainConfig(arch="mlp", image_size=30)
+
+
+def test_gp_weight_allowed_where_meaningful():
+    assert TrainConfig(loss="wgan-gp", gp_weight=5.0).gp_weight == 5.0
+    # the default and 0 are accepted for any loss (0 = "no penalty" is not misleading)
+    TrainConfig(loss="hinge", gp_weight=0.0)
+    TrainConfig(loss="hinge", gp_weight=10.0)
+
+
+def test_augment_policy_normalised():
+    assert TrainConfig(augment=" color , translation,color").augment == "color,translation"
+    for off in (None, "", "none", "off"):
+        c = TrainConfig(augment=off)
+        assert c.augment is None and c.augment_ops == ()
+
+
+def test_bad_policy_message_lists_choices():
+    text = _error_text(augment="flip")
+    assert "augment" in text and "flip" in text and "cutout" in text
+
+
+def test_precision_with_auto_or_cuda_device_is_accepted():
+    # autocast is chosen at run time on CUDA; the config alone must not reject it
+    TrainConfig(precision="bf16", device="auto")
+    TrainConfig(precision="fp16", device="cuda")
+
+
+def test_conditional_builtin_is_valid():
+    # shapes is labelled, so conditional is accepted and num_classes resolves later
+    c = TrainConfig(conditional=True)
+    assert c.conditional and c.num_classes is None
+
+
+def test_conditional_on_unlabeled_data_fails_at_train(tmp_path):
+    images = torch.zeros(16, 1, 16, 16, dtype=torch.uint8)
+    ds = ImageTensorDataset(images, None, DatasetInfo("unlabeled", 1, None, 16))
+    c = TrainConfig(
+        dataset="npz:/nowhere.npz", conditional=True, image_size=16,
+        g_width=8, d_width=8, batch_size=8, steps=1, latent_dim=8,
+    )
+    with pytest.raises(DatasetError, match="conditional"):
+        train(c, tmp_path / "run", dataset=ds)
+    assert list_checkpoints(tmp_path / "run") == []
+
+
+def test_json_round_trip():
+    c = TrainConfig(
+        arch="dcgan", image_size=28, channels=1, conditional=True, num_classes=10,
+        loss="wgan-gp", gp_weight=5.0, d_steps=3, g_betas=(0.0, 0.9), augment="color,cutout",
+        ema_decay=None, seed=2**40, precision="bf16", device="auto",
+    )
+    dumped = c.model_dump(mode="json")
+    again = TrainConfig.model_validate(dumped)
+    assert again == c
+    assert again.g_betas == (0.0, 0.9)  # a JSON list comes back as the tuple
+    assert TrainConfig.model_validate_json(c.model_dump_json()) == c
+    assert TrainConfig.model_validate(TrainConfig().model_dump(mode="json")) == TrainConfig()
