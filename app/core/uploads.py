@@ -22,18 +22,25 @@ of the centre-cropped square of the first image in the order the loader reads th
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import stat
-import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 from sqlalchemy.orm import Session
 
-from app.core.errors import InvalidInput, TooLarge, UnsupportedMedia
+from app.core.archives import (
+    Budget,
+    Entries,
+    UploadLimits,
+    bad_file,
+    check_archive,
+    check_npy_headers,
+    extract,
+    open_zip,
+    too_large,
+)
+from app.core.errors import InvalidInput, UnsupportedMedia
 from app.core.limits import check_storage
 from app.core.models import Dataset, new_id
 from app.core.settings import Settings
@@ -55,36 +62,9 @@ ACCEPTED = (
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries, part headers and small fields beside the file
 MAX_FIELD_BYTES = 1024  # a form field other than the file (e.g. name)
 MAX_HEADER_BYTES = 8192  # one part header
-RATIO_MIN_BYTES = 1 << 20  # expansion ratios are judged on members (and archives) this large
 VALIDATE_SIZE = 4  # images are decoded in full but kept at 4x4: validation needs no more memory
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive
-_DRIVE = re.compile(r"^[A-Za-z]:")
 _JUNK_FILES = {"thumbs.db", "desktop.ini"}
-
-
-@dataclass(frozen=True)
-class UploadLimits:
-    max_bytes: int  # the uploaded file
-    max_entries: int  # entries in an archive
-    max_unpacked_bytes: int  # the archive's total uncompressed size
-    max_ratio: float  # uncompressed / compressed, per large member and for the whole archive
-
-    @classmethod
-    def of(cls, settings: Settings) -> UploadLimits:
-        return cls(
-            max_bytes=settings.max_upload_bytes,
-            max_entries=settings.max_upload_entries,
-            max_unpacked_bytes=settings.max_upload_unpacked_bytes,
-            max_ratio=settings.max_upload_ratio,
-        )
-
-
-def _too_large(limit: int) -> TooLarge:
-    return TooLarge(f"the upload is larger than the limit of {limit} bytes", field="file")
-
-
-def _bad(detail: str) -> InvalidInput:
-    return InvalidInput(detail, field="file")
 
 
 # --------------------------------------------------------------------------- receiving
@@ -144,7 +124,7 @@ class UploadReceiver:
         """Note n more body bytes; 413 once the body is over the cap."""
         self.body_bytes += n
         if self.body_bytes > self.body_limit:
-            raise _too_large(self.limits.max_bytes)
+            raise too_large(self.limits.max_bytes)
 
     def feed(self, data: bytes) -> None:
         if not data:
@@ -155,23 +135,23 @@ class UploadReceiver:
         try:
             self._parser.write(data)
         except MultipartParseError as exc:
-            raise _bad(f"malformed multipart/form-data body: {exc}") from exc
+            raise bad_file(f"malformed multipart/form-data body: {exc}") from exc
 
     def finish(self) -> ReceivedUpload:
         if self._parser is not None:
             try:
                 self._parser.finalize()
             except MultipartParseError as exc:
-                raise _bad(f"malformed multipart/form-data body: {exc}") from exc
+                raise bad_file(f"malformed multipart/form-data body: {exc}") from exc
             if not self._seen_file:
-                raise _bad("no file: send it as the multipart form field 'file'")
+                raise bad_file("no file: send it as the multipart form field 'file'")
             if not self._ended:
-                raise _bad("incomplete multipart/form-data body (no closing boundary)")
+                raise bad_file("incomplete multipart/form-data body (no closing boundary)")
         self._out.flush()
         os.fsync(self._out.fileno())
         self._out.close()
         if self.size == 0:
-            raise _bad("the upload is empty")
+            raise bad_file("the upload is empty")
         return ReceivedUpload(self.path, self.scratch, self.size, self.filename, dict(self.fields))
 
     def discard(self) -> None:
@@ -181,7 +161,7 @@ class UploadReceiver:
     def _write(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.limits.max_bytes:
-            raise _too_large(self.limits.max_bytes)
+            raise too_large(self.limits.max_bytes)
         self._out.write(data)
 
     # -- multipart callbacks
@@ -193,12 +173,12 @@ class UploadReceiver:
     def _header_field(self, data: bytes, start: int, end: int) -> None:
         self._hname += data[start:end]
         if len(self._hname) > MAX_HEADER_BYTES:
-            raise _bad("a multipart part header is too long")
+            raise bad_file("a multipart part header is too long")
 
     def _header_value(self, data: bytes, start: int, end: int) -> None:
         self._hvalue += data[start:end]
         if len(self._hvalue) > MAX_HEADER_BYTES:
-            raise _bad("a multipart part header is too long")
+            raise bad_file("a multipart part header is too long")
 
     def _header_end(self) -> None:
         self._headers[self._hname.strip().lower()] = self._hvalue.strip()
@@ -209,7 +189,7 @@ class UploadReceiver:
         name = opts.get(b"name", b"").decode("utf-8", "replace")
         if name == "file":
             if self._seen_file:
-                raise _bad("send one file per upload (the form has more than one 'file')")
+                raise bad_file("send one file per upload (the form has more than one 'file')")
             self._seen_file = True
             self._part = "file"
             raw = opts.get(b"filename")
@@ -217,7 +197,7 @@ class UploadReceiver:
                 # Only the last path component, whatever the client sent.
                 self.filename = raw.decode("utf-8", "replace").replace("\\", "/").rsplit("/", 1)[-1]
         elif b"filename" in opts:
-            raise _bad(f"send the file as the multipart form field 'file', not {name!r}")
+            raise bad_file(f"send the file as the multipart form field 'file', not {name!r}")
         elif name:
             self._part = name
 
@@ -255,7 +235,7 @@ def open_upload(store: LocalStore, settings: Settings, *, content_type: str | No
     if mime == b"multipart/form-data":
         boundary = params.get(b"boundary")
         if not boundary:
-            raise _bad("multipart/form-data without a boundary")
+            raise bad_file("multipart/form-data without a boundary")
     if content_length is not None:
         try:
             declared = int(content_length)
@@ -263,157 +243,10 @@ def open_upload(store: LocalStore, settings: Settings, *, content_type: str | No
             declared = None
         limit = limits.max_bytes + (FORM_OVERHEAD if boundary else 0)
         if declared is not None and declared > limit:
-            raise _too_large(limits.max_bytes)
+            raise too_large(limits.max_bytes)
     if filename is not None:
         filename = filename.replace("\\", "/").rsplit("/", 1)[-1]
     return UploadReceiver(store.scratch_dir(), limits, multipart_boundary=boundary, filename=filename)
-
-
-# --------------------------------------------------------------------------- archives
-
-
-def _entry_parts(name: str) -> tuple[str, ...]:
-    """The path components of a zip entry name; 422 for anything that could escape or mislead."""
-    if "\\" in name:
-        raise _bad(f"archive entry {name!r}: backslashes are not allowed in entry names")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise _bad(f"archive entry {name!r}: control characters in the name")
-    if name.startswith("/") or _DRIVE.match(name):
-        raise _bad(f"archive entry {name!r}: absolute paths are not allowed")
-    raw = name.split("/")
-    if ".." in raw:
-        raise _bad(f"archive entry {name!r}: '..' is not allowed in entry names")
-    parts = tuple(p for p in raw if p not in ("", "."))
-    if not parts:
-        raise _bad(f"archive entry {name!r}: empty name")
-    if len(name.encode()) > 1024 or any(len(p.encode()) > 255 for p in parts):
-        raise _bad(f"archive entry {name[:80]!r}...: name too long")
-    return parts
-
-
-def _count_central_directory(path: Path, limit: int) -> None:
-    """Refuse an archive with more than `limit` entries before zipfile builds one object each.
-
-    Walks the central directory the way zipfile does (by its byte size, not the count the end
-    record claims), reading only the fixed headers; memory stays constant.
-    """
-    try:
-        end_rec = zipfile._EndRecData  # private, but stable since Python 2
-        size_cd_i, offset_i, loc_i, sig_i = (zipfile._ECD_SIZE, zipfile._ECD_OFFSET,
-                                             zipfile._ECD_LOCATION, zipfile._ECD_SIGNATURE)
-        fmt, size_hdr = zipfile.structCentralDir, zipfile.sizeCentralDir
-    except AttributeError:  # a future Python: zipfile's own parse, then the count check
-        return
-    with open(path, "rb") as f:
-        rec = end_rec(f)
-        if not rec:
-            raise _bad("not a readable zip archive (no end of central directory record)")
-        size_cd, offset_cd = rec[size_cd_i], rec[offset_i]
-        concat = rec[loc_i] - size_cd - offset_cd
-        if rec[sig_i] == zipfile.stringEndArchive64:
-            concat -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
-        f.seek(offset_cd + concat)
-        seen = count = 0
-        while seen < size_cd:
-            header = f.read(size_hdr)
-            if len(header) != size_hdr or header[:4] != zipfile.stringCentralDir:
-                return  # malformed: let zipfile report it
-            fields = struct.unpack(fmt, header)
-            extra = fields[zipfile._CD_FILENAME_LENGTH] + fields[zipfile._CD_EXTRA_FIELD_LENGTH] \
-                + fields[zipfile._CD_COMMENT_LENGTH]
-            f.seek(extra, os.SEEK_CUR)
-            seen += size_hdr + extra
-            count += 1
-            if count > limit:
-                raise _bad(f"the archive has more than {limit} entries (the limit)")
-
-
-def _open_zip(path: Path, limits: UploadLimits) -> zipfile.ZipFile:
-    _count_central_directory(path, limits.max_entries)
-    try:
-        return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
-        raise _bad(f"not a readable zip archive ({exc})") from exc
-
-
-Entries = list[tuple[zipfile.ZipInfo, tuple[str, ...]]]  # each member with its path components
-
-
-def _check_archive(zf: zipfile.ZipFile, limits: UploadLimits) -> Entries:
-    """Every entry checked from the central directory, before a byte is unpacked."""
-    infos = zf.infolist()
-    if len(infos) > limits.max_entries:
-        raise _bad(f"the archive has {len(infos)} entries; the limit is {limits.max_entries}")
-    out, names = [], set()
-    total = total_compressed = 0
-    for info in infos:
-        name = info.filename
-        parts = _entry_parts(name)
-        mode = info.external_attr >> 16
-        if stat.S_ISLNK(mode):
-            raise _bad(f"archive entry {name!r} is a symbolic link; links are not allowed")
-        if info.create_system == 3 and stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
-            raise _bad(f"archive entry {name!r} is not a regular file or folder")
-        if info.flag_bits & 0x1:
-            raise _bad(f"archive entry {name!r} is encrypted; upload an unencrypted zip")
-        if parts in names:
-            raise _bad(f"archive entry {name!r} appears more than once")
-        names.add(parts)
-        if info.is_dir():
-            continue
-        total += info.file_size
-        total_compressed += info.compress_size
-        if total > limits.max_unpacked_bytes:
-            raise _bad("the archive unpacks to more than the limit of "
-                       f"{limits.max_unpacked_bytes} bytes")
-        big = info.file_size >= RATIO_MIN_BYTES
-        if big and info.file_size > limits.max_ratio * max(info.compress_size, 1):
-            ratio = info.file_size / max(info.compress_size, 1)
-            raise _bad(
-                f"archive entry {name!r} expands {ratio:.0f}:1 ({info.compress_size} -> "
-                f"{info.file_size} bytes), over the limit of {limits.max_ratio:g}:1; "
-                "refusing a possible zip bomb"
-            )
-        out.append((info, parts))
-    if total >= RATIO_MIN_BYTES and total > limits.max_ratio * max(total_compressed, 1):
-        ratio = total / max(total_compressed, 1)
-        raise _bad(
-            f"the archive expands {ratio:.0f}:1 ({total_compressed} -> {total} bytes), over the "
-            f"limit of {limits.max_ratio:g}:1; refusing a possible zip bomb"
-        )
-    return out
-
-
-class _Budget:
-    def __init__(self, limit: int):
-        self.limit, self.used = limit, 0
-
-
-def _extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, budget: _Budget) -> None:
-    """Unpack one member, refusing as soon as it writes more than declared or the total cap."""
-    written = 0
-    with open(dest, "xb") as out:
-        try:
-            src = zf.open(info)
-        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, OSError) as exc:
-            raise _bad(f"archive entry {info.filename!r} cannot be read ({exc})") from exc
-        with src:
-            while True:
-                try:
-                    chunk = src.read(1 << 20)
-                except (zipfile.BadZipFile, EOFError, ValueError, OSError, RuntimeError,
-                        NotImplementedError) as exc:  # CRC mismatch, truncation, zlib/lzma errors
-                    raise _bad(f"archive entry {info.filename!r} is corrupt ({exc})") from exc
-                if not chunk:
-                    break
-                written += len(chunk)
-                budget.used += len(chunk)
-                if written > info.file_size:
-                    raise _bad(f"archive entry {info.filename!r} unpacks to more than its declared "
-                               f"{info.file_size} bytes; refusing a possible zip bomb")
-                if budget.used > budget.limit:
-                    raise _bad(f"the archive unpacks to more than the limit of {budget.limit} bytes")
-                out.write(chunk)
 
 
 # --------------------------------------------------------------------------- datasets
@@ -453,10 +286,10 @@ def _plan_images(entries: Entries) -> Entries:
     """Which members to unpack where: loose images, or one folder per class, under one root."""
     files = [(info, parts) for info, parts in entries if not info.is_dir() and not _junk(parts)]
     if not files:
-        raise _bad(f"the archive holds no images; upload {ACCEPTED}")
+        raise bad_file(f"the archive holds no images; upload {ACCEPTED}")
     for info, parts in files:
         if PurePosixPath(parts[-1]).suffix.lower() not in IMAGE_EXTENSIONS:
-            raise _bad(f"archive entry {info.filename!r} is not an image "
+            raise bad_file(f"archive entry {info.filename!r} is not an image "
                        f"(accepted: {', '.join(IMAGE_EXTENSIONS)})")
     # Images inside one top-level folder (or a chain of them): that folder is the root.
     while all(len(p) >= 2 for _, p in files) and len({p[0] for _, p in files}) == 1:
@@ -464,15 +297,15 @@ def _plan_images(entries: Entries) -> Entries:
     folders = {p[:i] for _, p in files for i in range(1, len(p))}
     for info, parts in files:
         if parts in folders:
-            raise _bad(f"archive entry {info.filename!r} is both a file and a folder")
+            raise bad_file(f"archive entry {info.filename!r} is both a file and a folder")
     loose = [info.filename for info, p in files if len(p) == 1]
     nested = [info.filename for info, p in files if len(p) == 2]
     deep = [info.filename for info, p in files if len(p) > 2]
     if deep:
-        raise _bad(f"archive entry {deep[0]!r} is nested too deeply: put images directly in the "
+        raise bad_file(f"archive entry {deep[0]!r} is nested too deeply: put images directly in the "
                    "archive (unlabelled) or in one folder per class (labelled)")
     if loose and nested:
-        raise _bad(f"the archive mixes loose images ({loose[0]!r}) with class folders "
+        raise bad_file(f"the archive mixes loose images ({loose[0]!r}) with class folders "
                    f"({nested[0]!r}): use one layout or the other")
     return files
 
@@ -486,23 +319,23 @@ def _dataset_error(exc: DatasetError, root: Path, names: dict[str, str], shown: 
             if rest.startswith(rel + ":"):
                 msg = f"archive entry {original!r}{rest[len(rel):]}"
                 break
-    return _bad(msg.replace(prefix, "").replace(str(root), shown))
+    return bad_file(msg.replace(prefix, "").replace(str(root), shown))
 
 
 def _build_image_folder(upload: ReceivedUpload, zf: zipfile.ZipFile, limits: UploadLimits,
                         build: Path) -> _Summary:
-    plan = _plan_images(_check_archive(zf, limits))
+    plan = _plan_images(check_archive(zf, limits))
     root = build / "images"
     root.mkdir()
-    budget = _Budget(limits.max_unpacked_bytes)
+    budget = Budget(limits.max_unpacked_bytes)
     names: dict[str, str] = {}
     base = root.resolve()
     for info, parts in plan:
         dest = root.joinpath(*parts)
-        if not dest.resolve().is_relative_to(base):  # _entry_parts makes this impossible
-            raise _bad(f"archive entry {info.filename!r} points outside the archive")
+        if not dest.resolve().is_relative_to(base):  # entry_parts makes this impossible
+            raise bad_file(f"archive entry {info.filename!r} points outside the archive")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        _extract(zf, info, dest, budget)
+        extract(zf, info, dest, budget)
         names["/".join(parts)] = info.filename
     try:
         images, _labels, info = load_image_folder(root, VALIDATE_SIZE)
@@ -517,54 +350,18 @@ def _build_image_folder(upload: ReceivedUpload, zf: zipfile.ZipFile, limits: Upl
                     list(info.class_names) if info.class_names else None)
 
 
-def _check_npy_headers(zf: zipfile.ZipFile, shown: str) -> None:
-    """x.npy / y.npy must be plain arrays whose declared shape fits in their member.
-
-    numpy allocates what a header declares before reading: a 100-byte member claiming a
-    terabyte-sized shape must be refused here, not discovered by the allocator.
-    """
-    fmt = np.lib.format
-    members = {i.filename: i for i in zf.infolist()}
-    for key in ("x", "y"):
-        info = members.get(f"{key}.npy")
-        if info is None:
-            continue
-        try:
-            with zf.open(info) as f:
-                version = fmt.read_magic(f)
-                if version == (1, 0):
-                    shape, _fortran, dtype = fmt.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    shape, _fortran, dtype = fmt.read_array_header_2_0(f)
-                else:
-                    raise _bad(f"{shown}: '{key}' uses .npy format {version}; save it with np.savez")
-                header_len = f.tell()
-        except InvalidInput:
-            raise
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError,
-                RuntimeError) as exc:
-            raise _bad(f"{shown}: '{key}' is not a readable .npy array ({exc})") from exc
-        if dtype.hasobject:
-            raise _bad(f"{shown}: '{key}' is an object array (a pickle); only plain numeric "
-                       "arrays are accepted")
-        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-        if header_len + nbytes > info.file_size:
-            raise _bad(f"{shown}: '{key}' declares shape {shape} ({nbytes} bytes) but holds only "
-                       f"{info.file_size - header_len} bytes")
-
-
 def _build_npz(upload: ReceivedUpload, zf: zipfile.ZipFile, limits: UploadLimits,
                build: Path) -> _Summary:
     shown = upload.filename or "the upload"
-    _check_archive(zf, limits)
-    _check_npy_headers(zf, shown)
+    check_archive(zf, limits)
+    check_npy_headers(zf, shown)
     zf.close()
     dest = build / "data.npz"
     upload.path.rename(dest)
     try:
         images, labels, info = load_npz(dest)
     except DatasetError as exc:
-        raise _bad(str(exc).replace(str(dest), shown)) from exc
+        raise bad_file(str(exc).replace(str(dest), shown)) from exc
     return _Summary("data.npz", len(images), info.channels, int(info.native_size or images.shape[-1]),
                     info.num_classes, None)
 
@@ -592,7 +389,7 @@ def create_dataset(session: Session, store: LocalStore, settings: Settings, uplo
         raise UnsupportedMedia(f"not a zip or npz file; upload {ACCEPTED}", field="file")
     build = upload.scratch / "dataset"
     build.mkdir()
-    zf = _open_zip(upload.path, limits)
+    zf = open_zip(upload.path, limits)
     try:
         kind = _detect_kind(upload, zf.namelist())
         if kind == "npz":
