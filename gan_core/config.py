@@ -41,30 +41,30 @@ class TrainConfig(BaseModel):
         description="built-in name (shapes, fashion-mnist, mnist, cifar10), 'npz:PATH', "
         "'image-folder:PATH', or in the service an uploaded dataset id",
     )
-    image_size: int = Field(32, ge=16, le=256, description="square side of generated images")
+    image_size: int = Field(32, strict=True, ge=16, le=256, description="square side of generated images")
     channels: Literal[1, 3] | None = Field(
         None, description="1 or 3; None takes the dataset's own (resolved when training starts)"
     )
     # --- model ---
     arch: Arch = "dcgan"
-    conditional: bool = Field(False, description="class-conditional G and projection D")
+    conditional: bool = Field(False, strict=True, description="class-conditional G and projection D")
     num_classes: int | None = Field(
         None, ge=2, le=1000, description="resolved from the dataset when conditional"
     )
-    latent_dim: int = Field(128, ge=1, le=1024)
-    g_width: int = Field(64, ge=4, le=1024, description="generator base width (channels)")
-    d_width: int = Field(64, ge=4, le=1024, description="discriminator base width (channels)")
+    latent_dim: int = Field(128, strict=True, ge=1, le=1024)
+    g_width: int = Field(64, strict=True, ge=4, le=1024, description="generator base width (channels)")
+    d_width: int = Field(64, strict=True, ge=4, le=1024, description="discriminator base width (channels)")
     # --- objective ---
     loss: LossName = "hinge"
     gp_weight: float = Field(10.0, ge=0.0, le=1000.0, description="WGAN-GP penalty weight")
-    d_steps: int = Field(1, ge=1, le=10, description="discriminator (critic) steps per G step")
+    d_steps: int = Field(1, strict=True, ge=1, le=10, description="discriminator (critic) steps per G step")
     # --- optimisation ---
-    batch_size: int = Field(64, ge=2, le=4096)
+    batch_size: int = Field(64, strict=True, ge=2, le=4096)
     g_lr: float = Field(2e-4, gt=0.0, le=1.0)
     d_lr: float = Field(2e-4, gt=0.0, le=1.0)
     g_betas: tuple[float, float] = (0.5, 0.999)
     d_betas: tuple[float, float] = (0.5, 0.999)
-    steps: int = Field(3000, ge=1, le=10_000_000, description="generator steps in total")
+    steps: int = Field(3000, strict=True, ge=1, le=10_000_000, description="generator steps in total")
     # --- stabilisers ---
     ema_decay: float | None = Field(
         0.999, ge=0.0, lt=1.0, description="upper bound of the EMA decay; None turns EMA off"
@@ -81,9 +81,9 @@ class TrainConfig(BaseModel):
         description="DiffAugment policy: comma-separated of color, translation, cutout; None = off",
     )
     # --- run control ---
-    seed: int = Field(0, ge=0, le=2**63 - 1)
-    checkpoint_every: int = Field(500, ge=1, le=10_000_000)
-    keep_checkpoints: int = Field(5, ge=1, le=1000)
+    seed: int = Field(0, strict=True, ge=0, le=2**63 - 1)
+    checkpoint_every: int = Field(500, strict=True, ge=1, le=10_000_000)
+    keep_checkpoints: int = Field(5, strict=True, ge=1, le=1000)
     precision: Precision = "fp32"
     device: DeviceName = "auto"
 

@@ -126,8 +126,7 @@ class _Run:
             state_tensors=state,
             meta_extra={"epoch": batcher.epoch, "optimizers": {"opt_g": og_meta, "opt_d": od_meta}},
             losses=losses,
-            keep=self.config.keep_checkpoints,
-        )
+        )  # pruning comes after on_checkpoint (see _loop.save): records go before files
 
     def restore(self, ckpt_dir: Path, batcher: Batcher) -> None:
         meta, gen, state = ckpt.load_checkpoint(ckpt_dir)
@@ -248,7 +247,8 @@ def _loop(run: _Run, batcher: Batcher, run_dir: Path, hooks: TrainHooks) -> Trai
         info = run.save(run_dir, batcher, losses)
         last_ckpt, last_saved_step = info.path, run.step
         if hooks.on_checkpoint:
-            hooks.on_checkpoint(info)
+            hooks.on_checkpoint(info)  # the service records it and forgets the oldest first,
+        ckpt.prune_checkpoints(run_dir, config.keep_checkpoints)  # so no record outlives its files
 
     status: Literal["succeeded", "canceled"] = "succeeded"
     while run.step < config.steps:

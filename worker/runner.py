@@ -27,6 +27,10 @@ from gan_core.training import Progress, TrainHooks, TrainingDiverged, train
 log = logging.getLogger("ganforge.worker")
 
 
+class LeaseLost(Exception):
+    """Another worker holds the job now: stop at once, write no checkpoint, record nothing."""
+
+
 class LeaseKeeper(threading.Thread):
     """Renews the job's lease in the background and notices cancel requests."""
 
@@ -87,14 +91,23 @@ def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | N
     def on_checkpoint(info: CheckpointInfo) -> None:
         key = store.publish_checkpoint(job_id, Path(info.path))
         with session_scope(url) as s:
-            jobs.record_checkpoint(
+            recorded = jobs.record_checkpoint(
                 s, job_id=job_id, step=info.step, key=key, size_bytes=info.size_bytes,
                 files=info.files, losses=info.losses, keep=config.keep_checkpoints,
+                worker_id=worker_id,
             )
+        if recorded is None:  # the lease went to another worker before we noticed
+            lease.lost.set()
+            raise LeaseLost(job_id)
+
+    def should_stop() -> bool:
+        if lease.lost.is_set():  # not a cancel: the loop's save-on-stop must not run
+            raise LeaseLost(job_id)
+        return lease.cancel.is_set()
 
     hooks = TrainHooks(
         on_progress=on_progress,
-        should_stop=lambda: lease.cancel.is_set() or lease.lost.is_set(),
+        should_stop=should_stop,
         on_checkpoint=on_checkpoint,
         progress_interval=settings.progress_interval,
     )
@@ -107,6 +120,8 @@ def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | N
         )
         status = JobStatus.canceled if result.status == "canceled" else JobStatus.succeeded
         step = result.step
+    except LeaseLost:
+        pass
     except TrainingDiverged as exc:  # the last good checkpoint stays listed and samples
         error = str(exc)
     except (DatasetError, CheckpointError, ValueError) as exc:
@@ -138,9 +153,17 @@ def heartbeat_loop(
             with session_scope(settings.resolved_database_url) as s:
                 s.merge(Worker(id=worker_id, hostname=socket.gethostname(), last_seen=utcnow()))
             with session_scope(settings.resolved_database_url) as s:
-                for job_id in jobs.requeue_stale_jobs(s):
+                stale = jobs.requeue_stale_jobs(s)
+                for i, job_id in enumerate(stale):
+                    try:
+                        enqueue(job_id)
+                    except Exception:
+                        # Broker away: without a message nothing would ever run these now
+                        # 'queued' jobs. Make them stale again so the next sweep retries.
+                        for unsent in stale[i:]:
+                            jobs.unqueue_stale_job(s, job_id=unsent)
+                        raise
                     log.warning("job %s lost its worker (lease expired); re-queued", job_id)
-                    enqueue(job_id)
         except Exception:
             log.warning("worker heartbeat failed", exc_info=True)
         if stop.wait(interval):

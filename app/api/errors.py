@@ -11,11 +11,67 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.schemas import Problem
 from app.core.errors import DomainError
 from app.core.limits import retry_after_header
 
 log = logging.getLogger("ganforge.api")
 PROBLEM = "application/problem+json"
+
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again", "required": True,
+                                "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+_WHAT = {
+    400: "the body could not be parsed (not UTF-8 JSON)",
+    401: "no API key, or an invalid or revoked one",
+    404: "no such resource (or it belongs to another owner)",
+    409: "the resource's state does not allow this",
+    413: "over a size limit",
+    415: "unsupported media type",
+    422: "invalid input; `field` names the offending parameter",
+    429: "over a rate or concurrency limit; see Retry-After",
+    503: "the database or the job queue is not reachable; see Retry-After",
+}
+
+
+def problem_responses(
+    *codes: int, described: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for errors answered as problem+json (see `document_problems`)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        what = (described or {}).get(code) or _WHAT.get(code, "error")
+        entry: dict[str, Any] = {"model": Problem, "description": what}
+        if code in (429, 503):
+            entry["headers"] = _RETRY_AFTER
+        out[code] = entry
+    return out
+
+
+def document_problems(app: FastAPI) -> None:
+    """Declare Problem responses under application/problem+json, the type they are sent as.
+
+    FastAPI puts a response `model` under the route's own media type (application/json); this
+    moves every Problem schema to application/problem+json once the schema is generated.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                if not isinstance(operation, dict):
+                    continue
+                for response in operation.get("responses", {}).values():
+                    content = response.get("content") or {}
+                    plain = content.get("application/json")
+                    if plain and plain.get("schema", {}).get("$ref", "").endswith("/Problem"):
+                        del content["application/json"]
+                        content.setdefault(PROBLEM, {})["schema"] = plain["schema"]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def problem(status: int, title: str, detail: str, *, field: str | None = None,
@@ -37,7 +93,9 @@ def _field_of(loc: tuple[Any, ...]) -> str:
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     out = []
     for err in exc.errors():
-        field = _field_of(tuple(err.get("loc", ())))
+        # A body that is not JSON at all: loc is ("body", <character offset>), not a field.
+        loc = ("body",) if err.get("type") == "json_invalid" else tuple(err.get("loc", ()))
+        field = _field_of(loc)
         msg = str(err.get("msg", "invalid"))
         # A model-level check names its field as "field: reason"; surface that field.
         if err.get("type") == "value_error" and ": " in msg:
@@ -52,6 +110,8 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 def install(app: FastAPI) -> None:
+    document_problems(app)
+
     @app.exception_handler(DomainError)
     async def _domain(_req: Request, exc: DomainError) -> JSONResponse:
         retry = getattr(exc, "retry_after", None)
@@ -69,9 +129,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        title = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized"}.get(
-            exc.status_code, "Error"
-        )
+        title = {400: "Bad request", 401: "Unauthorized", 404: "Not found",
+                 405: "Method not allowed"}.get(exc.status_code, "Error")
         return problem(exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(OperationalError)

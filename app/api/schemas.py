@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.core.models import Checkpoint, Dataset, Job
 from gan_core.config import TrainConfig
+
+
+def _as_utc(value: datetime) -> datetime:
+    # The database stores naive UTC; without an offset the JSON is not an RFC 3339 date-time.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class JobCreate(BaseModel):
@@ -21,8 +29,10 @@ class JobCreate(BaseModel):
 class JobResume(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # strict: JSON `true` or "5" is not a step count (lax mode would take true as 1)
     steps: int | None = Field(
-        None, ge=1, le=10_000_000, description="new total step count (default: the job's own)"
+        None, ge=1, le=10_000_000, strict=True,
+        description="new total step count (default: the job's own)",
     )
 
 
@@ -45,11 +55,11 @@ class JobPublic(BaseModel):
     error: str | None
     cancel_requested: bool
     attempts: int
-    created_at: datetime
-    started_at: datetime | None
-    first_step_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None
+    first_step_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
+    updated_at: UtcDateTime
     links: dict[str, str]
 
     @classmethod
@@ -100,7 +110,7 @@ class CheckpointPublic(BaseModel):
     size_bytes: int
     files: dict[str, Any]
     losses: dict[str, Any] | None
-    created_at: datetime
+    created_at: UtcDateTime
     links: dict[str, str]
 
     @classmethod
@@ -140,7 +150,7 @@ class DatasetPublic(BaseModel):
     num_classes: int | None = None
     class_names: list[str] | None = None
     size_bytes: int | None = None
-    created_at: datetime | None = None
+    created_at: UtcDateTime | None = None
 
     @classmethod
     def of(cls, ds: Dataset) -> DatasetPublic:
@@ -162,6 +172,11 @@ class DatasetPublic(BaseModel):
 
 class DatasetsPublic(BaseModel):
     items: list[DatasetPublic]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str] = Field(description="database, store, broker, workers: 'ok' or why not")
 
 
 class Problem(BaseModel):

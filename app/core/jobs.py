@@ -248,9 +248,22 @@ def record_progress(session: Session, *, job_id: str, worker_id: str, progress: 
 
 def record_checkpoint(
     session: Session, *, job_id: str, step: int, key: str, size_bytes: int,
-    files: dict[str, Any], losses: dict[str, Any] | None, keep: int,
-) -> Checkpoint:
-    """Record a checkpoint that has landed, and forget the ones the trainer is about to prune."""
+    files: dict[str, Any], losses: dict[str, Any] | None, keep: int, worker_id: str | None = None,
+) -> Checkpoint | None:
+    """Record a checkpoint that has landed, and forget the ones the trainer is about to prune.
+
+    With ``worker_id``, only while that worker holds the job's lease (else None, nothing
+    recorded): a run that lost its job to another worker must not add to its records.
+    """
+    if worker_id is not None:
+        # Update the job row first: it is locked until commit, so a concurrent claim waits.
+        held = session.execute(
+            update(Job).where(Job.id == job_id, Job.lease_owner == worker_id)
+            .values(updated_at=utcnow()).execution_options(synchronize_session=False)
+        )
+        if held.rowcount != 1:
+            session.rollback()
+            return None
     ckpt = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step))
     if ckpt is None:
         ckpt = Checkpoint(job_id=job_id, step=step)
@@ -298,6 +311,18 @@ def release_job(session: Session, *, job_id: str, worker_id: str) -> None:
     session.execute(
         update(Job).where(Job.id == job_id, Job.lease_owner == worker_id)
         .values(status=JobStatus.queued, lease_owner=None, lease_expires_at=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+def unqueue_stale_job(session: Session, *, job_id: str) -> None:
+    """Undo requeue_stale_jobs for one job whose message could not be sent (broker down):
+    it is stale again, so the next sweep re-queues it and tries to send once more."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.queued, Job.lease_owner.is_(None))
+        .values(status=JobStatus.running, lease_expires_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     session.commit()

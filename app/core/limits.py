@@ -26,11 +26,15 @@ class TooManyJobs(RateLimited):
     pass
 
 
-def check_new_job(session: Session, settings: Settings, *, owner_id: str, steps: int) -> None:
-    """Refuse a job past the per-job step limit or the owner's concurrent-job limit."""
+def check_new_job(session: Session, settings: Settings, *, owner_id: str, steps: int,
+                  field: str = "config.steps") -> None:
+    """Refuse a job past the per-job step limit or the owner's concurrent-job limit.
+
+    ``field`` names where the request gave the steps (a resume body has them as ``steps``).
+    """
     if steps > settings.max_steps_per_job:
         raise InvalidInput(f"steps must be <= {settings.max_steps_per_job} (per-job limit)",
-                           field="config.steps")
+                           field=field)
     active = session.scalar(
         select(func.count()).select_from(Job).where(
             Job.owner_id == owner_id, Job.status.in_([JobStatus.queued, JobStatus.running])

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import PrincipalDep, ServicesDep, SessionDep, limit_sampling
+from app.api.errors import problem_responses
 from app.api.schemas import CheckpointPublic, CheckpointsPublic
 from app.core import checkpoints
 from app.core.errors import InvalidInput
@@ -17,8 +18,16 @@ from app.core.models import Checkpoint
 from app.core.sampling import SampleRequest
 from gan_core.checkpoint import CheckpointError
 
-router = APIRouter(prefix="/v1/jobs/{job_id}/checkpoints", tags=["checkpoints"])
-PNG = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
+router = APIRouter(prefix="/v1/jobs/{job_id}/checkpoints", tags=["checkpoints"],
+                   responses=problem_responses(401, 404, 422, 503))
+_FILES_GONE = "the checkpoint's files are missing from the store"
+PNG = {
+    200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+          "description": "a PNG image"},
+    304: {"description": "If-None-Match named this image's ETag"},
+    **problem_responses(409, 429, described={
+        409: _FILES_GONE, 429: "the per-key sampling rate; see Retry-After"}),
+}
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
@@ -38,7 +47,11 @@ def get_checkpoint(job_id: str, ckpt: str, session: SessionDep,
     )
 
 
-@router.get("/{ckpt}/download", responses={200: {"content": {"application/zip": {}}}})
+@router.get("/{ckpt}/download", response_class=Response, responses={
+    200: {"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+          "description": "a zip of the checkpoint's files"},
+    **problem_responses(409, described={409: _FILES_GONE}),
+})
 def download_checkpoint(job_id: str, ckpt: str, session: SessionDep, services: ServicesDep,
                         principal: PrincipalDep) -> Response:
     """The checkpoint's files (safetensors weights + meta.json) as a zip."""

@@ -8,11 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api.deps import PrincipalDep, ServicesDep, SessionDep
-from app.api.schemas import DatasetPublic, DatasetsPublic, Problem
+from app.api.errors import problem_responses
+from app.api.schemas import DatasetPublic, DatasetsPublic
 from app.core import datasets, uploads
 from app.core.db import session_scope
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=problem_responses(401, 503))
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _UPLOAD_BODY = {
@@ -34,11 +35,11 @@ _UPLOAD_BODY = {
         },
     }
 }
-_PROBLEMS = {
-    code: {"model": Problem, "content": {"application/problem+json": {}}, "description": what}
-    for code, what in ((413, "over the upload size limit"), (415, "neither a zip nor an npz"),
-                       (422, "an unsafe archive, or data the loaders refuse"))
-}
+_PROBLEMS = problem_responses(413, 415, 422, described={
+    413: "over the upload size limit, or the owner's storage quota",
+    415: "neither a zip nor an npz",
+    422: "an unsafe archive, or data the loaders refuse",
+})
 _FLUSH_BYTES = 1 << 20  # body bytes gathered before one write off the event loop
 
 
@@ -102,12 +103,14 @@ async def upload_dataset(
     return DatasetPublic.of(ds)
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic)
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses=problem_responses(404, 422))
 def get_dataset(dataset_id: str, session: SessionDep, principal: PrincipalDep) -> DatasetPublic:
     return DatasetPublic.of(datasets.get_upload(session, dataset_id=dataset_id, owner_id=principal.scope))
 
 
-@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses=problem_responses(404, 409, 422, described={
+                   409: "an unfinished job uses the dataset"}))
 def delete_dataset(dataset_id: str, session: SessionDep, services: ServicesDep,
                    principal: PrincipalDep) -> Response:
     """Delete an upload (409 while an unfinished job uses it)."""

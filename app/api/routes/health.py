@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 
 from app.api.deps import ServicesDep
+from app.api.schemas import Readiness
 from app.core.db import ping, session_scope, utcnow
 from app.core.models import Worker
 
@@ -52,7 +53,8 @@ def _checks(services) -> dict[str, str]:
     return checks
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness, responses={
+    503: {"model": Readiness, "description": "not ready: `checks` says what is missing"}})
 async def readyz(services: ServicesDep) -> JSONResponse:
     """Database, broker and store reachable, and a worker alive: 200; otherwise 503."""
     checks = await run_in_threadpool(_checks, services)

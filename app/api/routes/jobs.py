@@ -10,16 +10,30 @@ from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import PrincipalDep, ServicesDep, SessionDep
+from app.api.errors import problem_responses
 from app.api.schemas import JobCreate, JobPublic, JobResume, JobsPublic
 from app.core import datasets, jobs, limits
 from app.core.db import session_scope
 from app.core.errors import NotFound
 from app.core.models import FINISHED, JobStatus
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401, 422, 503))
+_ONE = problem_responses(404)
+_EVENT = {  # one server-sent event, as OpenAPI 3.2's itemSchema (what FastAPI emits for SSE routes)
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["job", "deleted"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+_STATE = problem_responses(404, 409)
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic,
+             responses=problem_responses(400, 409, 429, described={
+                 409: "the Idempotency-Key was used for a different request, or the storage quota is full",
+                 429: "the owner's queued + running job limit; see Retry-After"}))
 def create_job(
     body: JobCreate,
     session: SessionDep,
@@ -65,18 +79,20 @@ def list_jobs(
     return JobsPublic(items=[JobPublic.of(j) for j in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobPublic)
+@router.get("/{job_id}", response_model=JobPublic, responses=_ONE)
 def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobPublic:
     return JobPublic.of(jobs.get_job(session, job_id=job_id, owner_id=principal.scope))
 
 
-@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic,
+             responses=_STATE)
 def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobPublic:
     """Stop a job: a queued one at once, a running one at its next check (it keeps a checkpoint)."""
     return JobPublic.of(jobs.request_cancel(session, job_id=job_id, owner_id=principal.scope))
 
 
-@router.post("/{job_id}/resume", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic)
+@router.post("/{job_id}/resume", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic,
+             responses=problem_responses(400, 404, 409, 429))
 def resume_job(
     job_id: str, session: SessionDep, services: ServicesDep, response: Response,
     principal: PrincipalDep, body: JobResume | None = None,
@@ -85,16 +101,26 @@ def resume_job(
     job = jobs.get_job(session, job_id=job_id, owner_id=principal.scope)
     steps = body.steps if body and body.steps is not None else job.total_steps
     limits.check_new_job(session, services.settings, owner_id=job.owner_id or principal.owner_id,
-                         steps=steps)
+                         steps=steps, field="steps")
+    before = {k: getattr(job, k) for k in ("status", "config", "total_steps", "cancel_requested",
+                                            "error", "finished_at")}
     job = jobs.resume_job(session, job_id=job_id, owner_id=principal.scope,
                           steps=body.steps if body else None)
     session.commit()
-    services.enqueue(job.id)
+    try:
+        services.enqueue(job.id)
+    except Exception:
+        # Broker down: put the job back as it was, or it stays 'queued' with no message to
+        # run it, and the client's retry of this resume is refused (409).
+        for key, value in before.items():
+            setattr(job, key, value)
+        session.commit()
+        raise
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobPublic.of(job)
 
 
-@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_STATE)
 def delete_job(job_id: str, session: SessionDep, services: ServicesDep,
                principal: PrincipalDep) -> Response:
     """Delete a job that is not running, with its checkpoints."""
@@ -104,7 +130,12 @@ def delete_job(job_id: str, session: SessionDep, services: ServicesDep,
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{job_id}/events", response_class=StreamingResponse)
+@router.get("/{job_id}/events", response_class=StreamingResponse, responses={
+    200: {"description": "`event: job` with the job's JSON whenever it changes, until it finishes; "
+                         "`event: deleted` if it is deleted meanwhile",
+          "content": {"text/event-stream": {"itemSchema": _EVENT}}},
+    **_ONE,
+})
 async def job_events(job_id: str, services: ServicesDep, principal: PrincipalDep) -> StreamingResponse:
     """Server-sent events: the job as JSON whenever it changes, until it finishes."""
     url = services.settings.resolved_database_url
