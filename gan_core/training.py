@@ -59,11 +59,11 @@ class TrainResult:
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss became NaN or Inf; weights after that step are not kept."""
+    """A loss or a weight became NaN or Inf; weights after that step are not kept."""
 
-    def __init__(self, step: int, losses: dict[str, float]):
+    def __init__(self, step: int, losses: dict[str, float], what: str = "loss"):
         self.step = step
-        super().__init__(f"training diverged at step {step}: non-finite loss {losses}")
+        super().__init__(f"training diverged at step {step}: non-finite {what} {losses}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -127,6 +127,17 @@ class _Run:
             meta_extra={"epoch": batcher.epoch, "optimizers": {"opt_g": og_meta, "opt_d": od_meta}},
             losses=losses,
         )  # pruning comes after on_checkpoint (see _loop.save): records go before files
+
+    def non_finite_tensor(self) -> str | None:
+        """The name of the first NaN/Inf parameter or buffer of G, EMA G or D, if any."""
+        modules = {"G": self.G, "D": self.D}
+        if self.ema is not None:
+            modules["G_ema"] = self.ema.model
+        for prefix, module in modules.items():
+            for name, t in module.state_dict().items():
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    return f"{prefix}.{name}"
+        return None
 
     def restore(self, ckpt_dir: Path, batcher: Batcher) -> None:
         meta, gen, state = ckpt.load_checkpoint(ckpt_dir)
@@ -244,6 +255,11 @@ def _loop(run: _Run, batcher: Batcher, run_dir: Path, hooks: TrainHooks) -> Trai
     def save() -> None:
         nonlocal last_ckpt, last_saved_step
         losses = flush()  # never write weights that follow a non-finite loss
+        # Weights can go bad while losses stay finite (e.g. BatchNorm running stats
+        # overflowing); a checkpoint that would sample garbage is not a "last good" one.
+        bad = run.non_finite_tensor()
+        if bad is not None:
+            raise TrainingDiverged(run.step, losses, what=f"weights ({bad})")
         info = run.save(run_dir, batcher, losses)
         last_ckpt, last_saved_step = info.path, run.step
         if hooks.on_checkpoint:

@@ -300,6 +300,24 @@ def test_nan_loss_raises_and_keeps_no_later_checkpoint(tmp_path, shapes16, monke
     assert not any(p.name.startswith(".") for p in (tmp_path / "checkpoints").iterdir())
 
 
+def test_non_finite_weights_with_finite_losses_fail_before_the_checkpoint(tmp_path, shapes16,
+                                                                          monkeypatch):
+    """Weights can overflow while losses stay finite: no checkpoint is written then."""
+
+    class OverflowingEMA(training.EMA):  # the averaged G is never used in training
+        def update(self, model, step):
+            super().update(model, step)
+            if step >= 6:
+                bn = next(m for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+                bn.running_var.fill_(float("inf"))
+
+    monkeypatch.setattr(training, "EMA", OverflowingEMA)
+    with pytest.raises(TrainingDiverged) as info:
+        train(cfg(steps=12, checkpoint_every=4), tmp_path, dataset=shapes16)
+    assert info.value.step == 8 and "weights (G_ema." in str(info.value)
+    assert ckpt_steps(tmp_path) == [4]
+
+
 # --------------------------------------------------------------------------- MLP baseline
 
 
