@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.api.main import create_app
-from tests.api.conftest import make_key
 from app.core.settings import Settings
+from tests.api.conftest import make_key
 
 PROBLEM = "application/problem+json"
 TINY = {"image_size": 16, "g_width": 8, "d_width": 8, "batch_size": 8, "steps": 4,

@@ -65,7 +65,7 @@ class Proc:
         self.start()
 
     def start(self) -> None:
-        self._fh = open(self.log, "ab")
+        self._fh = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(self.args, env=self.env, stdout=self._fh, stderr=subprocess.STDOUT,
                                       start_new_session=True, cwd=self.cwd)
 
