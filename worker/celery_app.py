@@ -16,7 +16,7 @@ from app.core.settings import get_settings
 def make_celery() -> Celery:
     app = Celery("ganforge")
     app.conf.update(celery_config(get_settings()))
-    app.conf.update(include=["worker.tasks"], worker_max_tasks_per_child=1)
+    app.conf.update(include=["worker.tasks"])
     return app
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -23,6 +25,28 @@ from app.core.store import LocalStore
 log = logging.getLogger("ganforge.api")
 
 
+class _KeyCache:
+    """Recently verified keys, so a hot path (cached PNG, 304) skips the database.
+
+    Only successes are kept, for ``ttl`` seconds: a revoked key stops working within that.
+    """
+
+    def __init__(self, ttl: float = 5.0, size: int = 10_000):
+        self.ttl, self.size = ttl, size
+        self._items: dict[str, tuple[auth.Principal, float]] = {}
+
+    def get(self, token: str) -> auth.Principal | None:
+        hit = self._items.get(token)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        return None
+
+    def put(self, token: str, principal: auth.Principal) -> None:
+        if len(self._items) >= self.size:
+            self._items.clear()
+        self._items[token] = (principal, time.monotonic() + self.ttl)
+
+
 @dataclass
 class Services:
     """What one API process holds for its lifetime (built once in create_app)."""
@@ -32,6 +56,7 @@ class Services:
     sampler: Sampler
     celery: object  # a Celery app used only to send tasks by name
     sample_limiter: RateLimiter
+    key_cache: _KeyCache = field(default_factory=_KeyCache)
 
     def enqueue(self, job_id: str) -> None:
         try:
@@ -47,7 +72,7 @@ class Services:
             raise Unavailable("the job queue (broker) is not reachable; try again") from exc
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:  # async: no threadpool hop
     return request.app.state.services
 
 
@@ -63,7 +88,8 @@ SessionDep = Annotated[Session, Depends(get_session)]
 _bearer = HTTPBearer(auto_error=False, description="an API key: `ganforge keys create --name NAME`")
 
 
-def get_principal(
+async def get_principal(
+    request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> auth.Principal:
@@ -73,16 +99,24 @@ def get_principal(
     if credentials is None:
         raise HTTPException(401, "an API key is required: Authorization: Bearer KEY",
                             headers={"WWW-Authenticate": 'Bearer realm="ganforge"'})
-    with session_scope(services.settings.resolved_database_url) as session:
-        principal = auth.authenticate(session, credentials.credentials)
+    token = credentials.credentials
+    principal = services.key_cache.get(token)
     if principal is None:
-        raise HTTPException(401, "invalid or revoked API key",
-                            headers={"WWW-Authenticate": 'Bearer realm="ganforge", error="invalid_token"'})
+
+        def lookup() -> auth.Principal | None:
+            with session_scope(services.settings.resolved_database_url) as session:
+                return auth.authenticate(session, token)
+
+        principal = await run_in_threadpool(lookup)
+        if principal is None:
+            raise HTTPException(401, "invalid or revoked API key", headers={
+                "WWW-Authenticate": 'Bearer realm="ganforge", error="invalid_token"'})
+        services.key_cache.put(token, principal)
     return principal
 
 
 PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
 
 
-def limit_sampling(services: ServicesDep, principal: PrincipalDep) -> None:
+async def limit_sampling(services: ServicesDep, principal: PrincipalDep) -> None:
     services.sample_limiter.hit(principal.key_id or principal.owner_id)

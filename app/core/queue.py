@@ -28,6 +28,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "processed_folder": str(folder / "processed"),
             "control_folder": str(folder / "control"),  # kombu's default is ./control
             "store_processed": False,
+            # kombu polls the folder; its 1 s default was most of POST-to-first-step
+            "polling_interval": 0.1,
         }
     return {
         "broker_url": settings.resolved_broker_url,

@@ -8,6 +8,7 @@ calls these from its threadpool, never on the event loop.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -86,9 +87,16 @@ class SampleRequest:
 class Sampler:
     """Renders PNGs from checkpoints, caching generators and finished images."""
 
-    def __init__(self, generator_cache_size: int = 8, png_cache_size: int = 256):
+    def __init__(self, generator_cache_size: int = 8, png_cache_size: int = 256,
+                 render_slots: int | None = None):
         self.generators: LRU[torch.nn.Module] = LRU(generator_cache_size)
         self.pngs: LRU[bytes] = LRU(png_cache_size)
+        # Renders running at once. Each already uses torch's intra-op threads; more renders
+        # than cores / threads only fight over the cores (16 concurrent renders measured
+        # 0.8x the throughput of one at a time on 2 cores), so the rest wait their turn.
+        if render_slots is None:
+            render_slots = max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
+        self._slots = threading.BoundedSemaphore(render_slots)
 
     @staticmethod
     def etag(checkpoint_sha: str, req: SampleRequest) -> str:
@@ -106,10 +114,11 @@ class Sampler:
         if cached is not None:
             return cached
         G = self.generator(ckpt_dir, req.ema)
-        if req.kind == "interpolation":
-            images = interpolate(G, req.from_seed, req.to_seed, req.steps, label=req.label)
-        else:
-            images = sample(G, req.n, req.seed, labels=req.label, truncation=req.truncation)
-        data = png_grid(images, nrow=req.nrow)
+        with self._slots:
+            if req.kind == "interpolation":
+                images = interpolate(G, req.from_seed, req.to_seed, req.steps, label=req.label)
+            else:
+                images = sample(G, req.n, req.seed, labels=req.label, truncation=req.truncation)
+            data = png_grid(images, nrow=req.nrow)
         self.pngs.put(etag, data)
         return data

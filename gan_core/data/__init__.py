@@ -6,6 +6,7 @@ into float batches on the training device.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -63,6 +64,11 @@ def builtin_info(name: str) -> DatasetInfo | None:
     return BUILTINS.get(name)
 
 
+# A worker trains job after job in one process; regenerating 20k shapes each time cost
+# about a second of every job's start.
+_cached_shapes = functools.lru_cache(maxsize=4)(make_shapes)
+
+
 def load_dataset(
     name: str,
     *,
@@ -87,7 +93,8 @@ def load_dataset(
     dirs = [Path(d).expanduser() for d in data_dirs]
     if name == "shapes":
         n = SHAPES_SIZE if max_items is None else min(max_items, SHAPES_SIZE)
-        images, labels = make_shapes(n, image_size, seed, channels or 1)  # colour when asked
+        images, labels = _cached_shapes(n, image_size, seed, channels or 1)  # colour when asked
+        images, labels = images.clone(), labels.clone()  # callers own their copy
         info = BUILTINS[name]
     elif name in BUILTINS:
         images, labels = _load_builtin(name, dirs, allow_download, max_items)

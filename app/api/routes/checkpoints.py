@@ -13,6 +13,7 @@ from app.api.deps import PrincipalDep, ServicesDep, SessionDep, limit_sampling
 from app.api.errors import problem_responses
 from app.api.schemas import CheckpointPublic, CheckpointsPublic
 from app.core import checkpoints
+from app.core.db import session_scope
 from app.core.errors import InvalidInput
 from app.core.models import Checkpoint
 from app.core.sampling import SampleRequest
@@ -73,6 +74,9 @@ async def _png(services, row: Checkpoint, ref: str, req: SampleRequest,
                "X-Checkpoint-Id": row.id, "X-Checkpoint-Step": str(row.step)}
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=304, headers=headers)
+    cached = services.sampler.pngs.get(etag)  # a repeat: no thread hop, no disk access
+    if cached is not None:
+        return Response(cached, media_type="image/png", headers=headers)
     path = checkpoints.checkpoint_path(services.store, row)
     try:
         # torch inference and PNG encoding block; keep them off the event loop
@@ -84,13 +88,15 @@ async def _png(services, row: Checkpoint, ref: str, req: SampleRequest,
     return Response(data, media_type="image/png", headers=headers)
 
 
-def _resolve(session, job_id: str, ckpt: str, label: int | None, owner_id: str | None) -> Checkpoint:
-    row = checkpoints.get_checkpoint(session, job_id=job_id, ref=ckpt, owner_id=owner_id)
-    # Unconditional models ignore labels; for conditional ones the bound is the model's.
-    classes = (row.job.config or {}).get("num_classes")
-    if label is not None and classes is not None and label >= classes:
-        raise InvalidInput(f"label must be < {classes} (the model's classes)", field="label")
-    session.expunge(row)  # used after the session closes
+def _resolve(url: str, job_id: str, ckpt: str, label: int | None, owner_id: str | None) -> Checkpoint:
+    # One session in one thread hop: the sampling hot path stays short.
+    with session_scope(url) as session:
+        row = checkpoints.get_checkpoint(session, job_id=job_id, ref=ckpt, owner_id=owner_id)
+        # Unconditional models ignore labels; for conditional ones the bound is the model's.
+        classes = (row.job.config or {}).get("num_classes")
+        if label is not None and classes is not None and label >= classes:
+            raise InvalidInput(f"label must be < {classes} (the model's classes)", field="label")
+        session.expunge(row)  # used after the session closes
     return row
 
 
@@ -100,7 +106,6 @@ async def samples_png(
     job_id: str,
     ckpt: str,
     services: ServicesDep,
-    session: SessionDep,
     principal: PrincipalDep,
     n: Annotated[int, Query(ge=1, le=256, description="number of images")] = 64,
     seed: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
@@ -113,7 +118,8 @@ async def samples_png(
     """A PNG grid of n samples; the same URL always returns the same bytes."""
     if n > services.settings.max_samples:
         raise InvalidInput(f"n must be <= {services.settings.max_samples}", field="n")
-    row = await run_in_threadpool(_resolve, session, job_id, ckpt, label, principal.scope)
+    row = await run_in_threadpool(_resolve, services.settings.resolved_database_url, job_id, ckpt,
+                                 label, principal.scope)
     req = SampleRequest("samples", n=n, seed=seed, nrow=nrow, label=label, ema=ema, truncation=truncation)
     return await _png(services, row, ckpt, req, if_none_match)
 
@@ -124,7 +130,6 @@ async def interpolation_png(
     job_id: str,
     ckpt: str,
     services: ServicesDep,
-    session: SessionDep,
     principal: PrincipalDep,
     from_seed: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     to_seed: Annotated[int, Query(ge=0, le=2**63 - 1)] = 1,
@@ -137,7 +142,8 @@ async def interpolation_png(
     """A latent walk from one seed's image to another's, as one PNG row (or grid)."""
     if steps > services.settings.max_interpolation_steps:
         raise InvalidInput(f"steps must be <= {services.settings.max_interpolation_steps}", field="steps")
-    row = await run_in_threadpool(_resolve, session, job_id, ckpt, label, principal.scope)
+    row = await run_in_threadpool(_resolve, services.settings.resolved_database_url, job_id, ckpt,
+                                 label, principal.scope)
     req = SampleRequest("interpolation", nrow=nrow or steps, label=label, ema=ema,
                         from_seed=from_seed, to_seed=to_seed, steps=steps)
     return await _png(services, row, ckpt, req, if_none_match)
