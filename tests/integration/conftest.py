@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -36,21 +38,29 @@ def _need_redis() -> None:
         pytest.fail(f"integration tests need Redis at {REDIS_URL}: {exc}")
 
 
-@pytest.fixture(scope="session")
-def pg_url():
-    """A fresh Postgres database for this test session, dropped afterwards."""
+@contextmanager
+def fresh_database(prefix: str) -> Iterator[str]:
+    """A new, empty Postgres database (its URL), dropped afterwards."""
     import psycopg
 
-    name = f"ganforge_it_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     try:
         admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
     except Exception as exc:
         pytest.fail(f"integration tests need Postgres at {PG_ADMIN_URL}: {exc}")
     admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
+    try:
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """A fresh Postgres database for this test session."""
+    with fresh_database("ganforge_it") as url:
+        yield url
 
 
 class Proc:

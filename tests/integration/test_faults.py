@@ -12,14 +12,13 @@ import os
 import signal
 import subprocess
 import time
-import uuid
 from datetime import datetime, timedelta
 
 import httpx
 import psycopg
 import pytest
 
-from tests.integration.conftest import PG_ADMIN_URL, Proc, Stack, free_port
+from tests.integration.conftest import Proc, Stack, free_port, fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -44,15 +43,9 @@ def _redis_up(port: int, timeout: float = 20) -> None:
 
 @pytest.fixture(scope="module")
 def db_url():
-    name = f"ganforge_faults_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except Exception as exc:
-        pytest.fail(f"integration tests need Postgres at {PG_ADMIN_URL}: {exc}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
+    # Its own database: the stale-lease sweep covers every job in a database.
+    with fresh_database("ganforge_faults") as url:
+        yield url
 
 
 class FaultStack(Stack):
