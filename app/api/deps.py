@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-import time
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -14,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.core import auth
+from app.core.cache import TTLCache
 from app.core.db import session_scope
 from app.core.errors import Unavailable
 from app.core.limits import RateLimiter
@@ -25,28 +25,6 @@ from app.core.store import LocalStore
 log = logging.getLogger("ganforge.api")
 
 
-class _KeyCache:
-    """Recently verified keys, so a hot path (cached PNG, 304) skips the database.
-
-    Only successes are kept, for ``ttl`` seconds: a revoked key stops working within that.
-    """
-
-    def __init__(self, ttl: float = 5.0, size: int = 10_000):
-        self.ttl, self.size = ttl, size
-        self._items: dict[str, tuple[auth.Principal, float]] = {}
-
-    def get(self, token: str) -> auth.Principal | None:
-        hit = self._items.get(token)
-        if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
-        return None
-
-    def put(self, token: str, principal: auth.Principal) -> None:
-        if len(self._items) >= self.size:
-            self._items.clear()
-        self._items[token] = (principal, time.monotonic() + self.ttl)
-
-
 @dataclass
 class Services:
     """What one API process holds for its lifetime (built once in create_app)."""
@@ -56,7 +34,11 @@ class Services:
     sampler: Sampler
     celery: object  # a Celery app used only to send tasks by name
     sample_limiter: RateLimiter
-    key_cache: _KeyCache = field(default_factory=_KeyCache)
+    # Verified keys, so hot paths skip the database: a revoked key stops working within 5 s.
+    key_cache: TTLCache[auth.Principal] = field(default_factory=lambda: TTLCache(ttl=5.0))
+    # (job, checkpoint id, owner scope) -> (checkpoint row, num_classes), for 1 s: a repeated
+    # sample request for a fixed checkpoint is answered without a database round trip.
+    checkpoint_refs: TTLCache[tuple] = field(default_factory=lambda: TTLCache(ttl=1.0))
 
     def enqueue(self, job_id: str) -> None:
         try:

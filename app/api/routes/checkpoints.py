@@ -88,15 +88,30 @@ async def _png(services, row: Checkpoint, ref: str, req: SampleRequest,
     return Response(data, media_type="image/png", headers=headers)
 
 
-def _resolve(url: str, job_id: str, ckpt: str, label: int | None, owner_id: str | None) -> Checkpoint:
+def _resolve(url: str, job_id: str, ckpt: str, owner_id: str | None) -> tuple[Checkpoint, int | None]:
     # One session in one thread hop: the sampling hot path stays short.
     with session_scope(url) as session:
         row = checkpoints.get_checkpoint(session, job_id=job_id, ref=ckpt, owner_id=owner_id)
-        # Unconditional models ignore labels; for conditional ones the bound is the model's.
         classes = (row.job.config or {}).get("num_classes")
-        if label is not None and classes is not None and label >= classes:
-            raise InvalidInput(f"label must be < {classes} (the model's classes)", field="label")
         session.expunge(row)  # used after the session closes
+    return row, classes
+
+
+async def _checkpoint_for(services, job_id: str, ckpt: str, label: int | None,
+                          owner_id: str | None) -> Checkpoint:
+    # A fixed checkpoint id names immutable weights: remember its row briefly. 'latest' moves
+    # whenever the worker writes a checkpoint, so it is always looked up.
+    key = (job_id, ckpt, owner_id)
+    hit = services.checkpoint_refs.get(key) if ckpt != "latest" else None
+    if hit is None:
+        hit = await run_in_threadpool(_resolve, services.settings.resolved_database_url,
+                                      job_id, ckpt, owner_id)
+        if ckpt != "latest":
+            services.checkpoint_refs.put(key, hit)
+    row, classes = hit
+    # Unconditional models ignore labels; for conditional ones the bound is the model's.
+    if label is not None and classes is not None and label >= classes:
+        raise InvalidInput(f"label must be < {classes} (the model's classes)", field="label")
     return row
 
 
@@ -118,8 +133,7 @@ async def samples_png(
     """A PNG grid of n samples; the same URL always returns the same bytes."""
     if n > services.settings.max_samples:
         raise InvalidInput(f"n must be <= {services.settings.max_samples}", field="n")
-    row = await run_in_threadpool(_resolve, services.settings.resolved_database_url, job_id, ckpt,
-                                 label, principal.scope)
+    row = await _checkpoint_for(services, job_id, ckpt, label, principal.scope)
     req = SampleRequest("samples", n=n, seed=seed, nrow=nrow, label=label, ema=ema, truncation=truncation)
     return await _png(services, row, ckpt, req, if_none_match)
 
@@ -142,8 +156,7 @@ async def interpolation_png(
     """A latent walk from one seed's image to another's, as one PNG row (or grid)."""
     if steps > services.settings.max_interpolation_steps:
         raise InvalidInput(f"steps must be <= {services.settings.max_interpolation_steps}", field="steps")
-    row = await run_in_threadpool(_resolve, services.settings.resolved_database_url, job_id, ckpt,
-                                 label, principal.scope)
+    row = await _checkpoint_for(services, job_id, ckpt, label, principal.scope)
     req = SampleRequest("interpolation", nrow=nrow or steps, label=label, ema=ema,
                         from_seed=from_seed, to_seed=to_seed, steps=steps)
     return await _png(services, row, ckpt, req, if_none_match)
