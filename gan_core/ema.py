@@ -40,9 +40,13 @@ class EMA:
     def update(self, model: nn.Module, step: int) -> None:
         """Move the averaged parameters toward model's; copy its buffers."""
         weight = 1.0 - self.decay_at(step)
-        for avg, cur in zip(self.model.parameters(), model.parameters(), strict=True):
-            avg.lerp_(cur.detach(), weight)
+        # One fused call per group instead of a small kernel per tensor (matters on GPU).
+        avg_params, cur_params = list(self.model.parameters()), list(model.parameters())
+        if len(avg_params) != len(cur_params):
+            raise ValueError("EMA model and model have different parameters")
+        torch._foreach_lerp_(avg_params, [p.detach() for p in cur_params], weight)
         # BatchNorm running statistics are already averages over batches; copied as in
         # StyleGAN2-ADA, since averaging them again would only lag them further.
-        for avg, cur in zip(self.model.buffers(), model.buffers(), strict=True):
-            avg.copy_(cur)
+        avg_bufs, cur_bufs = list(self.model.buffers()), list(model.buffers())
+        if avg_bufs:
+            torch._foreach_copy_(avg_bufs, cur_bufs)

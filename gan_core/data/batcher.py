@@ -26,17 +26,22 @@ class Batcher:
         self.dataset = dataset.to(self.device)  # our datasets fit; one copy beats per-batch ones
         self.batch_size = batch_size
         self._gen = torch.Generator().manual_seed(seed)  # CPU: the same order on any device
-        self._perm = torch.randperm(len(dataset), generator=self._gen)
+        self._set_perm(torch.randperm(len(dataset), generator=self._gen))
         self._pos = 0
         self._served = 0
+
+    def _set_perm(self, perm: torch.Tensor) -> None:
+        self._perm = perm  # on the CPU: drawn there, saved from there
+        # One copy per epoch: slicing a device-side copy costs no host-device sync per batch.
+        self._perm_device = perm.to(self.device)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A full batch: x float32 in [-1, 1] (N, C, H, W) on the device, y int64 or None."""
         if self._pos + self.batch_size > len(self._perm):
             # Drop the tail: every batch is full and every epoch is a fresh permutation.
-            self._perm = torch.randperm(len(self._perm), generator=self._gen)
+            self._set_perm(torch.randperm(len(self._perm), generator=self._gen))
             self._pos = 0
-        idx = self._perm[self._pos : self._pos + self.batch_size].to(self.device)
+        idx = self._perm_device[self._pos : self._pos + self.batch_size]
         self._pos += self.batch_size
         self._served += self.batch_size
         x = self.dataset.images[idx].float().div_(127.5).sub_(1.0)
@@ -65,6 +70,6 @@ class Batcher:
                 f"batcher state is for {perm.numel()} images, the dataset has {len(self.dataset)}"
             )
         self._gen.set_state(state["generator"].to("cpu", torch.uint8).contiguous())
-        self._perm = perm.clone()
+        self._set_perm(perm.clone())
         self._pos = int(state["position"])
         self._served = int(state["served"])
