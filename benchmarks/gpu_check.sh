@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Prove ganforge's CUDA path on a GPU machine, in under 5 minutes. Run from the repo root:
+#
+#     bash benchmarks/gpu_check.sh            # outputs under ${OUT:-benchmarks/results}
+#
+# 1. venv: uses .venv if it exists (installs the project into it if it cannot import it),
+#    else creates it with `pip install -e .`
+# 2. prints nvidia-smi and torch.cuda facts; FAILS (exit 1) if CUDA is not available
+# 3. trains the default DCGAN ('shapes', 32px, batch 64, EMA + DiffAugment) through
+#    gan_core.training.train for $GPU_CHECK_STEPS steps on cuda: bf16, then fp32; asserts
+#    success and finite losses, loads the checkpoint on cuda and writes a PNG grid
+# 4. runs benchmarks/train_throughput.py --device cuda at fp32 (with --profile) and bf16
+#
+# Exit status: 0 only if every step passed. Overrides (for a smoke test without a GPU):
+#   GPU_CHECK_DEVICE=cpu  run everything on the CPU (precision fp32 only, tiny throughput run)
+#   GPU_CHECK_STEPS=N     training steps per precision (default 300)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT="${OUT:-benchmarks/results}"
+DEVICE="${GPU_CHECK_DEVICE:-cuda}"
+STEPS="${GPU_CHECK_STEPS:-300}"
+mkdir -p "$OUT"
+START=$SECONDS
+
+say() { printf '\n=== %s (t=%ss)\n' "$*" "$((SECONDS - START))"; }
+die() { DIED=1; printf '\n!!! GPU CHECK FAILED: %s\n' "$*" >&2; exit 1; }
+# Any other failing command (set -e, a failed assert, a timeout) also ends loudly.
+trap 'rc=$?; if [ $rc -ne 0 ] && [ -z "${DIED:-}" ]; then printf "\n!!! GPU CHECK FAILED (exit %s)\n" "$rc" >&2; fi' EXIT
+
+case "$DEVICE" in
+  cuda) PRECISIONS="bf16 fp32"; TT_ARGS=() ;;
+  cpu)  PRECISIONS="fp32"; TT_ARGS=(--steps 2 --warmup 1 --rounds 1 --threads 1)
+        echo "GPU_CHECK_DEVICE=cpu: smoke test of this script only -- proves nothing about CUDA" ;;
+  *)    die "GPU_CHECK_DEVICE must be cuda or cpu, got '$DEVICE'" ;;
+esac
+
+# ---------------------------------------------------------------- 1. environment
+say "python environment"
+if [ -x .venv/bin/python ]; then
+  PY=.venv/bin/python
+  if ! "$PY" -c 'import gan_core, app, worker' 2>/dev/null; then
+    echo ".venv cannot import ganforge: installing it (pip install -e .)"
+    timeout 600 "$PY" -m pip install -q -e . || die "pip install -e . into .venv failed"
+  fi
+else
+  echo "no .venv: creating one (pip install -e .; torch is large)"
+  python3 -m venv .venv
+  timeout 600 .venv/bin/python -m pip install -q -e . || die "pip install -e . failed"
+  PY=.venv/bin/python
+fi
+"$PY" -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__)'
+
+# ---------------------------------------------------------------- 2. the GPU
+say "nvidia-smi"
+if command -v nvidia-smi >/dev/null 2>&1; then
+  nvidia-smi || { [ "$DEVICE" = cpu ] || die "nvidia-smi failed"; }
+else
+  [ "$DEVICE" = cpu ] && echo "(no nvidia-smi; fine for a cpu smoke test)" || echo "WARNING: nvidia-smi not on PATH"
+fi
+
+say "torch.cuda"
+"$PY" - "$DEVICE" <<'PY' || die "CUDA is not available to torch"
+import sys, torch
+device = sys.argv[1]
+print("torch", torch.__version__, "built for CUDA", torch.version.cuda)
+print("cuda available:", torch.cuda.is_available(), "| devices:", torch.cuda.device_count())
+if device == "cuda":
+    if not torch.cuda.is_available():
+        print("ERROR: torch.cuda.is_available() is False (driver? CPU-only torch build?)", file=sys.stderr)
+        sys.exit(1)
+    p = torch.cuda.get_device_properties(0)
+    print(f"device 0: {p.name}, capability {p.major}.{p.minor}, {p.total_memory / 2**30:.1f} GiB")
+    print("cudnn", torch.backends.cudnn.version(), "| bf16 supported:", torch.cuda.is_bf16_supported())
+    x = torch.randn(256, 256, device="cuda")
+    torch.testing.assert_close((x @ x).cpu(), x.cpu() @ x.cpu(), rtol=1e-2, atol=1e-2)  # a real kernel ran
+    print("a matmul on cuda matches the CPU")
+PY
+
+# ---------------------------------------------------------------- 3. train + sample on the device
+for P in $PRECISIONS; do
+  say "train the default DCGAN: $STEPS steps, device $DEVICE, precision $P"
+  timeout 120 "$PY" - "$DEVICE" "$P" "$STEPS" "$OUT" <<'PY' 2>&1 | tee "$OUT/gpu_check_train_${DEVICE}_${P}.log"
+import io, json, math, sys, tempfile, time
+from pathlib import Path
+import torch
+from PIL import Image
+from gan_core.checkpoint import config_from_meta, load_generator, read_meta
+from gan_core.config import TrainConfig
+from gan_core.sampling import png_grid, sample
+from gan_core.training import TrainHooks, train
+
+device, precision, steps, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+reports = []
+def on_progress(p):
+    reports.append(p)
+    if len(reports) == 1 or p.step == steps or len(reports) % 5 == 0:
+        print(f"  step {p.step:5d}/{p.total_steps}  d {p.losses['d']:.4f}  g {p.losses['g']:.4f}  "
+              f"{p.images_per_sec:8.0f} img/s", flush=True)
+
+cfg = TrainConfig(dataset="shapes", image_size=32, steps=steps, device=device, precision=precision,
+                  checkpoint_every=steps)  # everything else: the defaults (batch 64, EMA, augment)
+with tempfile.TemporaryDirectory() as run_dir:
+    t0 = time.perf_counter()
+    result = train(cfg, run_dir, TrainHooks(on_progress=on_progress, progress_interval=1.0))
+    wall = time.perf_counter() - t0
+    assert result.status == "succeeded", result
+    assert result.step == steps, (result.step, steps)
+    assert reports and reports[-1].step == steps, "no final progress report"
+    for p in reports:
+        assert all(math.isfinite(v) for v in p.losses.values()), f"non-finite loss at step {p.step}: {p.losses}"
+    ckpt = result.checkpoint
+    assert ckpt is not None and ckpt.is_dir(), ckpt
+    saved = config_from_meta(read_meta(ckpt))  # verifies the sha256s too
+    assert (saved.device, saved.precision) == (device, precision), (saved.device, saved.precision)
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+        assert peak > 0, "nothing was allocated on the GPU: training did not run there"
+        print(f"  peak CUDA memory {peak / 2**20:.0f} MiB")
+    G = load_generator(ckpt, device=device)
+    assert next(G.parameters()).device.type == device
+    t1 = time.perf_counter()
+    images = sample(G, 64, seed=0)
+    data = png_grid(images, nrow=8)
+    t_sample = time.perf_counter() - t1
+    assert torch.isfinite(images).all() and images.abs().max() <= 1.0
+    im = Image.open(io.BytesIO(data))
+    assert im.format == "PNG" and im.size == (8 * 34 + 2, 8 * 34 + 2), (im.format, im.size)
+    png = out / f"gpu_check_samples_{device}_{precision}.png"
+    png.write_bytes(data)
+    rates = [p.images_per_sec for p in reports[1:-1]] or [reports[-1].images_per_sec]
+    summary = {"device": device, "precision": precision, "steps": steps, "wall_s": wall,
+               "final_losses": reports[-1].losses, "median_reported_images_per_sec": sorted(rates)[len(rates) // 2],
+               "sample_64_png_s": t_sample, "png": str(png),
+               "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None}
+    (out / f"gpu_check_train_{device}_{precision}.json").write_text(json.dumps(summary, indent=2))
+    print("  OK", json.dumps(summary))
+PY
+done
+
+# ---------------------------------------------------------------- 4. throughput, engine vs bare
+say "train_throughput.py --device $DEVICE --precision fp32 --profile"
+timeout 120 "$PY" benchmarks/train_throughput.py --device "$DEVICE" --precision fp32 --profile "${TT_ARGS[@]}" \
+  --out "$OUT/train_throughput_${DEVICE}_fp32.json" 2>&1 | tee "$OUT/train_throughput_${DEVICE}_fp32.log"
+if [ "$DEVICE" = cuda ]; then
+  say "train_throughput.py --device cuda --precision bf16"
+  timeout 90 "$PY" benchmarks/train_throughput.py --device cuda --precision bf16 "${TT_ARGS[@]}" \
+    --out "$OUT/train_throughput_cuda_bf16.json" 2>&1 | tee "$OUT/train_throughput_cuda_bf16.log"
+fi
+
+say "GPU CHECK PASSED ($DEVICE) -- outputs in $OUT"
+ls -l "$OUT"
