@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -194,7 +194,7 @@ def claim_job(session: Session, *, job_id: str, worker_id: str, lease_seconds: f
             lease_owner=worker_id,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             attempts=Job.attempts + 1,
-            started_at=func.coalesce(Job.started_at, now),  # the first start; attempts counts more
+            started_at=now,  # of the latest attempt (attempts counts them)
             updated_at=now,
         )
         .execution_options(synchronize_session=False)
