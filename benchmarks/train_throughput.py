@@ -7,7 +7,7 @@ both alike. Only steady state is timed: the first --warmup steps of every run ar
 Variants (images/s = real images consumed per second):
 
   engine          train() with augment=None, ema_decay=None   -- apples to apples with `bare`
-  engine_default  train() with the TrainConfig defaults (EMA + DiffAugment translation,cutout)
+  engine_default  train() with the defaults plus DiffAugment translation,cutout: EMA + augmentation
   bare            a hand-written loop: same nets, loss, optimizers, batch size, data
   CUDA only (what each feature adds, all bare loops):
   bare_nchw       bare without channels_last (the engine uses channels_last on CUDA)
@@ -266,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     dataset = load_dataset(args.dataset, image_size=args.image_size, seed=0)
     base = TrainConfig(dataset=args.dataset, image_size=args.image_size, batch_size=args.batch_size,
                        device=args.device, precision=args.precision, steps=warmup + steps,
-                       checkpoint_every=warmup + steps, keep_checkpoints=1)
+                       checkpoint_every=warmup + steps, keep_checkpoints=1,
+                       augment="translation,cutout")  # the most per-step work the engine does
     base = resolve_config(base, dataset)
     plain = base.model_copy(update={"augment": None, "ema_decay": None})
     images = dataset.images.to(device)

@@ -60,8 +60,10 @@ class TrainConfig(BaseModel):
     d_steps: int = Field(1, strict=True, ge=1, le=10, description="discriminator (critic) steps per G step")
     # --- optimisation ---
     batch_size: int = Field(64, strict=True, ge=2, le=4096)
-    g_lr: float = Field(2e-4, gt=0.0, le=1.0)
-    d_lr: float = Field(2e-4, gt=0.0, le=1.0)
+    # 4e-4 rather than DCGAN's 2e-4: with the EMA generator smoothing the faster updates,
+    # Fashion-MNIST FD at 3,000 steps went 2.69 -> 2.03 (8e-4 gave 1.74 but is a risky default).
+    g_lr: float = Field(4e-4, gt=0.0, le=1.0)
+    d_lr: float = Field(4e-4, gt=0.0, le=1.0)
     g_betas: tuple[float, float] = (0.5, 0.999)
     d_betas: tuple[float, float] = (0.5, 0.999)
     steps: int = Field(3000, strict=True, ge=1, le=10_000_000, description="generator steps in total")
@@ -75,10 +77,14 @@ class TrainConfig(BaseModel):
         le=1.0,
         description="EMA half-life as a fraction of steps done so far (warm-up); None = fixed decay",
     )
+    # Off by default: measured on Fashion-MNIST (60k images, 3,000 steps) DiffAugment
+    # more than doubled the Fréchet distance. It pays off on small datasets (a few thousand
+    # images), where D otherwise memorises: turn on "translation,cutout" there.
     augment: str | None = Field(
-        "translation,cutout",
+        None,
         max_length=64,
-        description="DiffAugment policy: comma-separated of color, translation, cutout; None = off",
+        description="DiffAugment policy: comma-separated of color, translation, cutout; None = off "
+        "(use 'translation,cutout' for small datasets)",
     )
     # --- run control ---
     seed: int = Field(0, strict=True, ge=0, le=2**63 - 1)
