@@ -8,6 +8,7 @@ objective, written with softplus on logits (log sigmoid without overflow).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -17,17 +18,17 @@ from torch import Tensor
 __all__ = ["GANLoss", "LOSSES", "get_loss", "gradient_penalty"]
 
 
-class GANLoss:
+class GANLoss(ABC):
     """A discriminator and a generator loss, each a float32 scalar from (N,) logits."""
 
     name: str = ""
     needs_gradient_penalty: bool = False
 
-    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor: ...
 
-    def g_loss(self, fake_logits: Tensor) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def g_loss(self, fake_logits: Tensor) -> Tensor: ...
 
 
 class BCELoss(GANLoss):
