@@ -64,7 +64,11 @@ class LeaseKeeper(threading.Thread):
 
 def _load_upload(store: ArtifactStore, row: Dataset, config: TrainConfig) -> ImageTensorDataset:
     path = store.local_path(row.path)
-    return load_dataset(f"{row.kind}:{path}", image_size=config.image_size, channels=config.channels)
+    try:
+        return load_dataset(f"{row.kind}:{path}", image_size=config.image_size,
+                            channels=config.channels)
+    except OSError as exc:  # a read failure, not the store-write failure reported below
+        raise DatasetError(f"uploaded dataset {row.id} cannot be read: {exc}") from exc
 
 
 def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | None = None) -> str:
