@@ -49,7 +49,7 @@ class TrainConfig(BaseModel):
     arch: Arch = "dcgan"
     conditional: bool = Field(False, strict=True, description="class-conditional G and projection D")
     num_classes: int | None = Field(
-        None, ge=2, le=1000, description="resolved from the dataset when conditional"
+        None, strict=True, ge=2, le=1000, description="resolved from the dataset when conditional"
     )
     latent_dim: int = Field(128, strict=True, ge=1, le=1024)
     g_width: int = Field(64, strict=True, ge=4, le=1024, description="generator base width (channels)")

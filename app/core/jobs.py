@@ -306,16 +306,6 @@ def finish_job(
     return result.rowcount == 1
 
 
-def release_job(session: Session, *, job_id: str, worker_id: str) -> None:
-    """Give a job back to the queue (worker shutting down mid-run)."""
-    session.execute(
-        update(Job).where(Job.id == job_id, Job.lease_owner == worker_id)
-        .values(status=JobStatus.queued, lease_owner=None, lease_expires_at=None, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-
-
 def unqueue_stale_job(session: Session, *, job_id: str) -> None:
     """Undo requeue_stale_jobs for one job whose message could not be sent (broker down):
     it is stale again, so the next sweep re-queues it and tries to send once more."""
