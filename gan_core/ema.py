@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["EMA"]
+__all__ = ["EMA", "standing_batchnorm_stats"]
 
 
 class EMA:
@@ -46,7 +46,45 @@ class EMA:
             raise ValueError("EMA model and model have different parameters")
         torch._foreach_lerp_(avg_params, [p.detach() for p in cur_params], weight)
         # BatchNorm running statistics are already averages over batches; copied as in
-        # StyleGAN2-ADA, since averaging them again would only lag them further.
+        # StyleGAN2-ADA, since averaging them again would only lag them further. They are the
+        # raw G's statistics, though: standing_batchnorm_stats gives the averaged G its own
+        # before it is saved.
         avg_bufs, cur_bufs = list(self.model.buffers()), list(model.buffers())
         if avg_bufs:
             torch._foreach_copy_(avg_bufs, cur_bufs)
+
+
+@torch.no_grad()
+def standing_batchnorm_stats(
+    generator: nn.Module, *, batch_size: int, samples: int = 2048, seed: int = 0
+) -> None:
+    """Recompute a generator's BatchNorm running statistics from its own outputs, in place.
+
+    The averaged generator's weights are not the raw generator's, so the raw one's running
+    statistics do not quite fit them (BigGAN's "standing statistics" fix this for its EMA G).
+    Runs ceil(samples / batch_size) batches of seeded latents (with uniform labels when
+    conditional) in train mode; each BatchNorm then holds the plain average over them. Draws
+    from its own CPU generator, so the global RNG stream, and with it training, is untouched.
+    A no-op without BatchNorm. generator needs latent_dim and num_classes (gan_core.nets).
+    """
+    norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    device = next(generator.parameters()).device
+    rng = torch.Generator().manual_seed(seed)
+    momenta, was_training = [m.momentum for m in norms], generator.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    generator.train()
+    try:
+        for _ in range(max(1, -(-samples // batch_size))):
+            z = torch.randn(batch_size, generator.latent_dim, generator=rng)  # (B, latent_dim)
+            y = None
+            if generator.num_classes is not None:
+                y = torch.randint(generator.num_classes, (batch_size,), generator=rng).to(device)
+            generator(z.to(device), y)
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        generator.train(was_training)

@@ -22,7 +22,7 @@ from gan_core import checkpoint as ckpt
 from gan_core.augment import diff_augment
 from gan_core.config import TrainConfig
 from gan_core.data import Batcher, DatasetError, ImageTensorDataset, load_dataset
-from gan_core.ema import EMA
+from gan_core.ema import EMA, standing_batchnorm_stats
 from gan_core.losses import get_loss, gradient_penalty
 from gan_core.nets import build_discriminator, build_generator
 
@@ -109,6 +109,12 @@ class _Run:
     def save(self, run_dir: Path, batcher: Batcher, losses: dict[str, float]) -> ckpt.CheckpointInfo:
         gen = {f"G.{k}": v for k, v in self.G.state_dict().items()}
         if self.ema is not None:
+            # The averaged G gets BatchNorm statistics of its own outputs, not the raw G's
+            # (copied at every update); the next update copies them over again, so training
+            # itself is unaffected and a resumed run still equals an uninterrupted one.
+            standing_batchnorm_stats(
+                self.ema.model, batch_size=self.config.batch_size, seed=self.config.seed
+            )
             gen.update({f"G_ema.{k}": v for k, v in self.ema.model.state_dict().items()})
         state = {f"D.{k}": v for k, v in self.D.state_dict().items()}
         og, og_meta = ckpt.optimizer_to_flat("opt_g", self.opt_g)
