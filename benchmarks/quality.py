@@ -12,9 +12,10 @@ on the Fashion-MNIST train split (seeded, nothing downloaded), Fréchet distance
 features of N generated images and of the 10k test images, and how many of the 10 classes
 the generated images cover (>= 2% of the samples each).
 
-    .venv/bin/python benchmarks/quality.py                  # 3,000 steps, ~1 h on 2 CPU cores
+    .venv/bin/python benchmarks/quality.py --width 32       # the README's run: ~20 min, 2 CPU cores
+    .venv/bin/python benchmarks/quality.py --width 32 --seed 1 --out benchmarks/results/quality-seed1.json
+    .venv/bin/python benchmarks/quality.py                  # default width 64: hours on 2 CPU cores
     .venv/bin/python benchmarks/quality.py --quick          # 300 steps, 2,000 samples: smoke run
-    .venv/bin/python benchmarks/quality.py --seed 1 --out benchmarks/results/quality-seed1.json
 
 Target: FD(default) <= 0.5 * FD(plain), and the default covers all 10 classes.
 """
