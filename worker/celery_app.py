@@ -9,7 +9,7 @@ import threading
 from celery import Celery
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from app.core.queue import TRAIN_TASK, celery_config
+from app.core.queue import JobQueue, celery_config
 from app.core.settings import get_settings
 
 
@@ -29,12 +29,9 @@ def _start_heartbeat(**_kwargs) -> None:
     from worker.runner import heartbeat_loop
 
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
-
-    def enqueue(job_id: str) -> None:
-        app.send_task(TRAIN_TASK, args=[job_id], queue=get_settings().queue)
-
     threading.Thread(
-        target=heartbeat_loop, args=(worker_id, _heartbeat_stop, enqueue), daemon=True,
+        target=heartbeat_loop, args=(worker_id, _heartbeat_stop, JobQueue(app, get_settings())),
+        daemon=True,
         name="ganforge-heartbeat",
     ).start()
 

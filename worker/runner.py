@@ -11,12 +11,12 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
-from app.core import jobs
+from app.core import runs
 from app.core.db import session_scope, utcnow
 from app.core.models import Dataset, JobStatus, Worker
+from app.core.queue import JobQueue
 from app.core.settings import Settings, get_settings
 from app.core.store import ArtifactStore, get_store
 from gan_core.checkpoint import CheckpointError, CheckpointInfo
@@ -46,7 +46,7 @@ class LeaseKeeper(threading.Thread):
         while not self._done.wait(interval):
             try:
                 with session_scope(self.url) as s:
-                    flag = jobs.renew_lease(
+                    flag = runs.renew_lease(
                         s, job_id=self.job_id, worker_id=self.worker_id, lease_seconds=self.lease_seconds
                     )
             except Exception:  # database briefly away: keep training, try again
@@ -78,7 +78,7 @@ def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | N
     store = get_store(settings.resolved_store_dir)
     worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     with session_scope(url) as s:
-        job = jobs.claim_job(s, job_id=job_id, worker_id=worker_id, lease_seconds=settings.lease_seconds)
+        job = runs.claim_job(s, job_id=job_id, worker_id=worker_id, lease_seconds=settings.lease_seconds)
         if job is None:
             log.info("job %s is not claimable (finished, canceled, or running elsewhere)", job_id)
             return "skipped"
@@ -88,14 +88,19 @@ def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | N
     lease = LeaseKeeper(url, job_id, worker_id, settings.lease_seconds)
     lease.start()
 
+    def on_start(resolved: TrainConfig) -> None:
+        with session_scope(url) as s:
+            runs.record_resolved_config(s, job_id=job_id, worker_id=worker_id,
+                                        config=resolved.model_dump(mode="json"))
+
     def on_progress(p: Progress) -> None:
         with session_scope(url) as s:
-            jobs.record_progress(s, job_id=job_id, worker_id=worker_id, progress=p)
+            runs.record_progress(s, job_id=job_id, worker_id=worker_id, progress=p)
 
     def on_checkpoint(info: CheckpointInfo) -> None:
         key = store.publish_checkpoint(job_id, Path(info.path))
         with session_scope(url) as s:
-            recorded = jobs.record_checkpoint(
+            recorded = runs.record_checkpoint(
                 s, job_id=job_id, step=info.step, key=key, size_bytes=info.size_bytes,
                 files=info.files, losses=info.losses, keep=config.keep_checkpoints,
                 worker_id=worker_id,
@@ -110,6 +115,7 @@ def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | N
         return lease.cancel.is_set()
 
     hooks = TrainHooks(
+        on_start=on_start,
         on_progress=on_progress,
         should_stop=should_stop,
         on_checkpoint=on_checkpoint,
@@ -141,13 +147,13 @@ def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | N
         log.warning("job %s was taken over by another worker; not recording an end", job_id)
         return "lost"
     with session_scope(url) as s:
-        jobs.finish_job(s, job_id=job_id, worker_id=worker_id, status=status, error=error, step=step)
+        runs.finish_job(s, job_id=job_id, worker_id=worker_id, status=status, error=error, step=step)
     log.info("job %s ended %s%s", job_id, status, f": {error}" if error else "")
     return str(status)
 
 
 def heartbeat_loop(
-    worker_id: str, stop: threading.Event, enqueue: Callable[[str], None], interval: float = 10.0
+    worker_id: str, stop: threading.Event, queue: JobQueue, interval: float = 10.0
 ) -> None:
     """Record that this worker process is alive (for /readyz) and recover jobs of dead workers."""
     settings = get_settings()
@@ -157,15 +163,15 @@ def heartbeat_loop(
             with session_scope(settings.resolved_database_url) as s:
                 s.merge(Worker(id=worker_id, hostname=socket.gethostname(), last_seen=utcnow()))
             with session_scope(settings.resolved_database_url) as s:
-                stale = jobs.requeue_stale_jobs(s)
+                stale = runs.requeue_stale_jobs(s)
                 for i, job_id in enumerate(stale):
                     try:
-                        enqueue(job_id)
+                        queue.enqueue(job_id)
                     except Exception:
                         # Broker away: without a message nothing would ever run these now
-                        # 'queued' jobs. Make them stale again so the next sweep retries.
+                        # 'queued' runs. Make them stale again so the next sweep retries.
                         for unsent in stale[i:]:
-                            jobs.unqueue_stale_job(s, job_id=unsent)
+                            runs.unqueue_stale_job(s, job_id=unsent)
                         raise
                     log.warning("job %s lost its worker (lease expired); re-queued", job_id)
         except Exception:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -15,12 +15,11 @@ from sqlalchemy.orm import Session
 from app.core import auth
 from app.core.cache import TTLCache
 from app.core.db import session_scope
-from app.core.errors import Unavailable
 from app.core.limits import RateLimiter
-from app.core.queue import TRAIN_TASK
-from app.core.sampling import Sampler
+from app.core.queue import JobQueue
+from app.core.sampling import SamplingService
 from app.core.settings import Settings
-from app.core.store import LocalStore
+from app.core.store import ArtifactStore
 
 log = logging.getLogger("ganforge.api")
 
@@ -30,28 +29,17 @@ class Services:
     """What one API process holds for its lifetime (built once in create_app)."""
 
     settings: Settings
-    store: LocalStore
-    sampler: Sampler
-    celery: object  # a Celery app used only to send tasks by name
+    store: ArtifactStore
+    sampling: SamplingService
+    queue: JobQueue
+    celery: Any  # the Celery app the queue sends through (only sends; never consumes)
     sample_limiter: RateLimiter
     # Verified keys, so hot paths skip the database: a revoked key stops working within 5 s.
     key_cache: TTLCache[auth.Principal] = field(default_factory=lambda: TTLCache(ttl=5.0))
-    # (job, checkpoint id, owner scope) -> (checkpoint row, num_classes), for 1 s: a repeated
-    # sample request for a fixed checkpoint is answered without a database round trip.
-    checkpoint_refs: TTLCache[tuple] = field(default_factory=lambda: TTLCache(ttl=1.0))
 
-    def enqueue(self, job_id: str) -> None:
-        try:
-            # A short retry: with the broker down the client gets a 503 in about a second,
-            # not a request hanging on kombu's default back-off.
-            self.celery.send_task(  # type: ignore[attr-defined]
-                TRAIN_TASK, args=[job_id], queue=self.settings.queue, retry=True,
-                retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.3,
-                              "interval_max": 0.5},
-            )
-        except Exception as exc:  # kombu raises OperationalError and friends when the broker is down
-            log.warning("could not enqueue %s: %s", job_id, exc)
-            raise Unavailable("the job queue (broker) is not reachable; try again") from exc
+    def broker_ping(self) -> None:
+        with self.celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
 
 
 async def get_services(request: Request) -> Services:  # async: no threadpool hop

@@ -13,8 +13,8 @@ from app.api.deps import Services
 from app.api.routes import checkpoints, datasets, health, jobs
 from app.core.db import migrate
 from app.core.limits import RateLimiter
-from app.core.queue import celery_config
-from app.core.sampling import Sampler
+from app.core.queue import JobQueue, celery_config
+from app.core.sampling import Sampler, SamplingService
 from app.core.settings import Settings, get_settings
 from app.core.store import get_store
 
@@ -24,10 +24,13 @@ log = logging.getLogger("ganforge.api")
 def build_services(settings: Settings) -> Services:
     celery = Celery("ganforge-api")
     celery.conf.update(celery_config(settings))
+    store = get_store(settings.resolved_store_dir)
+    sampler = Sampler(settings.generator_cache_size, settings.png_cache_size)
     return Services(
         settings=settings,
-        store=get_store(settings.resolved_store_dir),
-        sampler=Sampler(settings.generator_cache_size, settings.png_cache_size),
+        store=store,
+        sampling=SamplingService(settings, store, sampler),
+        queue=JobQueue(celery, settings),
         celery=celery,
         sample_limiter=RateLimiter(settings.sample_rate, settings.sample_burst),
     )

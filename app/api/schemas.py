@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.core.models import Checkpoint, Dataset, Job
 from gan_core.config import TrainConfig
+from gan_core.data import DatasetInfo
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -167,6 +168,15 @@ class DatasetPublic(BaseModel):
             class_names=ds.class_names,
             size_bytes=ds.size_bytes,
             created_at=ds.created_at,
+        )
+
+
+    @classmethod
+    def of_builtin(cls, info: DatasetInfo, available: bool, where: str) -> DatasetPublic:
+        return cls(
+            id=info.name, name=info.name, kind="builtin", builtin=True, available=available,
+            where=where, channels=info.channels, image_size=info.native_size,
+            num_classes=info.num_classes, class_names=list(info.class_names or []) or None,
         )
 
 

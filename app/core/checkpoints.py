@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 from sqlalchemy import select
@@ -49,3 +51,13 @@ def checkpoint_path(store: ArtifactStore, ckpt: Checkpoint) -> Path:
 def content_hash(ckpt: Checkpoint) -> str:
     """The generator file's sha256: identifies the weights a sample comes from."""
     return str((ckpt.files.get("generator.safetensors") or {}).get("sha256", ckpt.id))
+
+
+def checkpoint_zip(store: ArtifactStore, ckpt: Checkpoint) -> bytes:
+    """The checkpoint's files (safetensors weights + meta.json) as one zip."""
+    path = checkpoint_path(store, ckpt)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # weights do not compress
+        for name in sorted(ckpt.files) + ["meta.json"]:
+            zf.write(path / name, arcname=f"{ckpt.job_id}-step{ckpt.step}/{name}")
+    return buf.getvalue()

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.models import FINISHED, Dataset, Job
 from app.core.settings import Settings
+from app.core.store import ArtifactStore
 from gan_core.config import TrainConfig
 from gan_core.data import BUILTINS, DatasetInfo, dataset_availability
 
@@ -35,8 +36,10 @@ def get_upload(session: Session, *, dataset_id: str, owner_id: str | None = None
     return ds
 
 
-def delete_upload(session: Session, *, dataset_id: str, owner_id: str | None = None) -> Dataset:
-    """Delete an uploaded dataset's record; 409 while an unfinished job uses it."""
+def delete_upload(
+    session: Session, store: ArtifactStore, *, dataset_id: str, owner_id: str | None = None
+) -> None:
+    """Delete an upload, record first, then files; 409 while an unfinished job uses it."""
     ds = get_upload(session, dataset_id=dataset_id, owner_id=owner_id)
     users = session.scalars(
         select(Job.id).where(Job.dataset_id == ds.id, Job.status.not_in([s.value for s in FINISHED]))
@@ -47,8 +50,8 @@ def delete_upload(session: Session, *, dataset_id: str, owner_id: str | None = N
     for job in session.scalars(select(Job).where(Job.dataset_id == ds.id)):
         job.dataset_id = None
     session.delete(ds)
-    session.flush()
-    return ds
+    session.commit()
+    store.delete(f"datasets/{ds.id}")
 
 
 def check_training_dataset(

@@ -1,7 +1,9 @@
-"""Job records and their state transitions: the API's and the worker's shared truth.
+"""Job records and the transitions a client asks for: submit, list, read, cancel, resume, delete.
 
 queued -> running -> succeeded | failed | canceled;  queued -> canceled;
 failed | canceled -> queued (resume);  running with a stale lease -> queued (recovery).
+What a worker does to a job (claim, lease, progress, checkpoints, the end) is in
+``app.core.runs``.
 """
 
 from __future__ import annotations
@@ -10,16 +12,21 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.core import datasets, limits
+from app.core.auth import Principal
 from app.core.db import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound
-from app.core.models import FINISHED, Checkpoint, Dataset, Job, JobStatus
+from app.core.models import FINISHED, Dataset, Job, JobStatus
+from app.core.queue import JobQueue
+from app.core.settings import Settings
+from app.core.store import ArtifactStore
 from gan_core.config import TrainConfig
 
 
@@ -30,6 +37,43 @@ def _request_hash(name: str, config: TrainConfig) -> str:
 
 def find_idempotent(session: Session, *, owner_id: str | None, key: str) -> Job | None:
     return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
+
+
+def submit_job(
+    session: Session,
+    settings: Settings,
+    queue: JobQueue,
+    *,
+    principal: Principal,
+    name: str,
+    config: TrainConfig,
+    idempotency_key: str | None = None,
+) -> Job:
+    """Check, record and enqueue a new job; a repeated Idempotency-Key returns the first job.
+
+    The row is committed before the message is sent (the worker must find it); if the
+    broker cannot be reached the row is deleted again, so the client may retry with the
+    same key and nothing half-made stays behind.
+    """
+    config, upload = datasets.check_training_dataset(
+        session, settings, config, owner_id=principal.scope
+    )
+    owner = principal.owner_id
+    if idempotency_key is None or not find_idempotent(session, owner_id=owner, key=idempotency_key):
+        limits.check_new_job(session, settings, owner_id=owner, config=config)
+    job, created = create_job(
+        session, name=name, config=config, idempotency_key=idempotency_key, dataset=upload,
+        owner_id=owner,
+    )
+    session.commit()
+    if created:
+        try:
+            queue.enqueue(job.id)
+        except Exception:
+            session.delete(job)
+            session.commit()
+            raise
+    return job
 
 
 def create_job(
@@ -61,16 +105,28 @@ def create_job(
         idempotency_key=idempotency_key,
         request_hash=digest,
         total_steps=config.steps,
+        enqueued_at=utcnow(),
     )
     session.add(job)
     try:
         session.flush()
-    except IntegrityError:  # a concurrent retry with the same key won the race
+    except IntegrityError as exc:
         session.rollback()
-        return create_job(
-            session, name=name, config=config, owner_id=owner_id,
-            idempotency_key=idempotency_key, dataset=dataset,
-        )
+        # Two conflicts are possible: a concurrent retry with the same key won the race
+        # (return its job), or the uploaded dataset was deleted meanwhile (a 409, not a 500).
+        if idempotency_key is not None and find_idempotent(
+            session, owner_id=owner_id, key=idempotency_key
+        ):
+            return create_job(
+                session, name=name, config=config, owner_id=owner_id,
+                idempotency_key=idempotency_key, dataset=dataset,
+            )
+        if dataset is not None and session.get(Dataset, dataset.id) is None:
+            raise Conflict(
+                f"dataset {dataset.id} was deleted while the job was being created",
+                field="config.dataset",
+            ) from exc
+        raise
     return job, True
 
 
@@ -97,6 +153,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, job_id = raw.split("|", 1)
+        if "\x00" in job_id:
+            raise ValueError("NUL in cursor")
         return datetime.fromisoformat(stamp), job_id
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput("cursor is not one this API returned", field="cursor") from exc
@@ -139,6 +197,40 @@ def request_cancel(session: Session, *, job_id: str, owner_id: str | None = None
     return job
 
 
+def submit_resume(
+    session: Session,
+    settings: Settings,
+    queue: JobQueue,
+    *,
+    job_id: str,
+    principal: Principal,
+    steps: int | None = None,
+) -> Job:
+    """Queue a failed or canceled job again (optionally to more steps) and enqueue it.
+
+    If the broker cannot be reached the job is put back exactly as it was, or it would stay
+    'queued' with no message to run it and the client's retry would be refused (409).
+    """
+    job = get_job(session, job_id=job_id, owner_id=principal.scope)
+    config = TrainConfig.model_validate(job.config)
+    if steps is not None:
+        config = config.model_copy(update={"steps": steps})
+    limits.check_new_job(session, settings, owner_id=job.owner_id or principal.owner_id,
+                         config=config, field="steps")
+    before = {k: getattr(job, k) for k in ("status", "config", "total_steps", "cancel_requested",
+                                            "error", "finished_at", "enqueued_at")}
+    resume_job(session, job_id=job_id, owner_id=principal.scope, steps=steps)
+    session.commit()
+    try:
+        queue.enqueue(job.id)
+    except Exception:
+        for key, value in before.items():
+            setattr(job, key, value)
+        session.commit()
+        raise
+    return job
+
+
 def resume_job(
     session: Session, *, job_id: str, owner_id: str | None = None, steps: int | None = None
 ) -> Job:
@@ -160,183 +252,20 @@ def resume_job(
     job.error = None
     job.finished_at = None
     job.lease_owner = job.lease_expires_at = None
+    job.enqueued_at = utcnow()
     session.flush()
     return job
 
 
-def delete_job(session: Session, *, job_id: str, owner_id: str | None = None) -> Job:
-    """Delete a job that is not running, with its checkpoint records (files: caller)."""
+def delete_job(
+    session: Session, store: ArtifactStore, *, job_id: str, owner_id: str | None = None
+) -> None:
+    """Delete a job that is not running, with its checkpoints: the record first, then the files."""
     job = get_job(session, job_id=job_id, owner_id=owner_id)
     if job.status == JobStatus.running:
         raise Conflict(f"job {job_id} is running; cancel it first")
     if job.status == JobStatus.queued:
         job.status = JobStatus.canceled  # a message still in the queue will find nothing to run
     session.delete(job)
-    session.flush()
-    return job
-
-
-# ---------------------------------------------------------------- worker side
-
-
-def claim_job(session: Session, *, job_id: str, worker_id: str, lease_seconds: float) -> Job | None:
-    """Atomically take a queued job (or one whose lease went stale); None if someone else has it."""
-    now = utcnow()
-    claimable = or_(
-        Job.status == JobStatus.queued,
-        and_(Job.status == JobStatus.running, Job.lease_expires_at < now),
-    )
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, claimable, Job.cancel_requested.is_(False))
-        .values(
-            status=JobStatus.running,
-            lease_owner=worker_id,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            attempts=Job.attempts + 1,
-            started_at=now,  # of the latest attempt (attempts counts them)
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
     session.commit()
-    if result.rowcount != 1:
-        return None
-    return session.get(Job, job_id, populate_existing=True)
-
-
-def renew_lease(session: Session, *, job_id: str, worker_id: str, lease_seconds: float) -> bool | None:
-    """Extend our lease; returns the cancel flag, or None if the job is no longer ours."""
-    now = utcnow()
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == JobStatus.running)
-        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-    if result.rowcount != 1:
-        return None
-    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
-
-
-def record_progress(session: Session, *, job_id: str, worker_id: str, progress: Any) -> None:
-    """Write the loop's latest progress onto the job row (only while we hold it)."""
-    values: dict[str, Any] = {
-        "step": progress.step,
-        "total_steps": progress.total_steps,
-        "epoch": progress.epoch,
-        "losses": progress.losses,
-        "images_per_sec": progress.images_per_sec,
-        "eta_seconds": progress.eta_seconds,
-        "updated_at": utcnow(),
-    }
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.lease_owner == worker_id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.first_step_at.is_(None))
-        .values(first_step_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-
-
-def record_checkpoint(
-    session: Session, *, job_id: str, step: int, key: str, size_bytes: int,
-    files: dict[str, Any], losses: dict[str, Any] | None, keep: int, worker_id: str | None = None,
-) -> Checkpoint | None:
-    """Record a checkpoint that has landed, and forget the ones the trainer is about to prune.
-
-    With ``worker_id``, only while that worker holds the job's lease (else None, nothing
-    recorded): a run that lost its job to another worker must not add to its records.
-    """
-    if worker_id is not None:
-        # Update the job row first: it is locked until commit, so a concurrent claim waits.
-        held = session.execute(
-            update(Job).where(Job.id == job_id, Job.lease_owner == worker_id)
-            .values(updated_at=utcnow()).execution_options(synchronize_session=False)
-        )
-        if held.rowcount != 1:
-            session.rollback()
-            return None
-    ckpt = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step))
-    if ckpt is None:
-        ckpt = Checkpoint(job_id=job_id, step=step)
-        session.add(ckpt)
-    ckpt.path, ckpt.size_bytes, ckpt.files, ckpt.losses = key, size_bytes, files, losses
-    ckpt.created_at = utcnow()
-    session.flush()
-    steps = list(session.scalars(
-        select(Checkpoint.step).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc())
-    ))
-    # Rows go before files: a listed checkpoint always exists on disk.
-    if len(steps) > keep:
-        session.execute(
-            delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step.in_(steps[keep:]))
-        )
-    session.execute(
-        update(Job).where(Job.id == job_id).values(step=max(step, 0), updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-    return ckpt
-
-
-def finish_job(
-    session: Session, *, job_id: str, worker_id: str, status: JobStatus, error: str | None = None,
-    step: int | None = None,
-) -> bool:
-    """Set the final status if we still hold the job; False if it was taken from us."""
-    values: dict[str, Any] = {
-        "status": status, "error": error, "finished_at": utcnow(), "updated_at": utcnow(),
-        "lease_owner": None, "lease_expires_at": None,
-    }
-    if step is not None:
-        values["step"] = step
-    result = session.execute(
-        update(Job).where(Job.id == job_id, Job.lease_owner == worker_id).values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-    return result.rowcount == 1
-
-
-def unqueue_stale_job(session: Session, *, job_id: str) -> None:
-    """Undo requeue_stale_jobs for one job whose message could not be sent (broker down):
-    it is stale again, so the next sweep re-queues it and tries to send once more."""
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.queued, Job.lease_owner.is_(None))
-        .values(status=JobStatus.running, lease_expires_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
-
-
-def requeue_stale_jobs(session: Session) -> list[str]:
-    """Put running jobs whose lease expired (their worker died) back in the queue.
-
-    Each job is flipped by a conditional update, so when several workers sweep at once
-    exactly one of them re-queues (and re-sends) a given job.
-    """
-    now = utcnow()
-    stale = list(session.scalars(
-        select(Job.id).where(Job.status == JobStatus.running, Job.lease_expires_at < now)
-    ))
-    requeued = []
-    for job_id in stale:
-        result = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.running, Job.lease_expires_at < now)
-            .values(status=JobStatus.queued, lease_owner=None, lease_expires_at=None, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount == 1:
-            requeued.append(job_id)
-    session.commit()
-    return requeued
+    store.delete(f"jobs/{job_id}")

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from app.core.errors import Conflict, DomainError, InvalidInput, TooLarge
 from app.core.models import Checkpoint, Dataset, Job, JobStatus
 from app.core.settings import Settings
+from gan_core.config import TrainConfig
 
 
 class RateLimited(DomainError):
@@ -26,13 +27,13 @@ class TooManyJobs(RateLimited):
     pass
 
 
-def check_new_job(session: Session, settings: Settings, *, owner_id: str, steps: int,
+def check_new_job(session: Session, settings: Settings, *, owner_id: str, config: TrainConfig,
                   field: str = "config.steps") -> None:
     """Refuse a job past the per-job step limit or the owner's concurrent-job limit.
 
     ``field`` names where the request gave the steps (a resume body has them as ``steps``).
     """
-    if steps > settings.max_steps_per_job:
+    if config.steps > settings.max_steps_per_job:
         raise InvalidInput(f"steps must be <= {settings.max_steps_per_job} (per-job limit)",
                            field=field)
     active = session.scalar(

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    literal_column,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -85,6 +86,10 @@ class Job(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # when the latest training message was sent: the sweep re-sends one that got lost
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # +1 on every write to the row: the id of the job's server-sent events
+    version: Mapped[int] = mapped_column(Integer, default=0, onupdate=literal_column("version + 1"))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     first_step_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -94,6 +99,8 @@ class Job(Base):
     checkpoints: Mapped[list[Checkpoint]] = relationship(
         back_populates="job", cascade="all, delete-orphan", order_by="Checkpoint.step"
     )
+    # Fetch the version a flush just set (RETURNING), so a row read after commit is current.
+    __mapper_args__ = {"eager_defaults": True}
 
 
 class Checkpoint(Base):

@@ -1,17 +1,48 @@
-"""Celery settings as plain data, so the API (sender) and worker (consumer) agree.
+"""The job queue: Celery settings as plain data, and the one function that sends a job.
 
-No Celery import here: app/core stays free of it; both sides build their Celery
-app from ``celery_config(settings)``.
+No Celery import here: app/core stays free of it. The API and the worker each build a
+Celery app from ``celery_config(settings)`` and wrap it in a ``JobQueue``; everything that
+puts a job on the queue (a new job, a resume, the stale-job sweep, a graceful shutdown)
+goes through ``JobQueue.enqueue``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Protocol
 
+from app.core.errors import Unavailable
 from app.core.settings import Settings
 
+log = logging.getLogger("ganforge.queue")
 TRAIN_TASK = "ganforge.train"
-RECOVER_TASK = "ganforge.recover_stale_jobs"
+
+
+class TaskSender(Protocol):
+    """What JobQueue needs of a Celery app."""
+
+    def send_task(self, name: str, *args: Any, **kwargs: Any) -> Any: ...
+
+
+class JobQueue:
+    """Sends ``ganforge.train(job_id)`` to the training queue."""
+
+    def __init__(self, sender: TaskSender, settings: Settings):
+        self.sender, self.queue = sender, settings.queue
+
+    def enqueue(self, job_id: str) -> None:
+        """Send one training message; Unavailable (503) when the broker cannot be reached."""
+        try:
+            # A short retry: with the broker down the client gets a 503 in about a second,
+            # not a request hanging on kombu's default back-off.
+            self.sender.send_task(
+                TRAIN_TASK, args=[job_id], queue=self.queue, retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.3,
+                              "interval_max": 0.5},
+            )
+        except Exception as exc:  # kombu raises OperationalError and friends when the broker is down
+            log.warning("could not enqueue %s: %s", job_id, exc)
+            raise Unavailable("the job queue (broker) is not reachable; try again") from exc
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

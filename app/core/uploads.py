@@ -1,18 +1,12 @@
-"""Dataset uploads: receive a streamed body within caps, unpack it safely, validate, record it.
+"""Dataset uploads: check a received file, unpack it safely, validate it, record it.
 
-Two steps, both free of any web framework:
-
-1. ``open_upload`` refuses a declared Content-Length over the cap, then returns an
-   ``UploadReceiver`` that is fed the request body chunk by chunk. It writes the one uploaded
-   file (a raw body, or the ``file`` part of a multipart/form-data body, parsed as it streams)
-   to a private scratch directory in the store, counting bytes as they arrive and refusing
-   with 413 the moment the cap is passed. Nothing holds the whole body in memory.
-2. ``create_dataset`` tells the file's type from its magic bytes (415 unless a zip or npz),
-   checks the archive (entry names, links, entry count, declared sizes, expansion ratio) before
-   unpacking anything, unpacks while counting what is actually written, validates with
-   gan_core's loaders (Pillow with a pixel cap for images; ``allow_pickle=False`` for npz),
-   moves the finished directory into ``datasets/<id>`` with one rename, and only then records
-   the row. On any failure nothing is left in the store or the database.
+``create_dataset`` tells the file's type from its magic bytes (415 unless a zip or npz),
+checks the archive (entry names, links, entry count, declared sizes, expansion ratio) before
+unpacking anything, unpacks while counting what is actually written, validates with
+gan_core's loaders (Pillow with a pixel cap for images; ``allow_pickle=False`` for npz),
+moves the finished directory into ``datasets/<id>`` with one rename, and only then records
+the row. On any failure nothing is left in the store or the database. Receiving the body is
+``app.core.upload_receiver``'s job; ``upload_dataset`` runs both.
 
 Recorded ``image_size``: for an npz, the arrays' side (H == W). For a zip of images, the side
 of the centre-cropped square of the first image in the order the loader reads them
@@ -21,10 +15,11 @@ of the centre-cropped square of the first image in the order the loader reads th
 
 from __future__ import annotations
 
-import os
+import asyncio
 import shutil
 import zipfile
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from sqlalchemy.orm import Session
@@ -38,215 +33,24 @@ from app.core.archives import (
     check_npy_headers,
     extract,
     open_zip,
-    too_large,
 )
+from app.core.db import session_scope
 from app.core.errors import InvalidInput, UnsupportedMedia
 from app.core.limits import check_storage
 from app.core.models import Dataset, new_id
 from app.core.settings import Settings
-from app.core.store import LocalStore
+from app.core.store import ArtifactStore, LocalStore
+from app.core.upload_receiver import ReceivedUpload, receive
 from gan_core.data import IMAGE_EXTENSIONS, DatasetError
 from gan_core.data.files import load_image_folder, load_npz
-
-try:  # python-multipart >= 0.0.13
-    from python_multipart.exceptions import MultipartParseError
-    from python_multipart.multipart import MultipartParser, parse_options_header
-except ImportError:  # older releases ship the same parser as `multipart`
-    from multipart.exceptions import MultipartParseError  # type: ignore[no-redef]
-    from multipart.multipart import MultipartParser, parse_options_header  # type: ignore[no-redef]
 
 ACCEPTED = (
     "a .zip of images (png/jpeg/bmp/webp/gif; one subfolder per class for labels) or a .npz "
     "holding a uint8 array 'x' (N×H×W or N×H×W×C) and optional integer labels 'y'"
 )
-FORM_OVERHEAD = 64 * 1024  # multipart boundaries, part headers and small fields beside the file
-MAX_FIELD_BYTES = 1024  # a form field other than the file (e.g. name)
-MAX_HEADER_BYTES = 8192  # one part header
 VALIDATE_SIZE = 4  # images are decoded in full but kept at 4x4: validation needs no more memory
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive
 _JUNK_FILES = {"thumbs.db", "desktop.ini"}
-
-
-# --------------------------------------------------------------------------- receiving
-
-
-@dataclass
-class ReceivedUpload:
-    path: Path  # the uploaded bytes, inside `scratch`
-    scratch: Path  # private directory; the caller removes it
-    size: int
-    filename: str | None
-    fields: dict[str, str] = field(default_factory=dict)  # other multipart form fields
-
-
-class UploadReceiver:
-    """Writes the uploaded file to scratch as the body arrives; never holds the body in memory.
-
-    ``count(n)`` is cheap (no I/O) and is called for every chunk as it arrives, so an
-    over-long body is refused at once; ``feed(data)`` parses and writes (possibly batched,
-    off the event loop); ``finish()`` checks the body was complete; ``discard()`` removes
-    the scratch directory and must always be called.
-    """
-
-    def __init__(self, scratch: Path, limits: UploadLimits, *, multipart_boundary: bytes | None,
-                 filename: str | None):
-        self.scratch = scratch
-        self.limits = limits
-        self.path = scratch / "upload.bin"
-        self._out = open(self.path, "xb")  # noqa: SIM115 - closed in finish()/discard()
-        self.filename = filename
-        self.fields: dict[str, str] = {}
-        self.size = 0  # bytes of the file written
-        self.body_bytes = 0  # bytes of the body seen
-        self.body_limit = limits.max_bytes + (FORM_OVERHEAD if multipart_boundary else 0)
-        self._parser = None
-        if multipart_boundary is not None:
-            self._parser = MultipartParser(multipart_boundary, {
-                "on_part_begin": self._part_begin,
-                "on_header_field": self._header_field,
-                "on_header_value": self._header_value,
-                "on_header_end": self._header_end,
-                "on_headers_finished": self._headers_finished,
-                "on_part_data": self._part_data,
-                "on_part_end": self._part_end,
-                "on_end": self._end,
-            })
-            self._seen_file = False
-            self._ended = False
-            self._part: str | None = None  # "file", a field name, or None (ignored part)
-            self._headers: dict[bytes, bytes] = {}
-            self._hname = self._hvalue = b""
-            self._field = bytearray()
-
-    # -- the body
-
-    def count(self, n: int) -> None:
-        """Note n more body bytes; 413 once the body is over the cap."""
-        self.body_bytes += n
-        if self.body_bytes > self.body_limit:
-            raise too_large(self.limits.max_bytes)
-
-    def feed(self, data: bytes) -> None:
-        if not data:
-            return
-        if self._parser is None:
-            self._write(data)
-            return
-        try:
-            self._parser.write(data)
-        except MultipartParseError as exc:
-            raise bad_file(f"malformed multipart/form-data body: {exc}") from exc
-
-    def finish(self) -> ReceivedUpload:
-        if self._parser is not None:
-            try:
-                self._parser.finalize()
-            except MultipartParseError as exc:
-                raise bad_file(f"malformed multipart/form-data body: {exc}") from exc
-            if not self._seen_file:
-                raise bad_file("no file: send it as the multipart form field 'file'")
-            if not self._ended:
-                raise bad_file("incomplete multipart/form-data body (no closing boundary)")
-        self._out.flush()
-        os.fsync(self._out.fileno())
-        self._out.close()
-        if self.size == 0:
-            raise bad_file("the upload is empty")
-        return ReceivedUpload(self.path, self.scratch, self.size, self.filename, dict(self.fields))
-
-    def discard(self) -> None:
-        self._out.close()
-        shutil.rmtree(self.scratch, ignore_errors=True)
-
-    def _write(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size > self.limits.max_bytes:
-            raise too_large(self.limits.max_bytes)
-        self._out.write(data)
-
-    # -- multipart callbacks
-
-    def _part_begin(self) -> None:
-        self._part, self._headers, self._hname, self._hvalue = None, {}, b"", b""
-        self._field = bytearray()
-
-    def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self._hname += data[start:end]
-        if len(self._hname) > MAX_HEADER_BYTES:
-            raise bad_file("a multipart part header is too long")
-
-    def _header_value(self, data: bytes, start: int, end: int) -> None:
-        self._hvalue += data[start:end]
-        if len(self._hvalue) > MAX_HEADER_BYTES:
-            raise bad_file("a multipart part header is too long")
-
-    def _header_end(self) -> None:
-        self._headers[self._hname.strip().lower()] = self._hvalue.strip()
-        self._hname = self._hvalue = b""
-
-    def _headers_finished(self) -> None:
-        _, opts = parse_options_header(self._headers.get(b"content-disposition", b""))
-        name = opts.get(b"name", b"").decode("utf-8", "replace")
-        if name == "file":
-            if self._seen_file:
-                raise bad_file("send one file per upload (the form has more than one 'file')")
-            self._seen_file = True
-            self._part = "file"
-            raw = opts.get(b"filename")
-            if raw:
-                # Only the last path component, whatever the client sent.
-                self.filename = raw.decode("utf-8", "replace").replace("\\", "/").rsplit("/", 1)[-1]
-        elif b"filename" in opts:
-            raise bad_file(f"send the file as the multipart form field 'file', not {name!r}")
-        elif name:
-            self._part = name
-
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._part == "file":
-            self._write(data[start:end])
-        elif self._part is not None:
-            self._field += data[start:end]
-            if len(self._field) > MAX_FIELD_BYTES:
-                raise InvalidInput(f"form field {self._part!r} is longer than {MAX_FIELD_BYTES} bytes",
-                                   field=self._part)
-
-    def _part_end(self) -> None:
-        if self._part not in (None, "file"):
-            try:
-                self.fields[self._part] = self._field.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InvalidInput(f"form field {self._part!r} is not UTF-8 text",
-                                   field=self._part) from exc
-        self._part = None
-
-    def _end(self) -> None:
-        self._ended = True
-
-
-def open_upload(store: LocalStore, settings: Settings, *, content_type: str | None,
-                content_length: str | None, filename: str | None) -> UploadReceiver:
-    """A receiver for one upload body: a raw file, or multipart/form-data with a 'file' field.
-
-    413 before anything is read when the declared Content-Length is over the cap.
-    """
-    limits = UploadLimits.of(settings)
-    mime, params = parse_options_header(content_type or "")
-    boundary = None
-    if mime == b"multipart/form-data":
-        boundary = params.get(b"boundary")
-        if not boundary:
-            raise bad_file("multipart/form-data without a boundary")
-    if content_length is not None:
-        try:
-            declared = int(content_length)
-        except ValueError:
-            declared = None
-        limit = limits.max_bytes + (FORM_OVERHEAD if boundary else 0)
-        if declared is not None and declared > limit:
-            raise too_large(limits.max_bytes)
-    if filename is not None:
-        filename = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    return UploadReceiver(store.scratch_dir(), limits, multipart_boundary=boundary, filename=filename)
 
 
 # --------------------------------------------------------------------------- datasets
@@ -422,3 +226,20 @@ def create_dataset(session: Session, store: LocalStore, settings: Settings, uplo
         shutil.rmtree(final, ignore_errors=True)
         raise
     return row
+
+
+async def upload_dataset(chunks: AsyncIterator[bytes], store: ArtifactStore, settings: Settings, *,
+                         content_type: str | None, content_length: str | None,
+                         filename: str | None, name: str | None, owner_id: str) -> Dataset:
+    """Receive an upload body, then build and record the dataset; scratch is always removed."""
+    upload = await receive(chunks, store, settings, content_type=content_type,
+                           content_length=content_length, filename=filename)
+
+    def create() -> Dataset:
+        with session_scope(settings.resolved_database_url) as session:
+            return create_dataset(session, store, settings, upload, name=name, owner_id=owner_id)
+
+    try:
+        return await asyncio.to_thread(create)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, upload.scratch, True)

@@ -24,7 +24,7 @@ from PIL import Image
 from safetensors.torch import load as st_load
 from sqlalchemy import select, update
 
-from app.core import jobs
+from app.core import runs
 from app.core.db import session_scope, utcnow
 from app.core.models import Checkpoint, Job
 from app.core.settings import Settings
@@ -92,23 +92,23 @@ def test_a_fresh_lease_refuses_a_second_claimer_and_a_redelivered_message_is_ski
     job_id = _create(client)
     url = settings.resolved_database_url
     with session_scope(url) as s:
-        assert jobs.claim_job(s, job_id=job_id, worker_id="A", lease_seconds=60) is not None
-        assert jobs.claim_job(s, job_id=job_id, worker_id="B", lease_seconds=60) is None
+        assert runs.claim_job(s, job_id=job_id, worker_id="A", lease_seconds=60) is not None
+        assert runs.claim_job(s, job_id=job_id, worker_id="B", lease_seconds=60) is None
     # the same message delivered again (e.g. to another worker) finds the job held: no second run
     assert run_job(job_id) == "skipped"
     with session_scope(url) as s:
         job = s.get(Job, job_id)
         assert (job.status, job.lease_owner, job.attempts) == ("running", "A", 1)
         # A renews; the lease stays A's
-        assert jobs.renew_lease(s, job_id=job_id, worker_id="A", lease_seconds=60) is False
+        assert runs.renew_lease(s, job_id=job_id, worker_id="A", lease_seconds=60) is False
         # A goes silent: its lease runs out, and only then can B take the job
         s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
         s.commit()
-        assert jobs.claim_job(s, job_id=job_id, worker_id="B", lease_seconds=60) is not None
-        assert jobs.claim_job(s, job_id=job_id, worker_id="C", lease_seconds=60) is None
+        assert runs.claim_job(s, job_id=job_id, worker_id="B", lease_seconds=60) is not None
+        assert runs.claim_job(s, job_id=job_id, worker_id="C", lease_seconds=60) is None
         # A, if it was only slow, learns it lost the job and can record nothing
-        assert jobs.renew_lease(s, job_id=job_id, worker_id="A", lease_seconds=60) is None
-        assert jobs.finish_job(s, job_id=job_id, worker_id="A", status="succeeded") is False
+        assert runs.renew_lease(s, job_id=job_id, worker_id="A", lease_seconds=60) is None
+        assert runs.finish_job(s, job_id=job_id, worker_id="A", status="succeeded") is False
         job = s.get(Job, job_id, populate_existing=True)
         assert (job.status, job.lease_owner, job.attempts) == ("running", "B", 2)
 
@@ -128,7 +128,7 @@ def test_a_run_that_lost_its_lease_stops_and_writes_nothing(client, settings, ru
     with session_scope(url) as s:  # the lease ran out and worker B claimed the job
         s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
         s.commit()
-        assert jobs.claim_job(s, job_id=job_id, worker_id="B", lease_seconds=600) is not None
+        assert runs.claim_job(s, job_id=job_id, worker_id="B", lease_seconds=600) is not None
     runner.join(30)
     assert not runner.is_alive(), "the run that lost its lease kept training"
     assert out == ["lost"]
@@ -142,12 +142,12 @@ def test_a_run_that_lost_its_lease_stops_and_writes_nothing(client, settings, ru
 def test_a_checkpoint_is_recorded_only_by_the_lease_holder(client, settings):
     job_id = _create(client)
     with session_scope(settings.resolved_database_url) as s:
-        jobs.claim_job(s, job_id=job_id, worker_id="B", lease_seconds=60)
+        runs.claim_job(s, job_id=job_id, worker_id="B", lease_seconds=60)
         kwargs = dict(job_id=job_id, step=12, key=f"jobs/{job_id}/checkpoints/step-00000012",
                       size_bytes=1, files={}, losses=None, keep=5)
-        assert jobs.record_checkpoint(s, worker_id="A", **kwargs) is None
+        assert runs.record_checkpoint(s, worker_id="A", **kwargs) is None
         assert s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)).all() == []
-        assert jobs.record_checkpoint(s, worker_id="B", **kwargs) is not None
+        assert runs.record_checkpoint(s, worker_id="B", **kwargs) is not None
 
 
 # ----------------------------------------------------------------- divergence
@@ -205,7 +205,7 @@ def _child_run(settings: Settings, job_id: str, crash_at: str) -> None:
 
         ckpt._write_file = dying_write
     elif crash_at == "before-record":  # the second checkpoint landed; its record did not
-        real_record = runner.jobs.record_checkpoint
+        real_record = runner.runs.record_checkpoint
         calls = [0]
 
         def dying_record(*args, **kwargs):
@@ -214,7 +214,7 @@ def _child_run(settings: Settings, job_id: str, crash_at: str) -> None:
                 os._exit(137)
             return real_record(*args, **kwargs)
 
-        runner.jobs.record_checkpoint = dying_record
+        runner.runs.record_checkpoint = dying_record
     runner.run_job(job_id, settings=settings)
     os._exit(0)  # reached only if the crash never came
 
@@ -360,15 +360,22 @@ def test_a_stale_job_found_while_the_broker_is_down_is_requeued_once_it_is_back(
     monkeypatch.setattr(runner, "get_settings", lambda: settings)
     job_id = _create(client)
     with session_scope(settings.resolved_database_url) as s:  # a worker claimed it, then died
-        jobs.claim_job(s, job_id=job_id, worker_id="dead", lease_seconds=-1)
+        runs.claim_job(s, job_id=job_id, worker_id="dead", lease_seconds=-1)
     stop = threading.Event()
     stop.set()  # one sweep per call
 
-    def broker_down(_job_id: str) -> None:
-        raise ConnectionRefusedError(111, "Connection refused")
+    class BrokerDown:
+        def enqueue(self, _job_id: str) -> None:
+            raise ConnectionRefusedError(111, "Connection refused")
 
-    runner.heartbeat_loop("w1", stop, broker_down)
-    sent: list[str] = []
-    runner.heartbeat_loop("w1", stop, sent.append)
-    assert sent == [job_id]
+    class Recording:
+        sent: list[str] = []
+
+        def enqueue(self, job_id: str) -> None:
+            self.sent.append(job_id)
+
+    runner.heartbeat_loop("w1", stop, BrokerDown())
+    queue = Recording()
+    runner.heartbeat_loop("w1", stop, queue)
+    assert queue.sent == [job_id]
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"

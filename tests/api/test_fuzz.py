@@ -118,6 +118,11 @@ def api_schema(settings, world):
              "checks": {"positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}}},
             {"include-name": "POST /v1/jobs/{job_id}/resume",  # the deployment's steps limit
              "checks": {"positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}}},
+            # A label only a conditional model takes, below its number of classes.
+            {"include-name": "GET /v1/jobs/{job_id}/checkpoints/{ckpt}/samples.png",
+             "checks": {"positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}}},
+            {"include-name": "GET /v1/jobs/{job_id}/checkpoints/{ckpt}/interpolation.png",
+             "checks": {"positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}}},
             {"include-name": "POST /v1/datasets",
              "checks": {"positive_data_acceptance": {
                  "expected-statuses": [*_ACCEPTED, 413, 415, 422]}}},

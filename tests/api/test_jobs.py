@@ -109,12 +109,12 @@ def test_delete_job_removes_record_and_files(client, settings, trained_job):
 
 
 def test_delete_running_job_is_409(client, settings):
-    from app.core import jobs
+    from app.core import runs
     from app.core.db import session_scope
 
     job_id = _create(client).json()["id"]
     with session_scope(settings.resolved_database_url) as s:
-        assert jobs.claim_job(s, job_id=job_id, worker_id="w1", lease_seconds=60) is not None
+        assert runs.claim_job(s, job_id=job_id, worker_id="w1", lease_seconds=60) is not None
     r = client.delete(f"/v1/jobs/{job_id}")
     assert r.status_code == 409
     assert "running" in r.json()["detail"]

@@ -47,7 +47,7 @@ def test_if_none_match_gives_304_without_rendering(client, trained_job):
     job_id, _ = trained_job
     url = f"/v1/jobs/{job_id}/checkpoints/latest/samples.png?n=8"
     first = client.get(url)
-    sampler = client.app.state.services.sampler
+    sampler = client.app.state.services.sampling.sampler
     loads = sampler.generators.loads
     r = client.get(url, headers={"If-None-Match": first.headers["etag"]})
     assert r.status_code == 304 and r.content == b""
@@ -56,7 +56,7 @@ def test_if_none_match_gives_304_without_rendering(client, trained_job):
 
 def test_generator_loaded_once_across_requests(client, trained_job):
     job_id, _ = trained_job
-    sampler = client.app.state.services.sampler
+    sampler = client.app.state.services.sampling.sampler
     for seed in range(5):
         client.get(f"/v1/jobs/{job_id}/checkpoints/latest/samples.png?n=4&seed={seed}")
     assert sampler.generators.loads == 1
@@ -130,5 +130,17 @@ def test_conditional_labels(client, run_job):
     base = f"/v1/jobs/{job_id}/checkpoints/latest/samples.png?n=4"
     a, b = client.get(base + "&label=0"), client.get(base + "&label=1")
     assert _png(a) and a.content != b.content
+    # The worker stored the config as it resolved it from the data, so the API knows the
+    # model's classes without loading it.
+    config = client.get(f"/v1/jobs/{job_id}").json()["config"]
+    assert config["num_classes"] == 5 and config["channels"] == 1
     r = client.get(base + "&label=5")  # shapes has 5 classes: 0..4
     assert r.status_code == 422 and r.json()["field"] == "label"
+    assert "< 5 (the model's classes)" in r.json()["detail"]
+
+
+def test_a_label_for_an_unconditional_model_is_refused(client, trained_job):
+    job_id, _ = trained_job
+    r = client.get(f"/v1/jobs/{job_id}/checkpoints/latest/samples.png?n=4&label=1")
+    assert r.status_code == 422 and r.json()["field"] == "label"
+    assert "unconditional" in r.json()["detail"]

@@ -35,16 +35,16 @@ TINY = {"image_size": 16, "g_width": 8, "d_width": 8, "batch_size": 8, "latent_d
 
 
 def _train_capturing_run(run_dir: Path, **kw):
-    """Train a tiny run; return (result, the live _Run whose networks were trained)."""
+    """Train a tiny run; return (result, the live TrainState whose networks were trained)."""
     runs = []
 
-    class Capturing(training._Run):
+    class Capturing(training.TrainState):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             runs.append(self)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(training, "_Run", Capturing)
+        mp.setattr(training, "TrainState", Capturing)
         ds = load_dataset("shapes", image_size=16, max_items=128)
         result = training.train(TrainConfig(**(TINY | kw)), run_dir, dataset=ds)
     assert len(runs) == 1

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gan_core import training
+from gan_core import state, steps
 from gan_core.checkpoint import (
     list_checkpoints,
     load_checkpoint,
@@ -263,7 +263,7 @@ def test_cancel_on_a_checkpoint_step_writes_it_once(tmp_path, shapes16):
 
 def nan_d_loss_from(monkeypatch, bad_call: int) -> None:
     """Make D's loss NaN from its bad_call-th evaluation on (d_steps=1: from that step)."""
-    real_get_loss = training.get_loss
+    real_get_loss = steps.get_loss
     calls = [0]
 
     def get_loss(name):
@@ -278,7 +278,7 @@ def nan_d_loss_from(monkeypatch, bad_call: int) -> None:
         loss.d_loss = poisoned
         return loss
 
-    monkeypatch.setattr(training, "get_loss", get_loss)
+    monkeypatch.setattr(steps, "get_loss", get_loss)
 
 
 @pytest.mark.parametrize("interval", [0, 3600], ids=["checked-every-step", "checked-at-save"])
@@ -304,14 +304,14 @@ def test_non_finite_weights_with_finite_losses_fail_before_the_checkpoint(tmp_pa
                                                                           monkeypatch):
     """Weights can overflow while losses stay finite: no checkpoint is written then."""
 
-    class OverflowingEMA(training.EMA):  # the averaged G is never used in training
+    class OverflowingEMA(state.EMA):  # the averaged G is never used in training
         def update(self, model, step):
             super().update(model, step)
             if step >= 6:
                 bn = next(m for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
                 bn.running_var.fill_(float("inf"))
 
-    monkeypatch.setattr(training, "EMA", OverflowingEMA)
+    monkeypatch.setattr(state, "EMA", OverflowingEMA)
     with pytest.raises(TrainingDiverged) as info:
         train(cfg(steps=12, checkpoint_every=4), tmp_path, dataset=shapes16)
     assert info.value.step == 8 and "weights (G_ema." in str(info.value)

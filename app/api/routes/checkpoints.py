@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import io
-import zipfile
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
-from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import PrincipalDep, ServicesDep, SessionDep, limit_sampling
 from app.api.errors import problem_responses
 from app.api.schemas import CheckpointPublic, CheckpointsPublic
 from app.core import checkpoints
-from app.core.db import session_scope
-from app.core.errors import InvalidInput
-from app.core.models import Checkpoint
-from app.core.sampling import SampleRequest
-from gan_core.checkpoint import CheckpointError
+from app.core.sampling import Png, SampleRequest
 
 router = APIRouter(prefix="/v1/jobs/{job_id}/checkpoints", tags=["checkpoints"],
                    responses=problem_responses(401, 404, 422, 503))
@@ -57,62 +50,18 @@ def download_checkpoint(job_id: str, ckpt: str, session: SessionDep, services: S
                         principal: PrincipalDep) -> Response:
     """The checkpoint's files (safetensors weights + meta.json) as a zip."""
     row = checkpoints.get_checkpoint(session, job_id=job_id, ref=ckpt, owner_id=principal.scope)
-    path = checkpoints.checkpoint_path(services.store, row)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # weights do not compress
-        for name in sorted(row.files) + ["meta.json"]:
-            zf.write(path / name, arcname=f"{job_id}-step{row.step}/{name}")
+    data = checkpoints.checkpoint_zip(services.store, row)
     filename = f"{job_id}-step{row.step}.zip"
-    return Response(buf.getvalue(), media_type="application/zip",
+    return Response(data, media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-async def _png(services, row: Checkpoint, ref: str, req: SampleRequest,
-               if_none_match: str | None) -> Response:
-    etag = services.sampler.etag(checkpoints.content_hash(row), req)
-    headers = {"ETag": etag, "Cache-Control": IMMUTABLE if ref != "latest" else "no-cache",
-               "X-Checkpoint-Id": row.id, "X-Checkpoint-Step": str(row.step)}
-    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+def _png_response(png: Png) -> Response:
+    headers = {"ETag": png.etag, "Cache-Control": IMMUTABLE if png.immutable else "no-cache",
+               "X-Checkpoint-Id": png.checkpoint_id, "X-Checkpoint-Step": str(png.step)}
+    if png.body is None:
         return Response(status_code=304, headers=headers)
-    cached = services.sampler.pngs.get(etag)  # a repeat: no thread hop, no disk access
-    if cached is not None:
-        return Response(cached, media_type="image/png", headers=headers)
-    path = checkpoints.checkpoint_path(services.store, row)
-    try:
-        # torch inference and PNG encoding block; keep them off the event loop
-        data = await run_in_threadpool(services.sampler.render, path, req, etag)
-    except CheckpointError as exc:
-        raise InvalidInput(f"checkpoint {row.id} cannot be loaded: {exc}") from exc
-    except ValueError as exc:  # e.g. a label outside the model's classes
-        raise InvalidInput(str(exc), field="label") from exc
-    return Response(data, media_type="image/png", headers=headers)
-
-
-def _resolve(url: str, job_id: str, ckpt: str, owner_id: str | None) -> tuple[Checkpoint, int | None]:
-    # One session in one thread hop: the sampling hot path stays short.
-    with session_scope(url) as session:
-        row = checkpoints.get_checkpoint(session, job_id=job_id, ref=ckpt, owner_id=owner_id)
-        classes = (row.job.config or {}).get("num_classes")
-        session.expunge(row)  # used after the session closes
-    return row, classes
-
-
-async def _checkpoint_for(services, job_id: str, ckpt: str, label: int | None,
-                          owner_id: str | None) -> Checkpoint:
-    # A fixed checkpoint id names immutable weights: remember its row briefly. 'latest' moves
-    # whenever the worker writes a checkpoint, so it is always looked up.
-    key = (job_id, ckpt, owner_id)
-    hit = services.checkpoint_refs.get(key) if ckpt != "latest" else None
-    if hit is None:
-        hit = await run_in_threadpool(_resolve, services.settings.resolved_database_url,
-                                      job_id, ckpt, owner_id)
-        if ckpt != "latest":
-            services.checkpoint_refs.put(key, hit)
-    row, classes = hit
-    # Unconditional models ignore labels; for conditional ones the bound is the model's.
-    if label is not None and classes is not None and label >= classes:
-        raise InvalidInput(f"label must be < {classes} (the model's classes)", field="label")
-    return row
+    return Response(png.body, media_type="image/png", headers=headers)
 
 
 @router.get("/{ckpt}/samples.png", response_class=Response, responses=PNG,
@@ -131,11 +80,9 @@ async def samples_png(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """A PNG grid of n samples; the same URL always returns the same bytes."""
-    if n > services.settings.max_samples:
-        raise InvalidInput(f"n must be <= {services.settings.max_samples}", field="n")
-    row = await _checkpoint_for(services, job_id, ckpt, label, principal.scope)
     req = SampleRequest("samples", n=n, seed=seed, nrow=nrow, label=label, ema=ema, truncation=truncation)
-    return await _png(services, row, ckpt, req, if_none_match)
+    return _png_response(await services.sampling.png(
+        job_id=job_id, ref=ckpt, req=req, owner_id=principal.scope, if_none_match=if_none_match))
 
 
 @router.get("/{ckpt}/interpolation.png", response_class=Response, responses=PNG,
@@ -154,9 +101,7 @@ async def interpolation_png(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """A latent walk from one seed's image to another's, as one PNG row (or grid)."""
-    if steps > services.settings.max_interpolation_steps:
-        raise InvalidInput(f"steps must be <= {services.settings.max_interpolation_steps}", field="steps")
-    row = await _checkpoint_for(services, job_id, ckpt, label, principal.scope)
     req = SampleRequest("interpolation", nrow=nrow or steps, label=label, ema=ema,
                         from_seed=from_seed, to_seed=to_seed, steps=steps)
-    return await _png(services, row, ckpt, req, if_none_match)
+    return _png_response(await services.sampling.png(
+        job_id=job_id, ref=ckpt, req=req, owner_id=principal.scope, if_none_match=if_none_match))

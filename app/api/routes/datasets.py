@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -11,7 +10,6 @@ from app.api.deps import PrincipalDep, ServicesDep, SessionDep
 from app.api.errors import problem_responses
 from app.api.schemas import DatasetPublic, DatasetsPublic
 from app.core import datasets, uploads
-from app.core.db import session_scope
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=problem_responses(401, 503))
 
@@ -40,19 +38,13 @@ _PROBLEMS = problem_responses(413, 415, 422, described={
     415: "neither a zip nor an npz",
     422: "an unsafe archive, or data the loaders refuse",
 })
-_FLUSH_BYTES = 1 << 20  # body bytes gathered before one write off the event loop
 
 
 @router.get("", response_model=DatasetsPublic)
 def list_datasets(session: SessionDep, services: ServicesDep, principal: PrincipalDep) -> DatasetsPublic:
     """Uploaded datasets (newest first), then the built-ins with whether each is on this server."""
     items = [DatasetPublic.of(d) for d in datasets.list_uploads(session, owner_id=principal.scope)]
-    for info, available, where in datasets.builtins(services.settings):
-        items.append(DatasetPublic(
-            id=info.name, name=info.name, kind="builtin", builtin=True, available=available,
-            where=where, channels=info.channels, image_size=info.native_size,
-            num_classes=info.num_classes, class_names=list(info.class_names or []) or None,
-        ))
+    items += [DatasetPublic.of_builtin(*b) for b in datasets.builtins(services.settings)]
     return DatasetsPublic(items=items)
 
 
@@ -73,32 +65,12 @@ async def upload_dataset(
     The body is streamed to disk and refused (413) as soon as it passes the size cap; a zip is
     checked for unsafe names, links, entry count and expansion before anything is unpacked.
     """
-    receiver = await asyncio.to_thread(
-        uploads.open_upload, services.store, services.settings,
+    ds = await uploads.upload_dataset(
+        request.stream(), services.store, services.settings,
         content_type=request.headers.get("content-type"),
-        content_length=request.headers.get("content-length"), filename=filename,
+        content_length=request.headers.get("content-length"),
+        filename=filename, name=name, owner_id=principal.owner_id,
     )
-    try:
-        pending: list[bytes] = []
-        pending_bytes = 0
-        async for chunk in request.stream():
-            receiver.count(len(chunk))  # 413 the moment the cap is passed
-            pending.append(chunk)
-            pending_bytes += len(chunk)
-            if pending_bytes >= _FLUSH_BYTES:
-                await asyncio.to_thread(receiver.feed, b"".join(pending))
-                pending, pending_bytes = [], 0
-        await asyncio.to_thread(receiver.feed, b"".join(pending))
-        upload = await asyncio.to_thread(receiver.finish)
-
-        def create():
-            with session_scope(services.settings.resolved_database_url) as session:
-                return uploads.create_dataset(session, services.store, services.settings,
-                                              upload, name=name, owner_id=principal.owner_id)
-
-        ds = await asyncio.to_thread(create)
-    finally:
-        await asyncio.to_thread(receiver.discard)
     response.headers["Location"] = f"/v1/datasets/{ds.id}"
     return DatasetPublic.of(ds)
 
@@ -114,7 +86,5 @@ def get_dataset(dataset_id: str, session: SessionDep, principal: PrincipalDep) -
 def delete_dataset(dataset_id: str, session: SessionDep, services: ServicesDep,
                    principal: PrincipalDep) -> Response:
     """Delete an upload (409 while an unfinished job uses it)."""
-    ds = datasets.delete_upload(session, dataset_id=dataset_id, owner_id=principal.scope)
-    session.commit()
-    services.store.delete(f"datasets/{ds.id}")
+    datasets.delete_upload(session, services.store, dataset_id=dataset_id, owner_id=principal.scope)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from app.api.deps import PrincipalDep, ServicesDep, SessionDep
 from app.api.errors import problem_responses
 from app.api.schemas import JobCreate, JobPublic, JobResume, JobsPublic
-from app.core import datasets, jobs, limits
+from app.core import jobs
 from app.core.db import session_scope
 from app.core.errors import NotFound
 from app.core.models import FINISHED, JobStatus
@@ -43,25 +43,8 @@ def create_job(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobPublic:
     """Queue a training job; 202 with its Location. A repeated Idempotency-Key returns the same job."""
-    owner = principal.owner_id
-    config, upload = datasets.check_training_dataset(
-        session, services.settings, body.config, owner_id=principal.scope
-    )
-    if idempotency_key is None or not jobs.find_idempotent(session, owner_id=owner, key=idempotency_key):
-        limits.check_new_job(session, services.settings, owner_id=owner, steps=config.steps)
-    job, created = jobs.create_job(
-        session, name=body.name, config=config, idempotency_key=idempotency_key, dataset=upload,
-        owner_id=owner,
-    )
-    session.commit()  # the worker must find the row when the message arrives
-    if created:
-        try:
-            services.enqueue(job.id)
-        except Exception:
-            # Nothing half-made stays behind: the client may retry with the same key.
-            session.delete(job)
-            session.commit()
-            raise
+    job = jobs.submit_job(session, services.settings, services.queue, principal=principal,
+                          name=body.name, config=body.config, idempotency_key=idempotency_key)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobPublic.of(job)
 
@@ -98,24 +81,8 @@ def resume_job(
     principal: PrincipalDep, body: JobResume | None = None,
 ) -> JobPublic:
     """Continue a failed or canceled job from its last checkpoint, optionally to more steps."""
-    job = jobs.get_job(session, job_id=job_id, owner_id=principal.scope)
-    steps = body.steps if body and body.steps is not None else job.total_steps
-    limits.check_new_job(session, services.settings, owner_id=job.owner_id or principal.owner_id,
-                         steps=steps, field="steps")
-    before = {k: getattr(job, k) for k in ("status", "config", "total_steps", "cancel_requested",
-                                            "error", "finished_at")}
-    job = jobs.resume_job(session, job_id=job_id, owner_id=principal.scope,
-                          steps=body.steps if body else None)
-    session.commit()
-    try:
-        services.enqueue(job.id)
-    except Exception:
-        # Broker down: put the job back as it was, or it stays 'queued' with no message to
-        # run it, and the client's retry of this resume is refused (409).
-        for key, value in before.items():
-            setattr(job, key, value)
-        session.commit()
-        raise
+    job = jobs.submit_resume(session, services.settings, services.queue, job_id=job_id,
+                             principal=principal, steps=body.steps if body else None)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobPublic.of(job)
 
@@ -124,9 +91,7 @@ def resume_job(
 def delete_job(job_id: str, session: SessionDep, services: ServicesDep,
                principal: PrincipalDep) -> Response:
     """Delete a job that is not running, with its checkpoints."""
-    jobs.delete_job(session, job_id=job_id, owner_id=principal.scope)
-    session.commit()  # record first; then the files it pointed at
-    services.store.delete(f"jobs/{job_id}")
+    jobs.delete_job(session, services.store, job_id=job_id, owner_id=principal.scope)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -1,0 +1,190 @@
+"""What a worker does to a job: claim it with a lease, renew it, write progress and
+checkpoints, record the end; and the sweep that recovers jobs whose worker died.
+
+Every write is conditional on the lease (``lease_owner == worker_id``), so a worker that
+lost its job to another one can never add to its records.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.core.db import utcnow
+from app.core.models import Checkpoint, Job, JobStatus
+
+
+def claim_job(session: Session, *, job_id: str, worker_id: str, lease_seconds: float) -> Job | None:
+    """Atomically take a queued job (or one whose lease went stale); None if someone else has it."""
+    now = utcnow()
+    claimable = or_(
+        Job.status == JobStatus.queued,
+        and_(Job.status == JobStatus.running, Job.lease_expires_at < now),
+    )
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, claimable, Job.cancel_requested.is_(False))
+        .values(
+            status=JobStatus.running,
+            lease_owner=worker_id,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=Job.attempts + 1,
+            started_at=now,  # of the latest attempt (attempts counts them)
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    if result.rowcount != 1:
+        return None
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def renew_lease(session: Session, *, job_id: str, worker_id: str, lease_seconds: float) -> bool | None:
+    """Extend our lease; returns the cancel flag, or None if the job is no longer ours."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == JobStatus.running)
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    if result.rowcount != 1:
+        return None
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def record_resolved_config(session: Session, *, job_id: str, worker_id: str,
+                           config: dict[str, Any]) -> None:
+    """Store the config as the worker resolved it (channels, num_classes from the dataset)."""
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_owner == worker_id).values(config=config)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+def record_progress(session: Session, *, job_id: str, worker_id: str, progress: Any) -> None:
+    """Write the loop's latest progress onto the job row (only while we hold it)."""
+    values: dict[str, Any] = {
+        "step": progress.step,
+        "total_steps": progress.total_steps,
+        "epoch": progress.epoch,
+        "losses": progress.losses,
+        "images_per_sec": progress.images_per_sec,
+        "eta_seconds": progress.eta_seconds,
+        "updated_at": utcnow(),
+    }
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == worker_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.first_step_at.is_(None))
+        .values(first_step_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+def record_checkpoint(
+    session: Session, *, job_id: str, step: int, key: str, size_bytes: int,
+    files: dict[str, Any], losses: dict[str, Any] | None, keep: int, worker_id: str | None = None,
+) -> Checkpoint | None:
+    """Record a checkpoint that has landed, and forget the ones the trainer is about to prune.
+
+    With ``worker_id``, only while that worker holds the job's lease (else None, nothing
+    recorded): a run that lost its job to another worker must not add to its records.
+    """
+    if worker_id is not None:
+        # Update the job row first: it is locked until commit, so a concurrent claim waits.
+        held = session.execute(
+            update(Job).where(Job.id == job_id, Job.lease_owner == worker_id)
+            .values(updated_at=utcnow()).execution_options(synchronize_session=False)
+        )
+        if held.rowcount != 1:
+            session.rollback()
+            return None
+    ckpt = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step))
+    if ckpt is None:
+        ckpt = Checkpoint(job_id=job_id, step=step)
+        session.add(ckpt)
+    ckpt.path, ckpt.size_bytes, ckpt.files, ckpt.losses = key, size_bytes, files, losses
+    ckpt.created_at = utcnow()
+    session.flush()
+    steps = list(session.scalars(
+        select(Checkpoint.step).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc())
+    ))
+    # Rows go before files: a listed checkpoint always exists on disk.
+    if len(steps) > keep:
+        session.execute(
+            delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step.in_(steps[keep:]))
+        )
+    session.execute(
+        update(Job).where(Job.id == job_id).values(step=max(step, 0), updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return ckpt
+
+
+def finish_job(
+    session: Session, *, job_id: str, worker_id: str, status: JobStatus, error: str | None = None,
+    step: int | None = None,
+) -> bool:
+    """Set the final status if we still hold the job; False if it was taken from us."""
+    values: dict[str, Any] = {
+        "status": status, "error": error, "finished_at": utcnow(), "updated_at": utcnow(),
+        "lease_owner": None, "lease_expires_at": None,
+    }
+    if step is not None:
+        values["step"] = step
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_owner == worker_id).values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def unqueue_stale_job(session: Session, *, job_id: str) -> None:
+    """Undo requeue_stale_jobs for one job whose message could not be sent (broker down):
+    it is stale again, so the next sweep re-queues it and tries to send once more."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.queued, Job.lease_owner.is_(None))
+        .values(status=JobStatus.running, lease_expires_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+def requeue_stale_jobs(session: Session) -> list[str]:
+    """Put running jobs whose lease expired (their worker died) back in the queue.
+
+    Each job is flipped by a conditional update, so when several workers sweep at once
+    exactly one of them re-queues (and re-sends) a given job.
+    """
+    now = utcnow()
+    stale = list(session.scalars(
+        select(Job.id).where(Job.status == JobStatus.running, Job.lease_expires_at < now)
+    ))
+    requeued = []
+    for job_id in stale:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.running, Job.lease_expires_at < now)
+            .values(status=JobStatus.queued, lease_owner=None, lease_expires_at=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            requeued.append(job_id)
+    session.commit()
+    return requeued

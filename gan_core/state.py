@@ -1,0 +1,91 @@
+"""The state of one training run: networks, optimizers, EMA and step; saved and restored whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from gan_core import checkpoint as ckpt
+from gan_core.config import TrainConfig
+from gan_core.data import Batcher
+from gan_core.ema import EMA, standing_batchnorm_stats
+from gan_core.nets import build_discriminator, build_generator
+
+__all__ = ["TrainState"]
+
+
+class TrainState:
+    """Networks, optimizers and step of one run; knows how to save and restore itself."""
+
+    def __init__(self, config: TrainConfig, device: torch.device):
+        self.config, self.device = config, device
+        torch.manual_seed(config.seed)  # weight init, latents and augmentation all use it
+        self.G = build_generator(config).to(device)
+        self.D = build_discriminator(config).to(device)
+        if device.type == "cuda":  # NHWC convolutions are markedly faster on tensor cores
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.g_lr, betas=config.g_betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.d_lr, betas=config.d_betas)
+        self.ema = (
+            EMA(self.G, config.ema_decay, config.ema_rampup) if config.ema_decay is not None else None
+        )
+        self.step = 0
+
+    def save(self, run_dir: Path, batcher: Batcher, losses: dict[str, float]) -> ckpt.CheckpointInfo:
+        """Write a checkpoint of everything needed to continue exactly from here."""
+        gen = {f"G.{k}": v for k, v in self.G.state_dict().items()}
+        if self.ema is not None:
+            # The averaged G gets BatchNorm statistics of its own outputs, not the raw G's
+            # (copied at every update); the next update copies them over again, so training
+            # itself is unaffected and a resumed run still equals an uninterrupted one.
+            standing_batchnorm_stats(
+                self.ema.model, batch_size=self.config.batch_size, seed=self.config.seed
+            )
+            gen.update({f"G_ema.{k}": v for k, v in self.ema.model.state_dict().items()})
+        state = {f"D.{k}": v for k, v in self.D.state_dict().items()}
+        og, og_meta = ckpt.optimizer_to_flat("opt_g", self.opt_g)
+        od, od_meta = ckpt.optimizer_to_flat("opt_d", self.opt_d)
+        state.update(og | od)
+        state["rng.cpu"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            state["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        state.update({f"batcher.{k}": v for k, v in batcher.state_dict().items()})
+        return ckpt.write_checkpoint(
+            run_dir,
+            step=self.step,
+            config=self.config,
+            generator_tensors=gen,
+            state_tensors=state,
+            meta_extra={"epoch": batcher.epoch, "optimizers": {"opt_g": og_meta, "opt_d": od_meta}},
+            losses=losses,
+        )  # pruning comes after on_checkpoint (see training): records go before files
+
+    def non_finite_tensor(self) -> str | None:
+        """The name of the first NaN/Inf parameter or buffer of G, EMA G or D, if any."""
+        modules = {"G": self.G, "D": self.D}
+        if self.ema is not None:
+            modules["G_ema"] = self.ema.model
+        for prefix, module in modules.items():
+            for name, t in module.state_dict().items():
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    return f"{prefix}.{name}"
+        return None
+
+    def restore(self, ckpt_dir: Path, batcher: Batcher) -> None:
+        """Load a checkpoint written by save(); training then continues as if never stopped."""
+        meta, gen, state = ckpt.load_checkpoint(ckpt_dir)
+        self.G.load_state_dict(ckpt.sub_state(gen, "G"))
+        if self.ema is not None:
+            ema_state = ckpt.sub_state(gen, "G_ema") or ckpt.sub_state(gen, "G")
+            self.ema.model.load_state_dict(ema_state)
+        self.D.load_state_dict(ckpt.sub_state(state, "D"))
+        opts = meta["optimizers"]
+        self.opt_g.load_state_dict(ckpt.optimizer_from_flat("opt_g", state, opts["opt_g"]))
+        self.opt_d.load_state_dict(ckpt.optimizer_from_flat("opt_d", state, opts["opt_d"]))
+        torch.set_rng_state(state["rng.cpu"])
+        if self.device.type == "cuda" and "rng.cuda" in state:
+            torch.cuda.set_rng_state(state["rng.cuda"], self.device)
+        batcher.load_state_dict(ckpt.sub_state(state, "batcher"))
+        self.step = int(meta["step"])

@@ -1,0 +1,99 @@
+"""One training step, in its two phases: discriminator updates, then a generator update.
+
+The loop in gan_core.training only calls a ``GANStep``, as stylegan2-ada's loop only calls
+its loss object; everything that decides *how* a step trains (loss, gradient penalty,
+DiffAugment, autocast, gradient scaling, EMA) lives here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import Tensor
+
+from gan_core.augment import diff_augment
+from gan_core.config import TrainConfig
+from gan_core.data import Batcher
+from gan_core.losses import get_loss, gradient_penalty
+from gan_core.state import TrainState
+
+__all__ = ["GANStep", "autocast"]
+
+
+def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision as the config asks (CUDA only; fp32 elsewhere)."""
+    if device.type != "cuda" or config.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+class GANStep:
+    """``step()`` runs d_steps discriminator updates and one generator update.
+
+    Returns the detached (2,) tensor [d_loss, g_loss] of the step, left on the device so that
+    the caller decides when to synchronise.
+    """
+
+    def __init__(self, state: TrainState, batcher: Batcher):
+        self.state, self.batcher = state, batcher
+        config, device = state.config, state.device
+        self.config, self.device = config, device
+        self.loss = get_loss(config.loss)
+        self.ops = config.augment_ops
+        # fp16 needs loss scaling; one scaler per optimizer since D may step several times per G step.
+        fp16 = device.type == "cuda" and config.precision == "fp16"
+        self.d_scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        self.g_scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        self.channels_last = device.type == "cuda"
+
+    def d_step(self, keep_graph: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        """One D update on a real batch and a fresh fake one: (d_loss, fake, labels).
+
+        With keep_graph the fake batch keeps G's graph, for the G update that follows.
+        """
+        state, config = self.state, self.config
+        x, y = self.batcher.next()  # x: (B, C, H, W) in [-1, 1]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        z = torch.randn(config.batch_size, config.latent_dim, device=self.device)
+        # conditional: fakes take the real batch's labels, so D compares like with like
+        with autocast(config, self.device):
+            with torch.set_grad_enabled(keep_graph):
+                fake = state.G(z, y)
+            real_logits = state.D(diff_augment(x, self.ops), y)
+            fake_logits = state.D(diff_augment(fake.detach(), self.ops), y)
+            d_loss = self.loss.d_loss(real_logits, fake_logits)
+        if self.loss.needs_gradient_penalty and config.gp_weight > 0:
+            d_loss = d_loss + config.gp_weight * gradient_penalty(
+                state.D, x, fake.detach().float(), y
+            )
+        state.opt_d.zero_grad(set_to_none=True)
+        self.d_scaler.scale(d_loss).backward()
+        self.d_scaler.step(state.opt_d)
+        self.d_scaler.update()
+        return d_loss, fake, y
+
+    def g_step(self, fake: Tensor, y: Tensor | None) -> Tensor:
+        """One G update through D's judgement of ``fake`` (which carries G's graph)."""
+        state = self.state
+        with autocast(self.config, self.device):
+            g_loss = self.loss.g_loss(state.D(diff_augment(fake, self.ops), y))
+        state.opt_g.zero_grad(set_to_none=True)
+        self.g_scaler.scale(g_loss).backward()
+        self.g_scaler.step(state.opt_g)
+        self.g_scaler.update()
+        return g_loss
+
+    def step(self) -> Tensor:
+        """d_steps D updates (the last fake batch is reused for G's), one G update, EMA."""
+        n = self.config.d_steps
+        for i in range(n):
+            d_loss, fake, y = self.d_step(keep_graph=i == n - 1)
+        g_loss = self.g_step(fake, y)
+        state = self.state
+        state.step += 1
+        if state.ema is not None:
+            state.ema.update(state.G, state.step)
+        return torch.stack([d_loss.detach(), g_loss.detach()])

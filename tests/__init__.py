@@ -1,0 +1,1 @@
+"""The test suite (a package, so that no installed top-level `tests` module shadows it)."""
