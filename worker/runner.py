@@ -152,6 +152,31 @@ def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | N
     return str(status)
 
 
+def sweep_once(settings: Settings, queue: JobQueue) -> runs.Sweep:
+    """Recover jobs no worker will run (see app.core.runs.sweep_jobs) and send their messages."""
+    with session_scope(settings.resolved_database_url) as s:
+        done = runs.sweep_jobs(s, max_attempts=settings.max_attempts,
+                               requeue_after=settings.requeue_after_seconds)
+        for i, job_id in enumerate(done.to_send):
+            try:
+                queue.enqueue(job_id)
+            except Exception:
+                # Broker away: without a message nothing would ever run these 'queued' jobs;
+                # the next sweep sends them again.
+                runs.mark_unsent(s, job_ids=done.to_send[i:])
+                raise
+    for job_id in done.requeued:
+        log.warning("job %s lost its worker (lease expired); re-queued", job_id)
+    for job_id in done.resent:
+        log.warning("job %s was queued for %.0f s; its message was sent again",
+                    job_id, settings.requeue_after_seconds)
+    for job_id in done.canceled:
+        log.warning("job %s was canceled while no worker held it; marked canceled", job_id)
+    for job_id in done.failed:
+        log.warning("job %s lost its worker %d times; failed", job_id, settings.max_attempts)
+    return done
+
+
 def heartbeat_loop(
     worker_id: str, stop: threading.Event, queue: JobQueue, interval: float = 10.0
 ) -> None:
@@ -162,18 +187,7 @@ def heartbeat_loop(
         try:
             with session_scope(settings.resolved_database_url) as s:
                 s.merge(Worker(id=worker_id, hostname=socket.gethostname(), last_seen=utcnow()))
-            with session_scope(settings.resolved_database_url) as s:
-                stale = runs.requeue_stale_jobs(s)
-                for i, job_id in enumerate(stale):
-                    try:
-                        queue.enqueue(job_id)
-                    except Exception:
-                        # Broker away: without a message nothing would ever run these now
-                        # 'queued' runs. Make them stale again so the next sweep retries.
-                        for unsent in stale[i:]:
-                            runs.unqueue_stale_job(s, job_id=unsent)
-                        raise
-                    log.warning("job %s lost its worker (lease expired); re-queued", job_id)
+            sweep_once(settings, queue)
         except Exception:
             log.warning("worker heartbeat failed", exc_info=True)
         if stop.wait(interval):

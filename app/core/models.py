@@ -85,7 +85,8 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims by a worker
+    worker_losses: Mapped[int] = mapped_column(Integer, default=0)  # its worker died mid-run
     # when the latest training message was sent: the sweep re-sends one that got lost
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime)
     # +1 on every write to the row: the id of the job's server-sent events

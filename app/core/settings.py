@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         60.0, gt=0, description="a running job whose worker has not renewed its lease for this long is stale"
     )
+    max_attempts: int = Field(
+        3, ge=1, description="a job whose worker dies this many times (e.g. out of memory) is "
+        "failed instead of re-queued again",
+    )
+    requeue_after_seconds: float = Field(
+        600.0, gt=0, description="a job queued this long since its message was sent gets the "
+        "message again (a broker restarted without persistence loses messages); duplicates "
+        "are harmless",
+    )
     progress_interval: float = Field(1.0, gt=0, description="seconds between progress writes")
     worker_seen_seconds: float = Field(
         60.0, gt=0, description="/readyz wants a worker heartbeat at most this old (fleet mode)"

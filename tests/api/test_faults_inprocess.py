@@ -368,14 +368,85 @@ def test_a_stale_job_found_while_the_broker_is_down_is_requeued_once_it_is_back(
         def enqueue(self, _job_id: str) -> None:
             raise ConnectionRefusedError(111, "Connection refused")
 
-    class Recording:
-        sent: list[str] = []
-
-        def enqueue(self, job_id: str) -> None:
-            self.sent.append(job_id)
-
     runner.heartbeat_loop("w1", stop, BrokerDown())
-    queue = Recording()
+    queue = _Recording()
     runner.heartbeat_loop("w1", stop, queue)
     assert queue.sent == [job_id]
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+
+
+# ----------------------------------------------------------------- the sweep: jobs nobody would run
+
+
+class _Recording:
+    """Stands in for the broker link: records what the sweep sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def enqueue(self, job_id: str) -> None:
+        self.sent.append(job_id)
+
+
+def _sweep(settings: Settings, queue: _Recording | None = None):
+    import worker.runner as runner
+
+    return runner.sweep_once(settings, queue or _Recording())
+
+
+def _die_holding(settings: Settings, job_id: str, worker_id: str = "dead") -> None:
+    """A worker claims the job and dies at once: its lease is already expired."""
+    with session_scope(settings.resolved_database_url) as s:
+        assert runs.claim_job(s, job_id=job_id, worker_id=worker_id, lease_seconds=-1) is not None
+
+
+def test_a_job_canceled_while_its_worker_is_away_ends_canceled_not_stuck(client, settings):
+    """Cancel a running job whose worker is frozen, then the worker dies: the sweep must end
+    the job as canceled. (It used to put it back to 'queued' with cancel_requested set, which
+    no worker would claim; it held a slot of the owner's job limit forever.)"""
+    job_id = _create(client)
+    _die_holding(settings, job_id)
+    assert client.post(f"/v1/jobs/{job_id}/cancel").json()["cancel_requested"] is True
+    queue = _Recording()
+    done = _sweep(settings, queue)
+    assert done.canceled == [job_id] and queue.sent == []
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "canceled" and job["finished_at"] is not None
+    assert client.post(f"/v1/jobs/{job_id}/resume").status_code == 202  # and it can go on
+
+
+def test_a_queued_job_with_a_cancel_request_is_finished_by_the_sweep(client, settings):
+    job_id = _create(client)
+    with session_scope(settings.resolved_database_url) as s:  # as the old sweep left such jobs
+        s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+    assert _sweep(settings).canceled == [job_id]
+    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "canceled"
+
+
+def test_a_job_that_keeps_killing_its_worker_fails_after_max_attempts(client, settings):
+    settings = settings.model_copy(update={"max_attempts": 3})
+    job_id = _create(client)
+    queue = _Recording()
+    for attempt in (1, 2):
+        _die_holding(settings, job_id, f"dead{attempt}")
+        assert _sweep(settings, queue).requeued == [job_id]
+        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+    _die_holding(settings, job_id, "dead3")
+    done = _sweep(settings, queue)
+    assert done.failed == [job_id] and queue.sent == [job_id, job_id]
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "failed" and job["attempts"] == 3
+    assert "died 3 times" in job["error"]
+
+
+def test_a_queued_job_whose_message_was_lost_is_sent_again_after_the_bound(client, settings):
+    settings = settings.model_copy(update={"requeue_after_seconds": 60})
+    job_id = _create(client)
+    queue = _Recording()
+    assert _sweep(settings, queue).resent == []  # just sent: not yet
+    with session_scope(settings.resolved_database_url) as s:  # an hour passes, nobody runs it
+        s.execute(update(Job).where(Job.id == job_id)
+                  .values(enqueued_at=utcnow() - timedelta(seconds=3600)))
+    assert _sweep(settings, queue).resent == [job_id]
+    assert _sweep(settings, queue).resent == []  # once per bound, not every sweep
+    assert queue.sent == [job_id]

@@ -23,6 +23,7 @@ from tests.integration.conftest import Proc, Stack, free_port, fresh_database
 pytestmark = pytest.mark.integration
 
 LEASE = 3.0
+REQUEUE_AFTER = 6.0  # a queued job's message is re-sent after this long
 JOB = {"dataset": "shapes", "image_size": 16, "g_width": 8, "d_width": 8, "batch_size": 8,
        "latent_dim": 16, "steps": 400, "checkpoint_every": 50, "keep_checkpoints": 20}
 
@@ -109,7 +110,9 @@ def fs(tmp_path_factory, db_url):
     redis = Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                   "--appendonly", "no", "--daemonize", "no"], dict(os.environ), tmp / "redis.log")
     s = FaultStack(tmp, db_url, extra_env={"GANFORGE_BROKER_URL": f"redis://127.0.0.1:{port}/0",
-                                           "GANFORGE_LEASE_SECONDS": str(LEASE)})
+                                           "GANFORGE_LEASE_SECONDS": str(LEASE),
+                                           "GANFORGE_REQUEUE_AFTER_SECONDS": str(REQUEUE_AFTER),
+                                           "GANFORGE_MAX_ATTEMPTS": "3"})
     s.redis, s.redis_port, s.db_url = redis, port, db_url
     try:
         _redis_up(port)
@@ -221,6 +224,73 @@ def test_redis_killed_and_restarted_mid_job(fs):
     after, _ = fs.watch(r.json()["id"], {"succeeded", "failed", "canceled"}, timeout=90)
     assert after["status"] == "succeeded", after
     assert fs.client.get("/readyz").status_code == 200
+
+
+def test_a_job_whose_message_redis_lost_is_sent_again_and_runs(fs):
+    """Queued while no worker is up; Redis restarts empty (no persistence) and the message is
+    gone. It used to stay 'queued' forever (attempts 0, resume 409, a slot of the owner's job
+    limit held); the sweep re-sends it after GANFORGE_REQUEUE_AFTER_SECONDS."""
+    for w in fs.live_workers():
+        w.stop()
+    job_id = _post(fs, steps=20)
+    fs.redis.kill()
+    fs.redis.start()
+    _redis_up(fs.redis_port)
+    import redis
+
+    assert redis.Redis(port=fs.redis_port).dbsize() == 0  # the message is gone
+    t0 = time.monotonic()
+    fs.start_worker()
+    fs.start_worker()
+    done, _ = fs.watch(job_id, {"succeeded", "failed", "canceled"}, timeout=90)
+    assert done["status"] == "succeeded" and done["attempts"] == 1, done
+    print(f"lost message: the job ran {time.monotonic() - t0:.1f} s after workers came back")
+    assert any(f"job {job_id} was queued for" in w.tail(400) for w in fs.live_workers())
+
+
+def test_a_job_canceled_while_its_worker_is_frozen_and_then_killed_ends_canceled(fs):
+    """Freeze the worker (SIGSTOP), cancel its job, kill the worker: the job used to go back
+    to 'queued' with cancel_requested set, which no worker would claim ('not claimable'
+    forever). Now the sweep of a live worker ends it canceled, keeping its checkpoints."""
+    while len(fs.live_workers()) < 2:
+        fs.start_worker()
+    job_id = _post(fs, steps=100_000)
+    fs.wait_checkpointed(job_id, 60)
+    victim = fs.runner_of(job_id)
+    os.killpg(victim.popen.pid, signal.SIGSTOP)
+    try:
+        r = fs.client.post(f"/v1/jobs/{job_id}/cancel")
+        assert r.status_code == 202 and r.json()["status"] == "running"
+        assert r.json()["cancel_requested"] is True
+    finally:
+        victim.kill()
+    done, seen = fs.watch(job_id, {"succeeded", "failed", "canceled"}, timeout=60)
+    assert done["status"] == "canceled", (done, seen[-5:])
+    assert all(status != "queued" for _, status, _ in seen), seen
+    assert fs.checkpoints(job_id)  # what it had trained is kept, and can be resumed
+    assert fs.client.post(f"/v1/jobs/{job_id}/resume", json={"steps": done["progress"]["step"] + 10}
+                          ).status_code == 202
+    done, _ = fs.watch(job_id, {"succeeded", "failed", "canceled"}, timeout=90)
+    assert done["status"] == "succeeded", done
+
+
+def test_a_job_that_keeps_killing_its_worker_fails_after_max_attempts(fs):
+    """Each time the job runs, its worker dies (SIGKILL, as the OOM killer does). After
+    GANFORGE_MAX_ATTEMPTS (3 here) it is failed with the reason, not re-queued forever."""
+    job_id = _post(fs, steps=100_000)
+    for attempt in (1, 2, 3):
+        while len(fs.live_workers()) < 2:
+            fs.start_worker()
+        deadline = time.monotonic() + 90
+        while not (fs.row(job_id)["attempts"] == attempt and fs.row(job_id)["status"] == "running"):
+            assert time.monotonic() < deadline, (attempt, fs.row(job_id), fs.logs())
+            time.sleep(0.2)
+        fs.runner_of(job_id).kill()
+    done, _ = fs.watch(job_id, {"succeeded", "failed", "canceled"}, timeout=60)
+    assert done["status"] == "failed", done
+    assert "died 3 times" in done["error"] and done["attempts"] == 3, done
+    while len(fs.live_workers()) < 2:
+        fs.start_worker()
 
 
 # ---------------------------------------------------------------------------------- workers killed

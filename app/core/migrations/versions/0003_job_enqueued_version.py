@@ -1,4 +1,4 @@
-"""jobs: enqueued_at (lost-message recovery) and version (event ids)
+"""jobs: enqueued_at (lost-message recovery), worker_losses (attempts cap), version (event ids)
 
 Revision ID: 0003
 Revises: 0002
@@ -16,9 +16,12 @@ def upgrade() -> None:
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('enqueued_at', sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column('version', sa.Integer(), nullable=False, server_default='0'))
+        batch_op.add_column(sa.Column('worker_losses', sa.Integer(), nullable=False,
+                                      server_default='0'))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_column('worker_losses')
         batch_op.drop_column('version')
         batch_op.drop_column('enqueued_at')
