@@ -94,6 +94,13 @@ class TrainConfig(BaseModel):
     precision: Precision = "fp32"
     device: DeviceName = "auto"
 
+    @field_validator("dataset")
+    @classmethod
+    def _no_control_characters(cls, name: str) -> str:
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise ValueError("control characters (NUL, newline, ...) are not allowed")
+        return name
+
     @field_validator("g_betas", "d_betas")
     @classmethod
     def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.core import auth
 from app.core.cache import TTLCache
 from app.core.db import session_scope
+from app.core.errors import InvalidInput
 from app.core.limits import RateLimiter
 from app.core.queue import JobQueue
 from app.core.sampling import SamplingService
@@ -90,3 +91,41 @@ PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
 
 async def limit_sampling(services: ServicesDep, principal: PrincipalDep) -> None:
     services.sample_limiter.hit(principal.key_id or principal.owner_id)
+
+
+def _declared_query(route: Any) -> frozenset[str]:
+    """The query parameter names a route (and its dependencies) declares."""
+    names: set[str] = set()
+    stack = [route.dependant]
+    while stack:
+        dependant = stack.pop()
+        names.update(f.alias for f in dependant.query_params)
+        stack.extend(dependant.dependencies)
+    return frozenset(names)
+
+
+_query_names: dict[int, frozenset[str]] = {}
+
+
+async def check_parameters(request: Request) -> None:
+    """Refuse what would otherwise be silently ignored or reach the database as garbage.
+
+    - a NUL byte in a path or query parameter: Postgres cannot store or compare it (a 500
+      before); no id, name or cursor of ours contains one;
+    - a query parameter the route does not take: ``?seeds=3`` would silently serve seed 0.
+    """
+    for where in (request.path_params, request.query_params):
+        for name, value in where.items():
+            if "\x00" in value or "\x00" in name:
+                raise InvalidInput(f"{name}: NUL bytes are not allowed", field=name.replace("\x00", ""))
+    route = request.scope.get("route")
+    if route is None or not hasattr(route, "dependant"):
+        return
+    known = _query_names.get(id(route))
+    if known is None:
+        known = _query_names[id(route)] = _declared_query(route)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        allowed = ", ".join(sorted(known)) or "none"
+        raise InvalidInput(f"{unknown[0]}: unknown query parameter (this endpoint takes: {allowed})",
+                           field=unknown[0])

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.schemas import Problem
@@ -132,6 +132,19 @@ def install(app: FastAPI) -> None:
         title = {400: "Bad request", 401: "Unauthorized", 404: "Not found",
                  405: "Method not allowed"}.get(exc.status_code, "Error")
         return problem(exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DataError)
+    async def _data(_req: Request, exc: DataError) -> JSONResponse:
+        # A value the database cannot store (the checks above should have refused it first).
+        log.warning("database refused a value: %s", exc)
+        return problem(422, "Invalid input", "a value in the request cannot be stored")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
+        # Last resort: a bug. Still problem+json, never a plain-text 500 or a dropped connection.
+        log.exception("unexpected error on %s %s", req.method, req.url.path)
+        return problem(500, "Internal server error",
+                       "an unexpected error; it has been logged (nothing was changed if it was a write)")
 
     @app.exception_handler(OperationalError)
     async def _db_down(_req: Request, exc: OperationalError) -> JSONResponse:

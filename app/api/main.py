@@ -6,10 +6,10 @@ import logging
 from contextlib import asynccontextmanager
 
 from celery import Celery
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app.api import errors
-from app.api.deps import Services
+from app.api.deps import Services, check_parameters
 from app.api.routes import checkpoints, datasets, health, jobs
 from app.core.db import migrate
 from app.core.limits import RateLimiter
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Train GANs and fetch PNG samples from their checkpoints.",
         lifespan=lifespan,
+        dependencies=[Depends(check_parameters)],
     )
     app.state.services = build_services(settings)
     errors.install(app)

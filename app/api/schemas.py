@@ -20,10 +20,16 @@ def _as_utc(value: datetime) -> datetime:
 UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
+def _printable(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("control characters (NUL, newline, ...) are not allowed")
+    return value
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("job", min_length=1, max_length=200)
+    name: Annotated[str, AfterValidator(_printable)] = Field("job", min_length=1, max_length=200)
     config: TrainConfig = Field(default_factory=TrainConfig)
 
 

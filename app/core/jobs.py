@@ -87,6 +87,7 @@ def create_job(
 ) -> tuple[Job, bool]:
     """Store a queued job; returns (job, created). A repeated idempotency key returns the first job."""
     digest = _request_hash(name, config)
+    dataset_id = dataset.id if dataset else None
     if idempotency_key is not None:
         existing = find_idempotent(session, owner_id=owner_id, key=idempotency_key)
         if existing is not None:
@@ -101,7 +102,7 @@ def create_job(
         owner_id=owner_id,
         status=JobStatus.queued,
         config=config.model_dump(mode="json"),
-        dataset_id=dataset.id if dataset else None,
+        dataset_id=dataset_id,
         idempotency_key=idempotency_key,
         request_hash=digest,
         total_steps=config.steps,
@@ -121,9 +122,9 @@ def create_job(
                 session, name=name, config=config, owner_id=owner_id,
                 idempotency_key=idempotency_key, dataset=dataset,
             )
-        if dataset is not None and session.get(Dataset, dataset.id) is None:
+        if dataset_id is not None and session.get(Dataset, dataset_id) is None:
             raise Conflict(
-                f"dataset {dataset.id} was deleted while the job was being created",
+                f"dataset {dataset_id} was deleted while the job was being created",
                 field="config.dataset",
             ) from exc
         raise

@@ -163,16 +163,16 @@ def test_storage_quota(tmp_path):
         assert not list((settings.resolved_store_dir / "datasets").glob("ds_*"))
 
 
-@pytest.mark.parametrize("path", ["samples.png?n=1", "interpolation.png?steps=2"])
+@pytest.mark.parametrize("path", ["samples.png?n=1&seed=", "interpolation.png?steps=2&from_seed="])
 def test_sampling_is_rate_limited_per_key(settings, trained_job, path):
     job_id, _ = trained_job
     limited = settings.model_copy(update={"sample_rate": 0.5, "sample_burst": 2})
     key = make_key(settings, "alice")
     with _client(limited, key) as c:
-        codes = [c.get(f"/v1/jobs/{job_id}/checkpoints/latest/{path}&seed={i}").status_code
+        codes = [c.get(f"/v1/jobs/{job_id}/checkpoints/latest/{path}{i}").status_code
                  for i in range(3)]
         assert codes[:2] == [200, 200] and codes[2] == 429
-        r = c.get(f"/v1/jobs/{job_id}/checkpoints/latest/{path}&seed=9")
+        r = c.get(f"/v1/jobs/{job_id}/checkpoints/latest/{path}9")
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
     with _client(limited, make_key(settings, "alice")) as c:  # a different key, its own bucket
-        assert c.get(f"/v1/jobs/{job_id}/checkpoints/latest/{path}&seed=10").status_code == 200
+        assert c.get(f"/v1/jobs/{job_id}/checkpoints/latest/{path}10").status_code == 200

@@ -177,6 +177,34 @@ def test_delete_while_a_queued_job_uses_it(client, settings):
     assert (settings.resolved_store_dir / "datasets" / ds["id"] / "data.npz").is_file()
 
 
+def job_racing_dataset_delete(client, settings, monkeypatch) -> None:
+    """POST /v1/jobs while DELETE /v1/datasets/{id} commits between the dataset check and the
+    insert: a 409 on config.dataset, nothing left behind (it was a 500: the conflict handler
+    took every IntegrityError for an idempotency race)."""
+    from app.core import datasets as core_datasets
+    from app.core.db import session_scope
+    from app.core.models import Dataset
+
+    ds = upload(client, make_npz(x=np.zeros((8, 16, 16), np.uint8)), filename="a.npz").json()["id"]
+    check = core_datasets.check_training_dataset
+
+    def racing(*args, **kwargs):
+        result = check(*args, **kwargs)
+        with session_scope(settings.resolved_database_url) as other:  # the other request's DELETE
+            other.delete(other.get(Dataset, ds))
+        return result
+
+    monkeypatch.setattr(core_datasets, "check_training_dataset", racing)
+    r = client.post("/v1/jobs", json={"config": {**TINY, "dataset": ds}})
+    assert_problem(r, 409, "config.dataset")
+    assert "deleted" in r.json()["detail"]
+    assert client.get("/v1/jobs").json()["items"] == []
+
+
+def test_a_job_racing_the_delete_of_its_dataset_is_a_409(client, settings, monkeypatch):
+    job_racing_dataset_delete(client, settings, monkeypatch)
+
+
 def test_jobs_train_on_uploads(client, run_job):
     x = np.random.default_rng(1).integers(0, 255, (64, 16, 16), dtype=np.uint8)
     npz = upload(client, make_npz(x=x), filename="noise.npz").json()

@@ -105,8 +105,8 @@ def api_schema(settings, world):
     config = SchemathesisConfig.from_dict({
         "seed": SEED,
         "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none",
-                       # Unknown query parameters are ignored, as HTTP APIs do; not an error.
-                       "allow-extra-parameters": True,
+                       # Unknown query parameters are refused (422), so negative cases may add them.
+                       "allow-extra-parameters": False,
                        # The key is sent explicitly with every request (see _run), not generated.
                        "with-security-parameters": False},
         "operations": [

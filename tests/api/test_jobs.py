@@ -185,3 +185,35 @@ def test_failed_job_records_the_error(client, run_job, settings):
     assert run_job(job_id) == "failed"
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "failed" and "nonexistent" in job["error"]
+
+
+def test_unknown_query_parameters_are_422_naming_them(client, trained_job):
+    job_id, _ = trained_job
+    for url, name in [("/v1/jobs?limt=5", "limt"),
+                      (f"/v1/jobs/{job_id}/checkpoints/latest/samples.png?seeds=3", "seeds"),
+                      (f"/v1/jobs/{job_id}?verbose=1", "verbose")]:
+        r = client.get(url)
+        assert r.status_code == 422 and r.json()["field"] == name, (url, r.text)
+        assert "unknown query parameter" in r.json()["detail"]
+    assert client.get("/v1/jobs?limit=5").status_code == 200
+
+
+def test_an_unexpected_error_is_a_problem_json_500_not_plain_text(settings, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from app.api.main import create_app
+    from app.core import jobs
+    from tests.api.conftest import make_key
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(jobs, "list_jobs", broken)
+    key = make_key(settings, "alice")
+    with TestClient(create_app(settings), raise_server_exceptions=False,
+                    headers={"Authorization": f"Bearer {key}"}) as c:
+        r = c.get("/v1/jobs")
+        assert r.status_code == 500
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["status"] == 500 and "a bug" not in r.text  # no internals leak
+        assert c.get("/healthz").status_code == 200
