@@ -2,7 +2,8 @@
 
 Modules: config (TrainConfig), data (datasets), nets (G and D), losses, augment
 (DiffAugment), ema, training (the loop), checkpoint (safetensors + JSON), sampling
-(seeded latents, PNG grids), metrics (Fréchet distance in a small classifier's space).
+(seeded latents, PNG grids), metrics (Fréchet distance in a small classifier's space),
+export (ONNX and TorchScript generator files).
 Nothing here touches CUDA at import time; devices are passed in.
 """
 

@@ -20,6 +20,7 @@ MODULES = [
     "gan_core.sampling",
     "gan_core.metrics",
     "gan_core.cli",
+    "gan_core.export",
 ]
 FORBIDDEN = ["fastapi", "celery", "redis", "sqlalchemy", "starlette", "app", "worker",
              "uvicorn", "alembic", "kombu", "psycopg", "pydantic_settings"]
