@@ -20,7 +20,8 @@ from app.core.limits import RateLimiter
 from app.core.queue import JobQueue
 from app.core.sampling import SamplingService
 from app.core.settings import Settings
-from app.core.store import ArtifactStore
+from app.core.store import LocalStore
+from app.core.uploads import UploadGate
 
 log = logging.getLogger("ganforge.api")
 
@@ -30,11 +31,12 @@ class Services:
     """What one API process holds for its lifetime (built once in create_app)."""
 
     settings: Settings
-    store: ArtifactStore
+    store: LocalStore
     sampling: SamplingService
     queue: JobQueue
     celery: Any  # the Celery app the queue sends through (only sends; never consumes)
     sample_limiter: RateLimiter
+    uploads: UploadGate
     # Verified keys, so hot paths skip the database: a revoked key stops working within 5 s.
     key_cache: TTLCache[auth.Principal] = field(default_factory=lambda: TTLCache(ttl=5.0))
 

@@ -23,6 +23,7 @@ _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying ag
 _WHAT = {
     400: "the body could not be parsed (not UTF-8 JSON)",
     401: "no API key, or an invalid or revoked one",
+    408: "the request body was too slow",
     404: "no such resource (or it belongs to another owner)",
     409: "the resource's state does not allow this",
     413: "over a size limit",

@@ -17,6 +17,7 @@ from app.core.queue import JobQueue, celery_config
 from app.core.sampling import Sampler, SamplingService
 from app.core.settings import Settings, get_settings
 from app.core.store import get_store
+from app.core.uploads import UploadGate
 
 log = logging.getLogger("ganforge.api")
 
@@ -33,6 +34,7 @@ def build_services(settings: Settings) -> Services:
         queue=JobQueue(celery, settings),
         celery=celery,
         sample_limiter=RateLimiter(settings.sample_rate, settings.sample_burst),
+        uploads=UploadGate(settings),
     )
 
 
@@ -41,11 +43,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        services = app.state.services
         migrate(settings.resolved_database_url)
-        app.state.services.store.ping()
+        services.store.ping()
+        services.store.open_scratch()  # and remove what interrupted uploads left behind
         if not settings.auth:
             log.warning("GANFORGE_AUTH=false: every request acts as an admin; bind to localhost only")
-        yield
+        try:
+            yield
+        finally:
+            services.uploads.close()
+            services.store.close_scratch()
 
     app = FastAPI(
         title="ganforge",

@@ -14,8 +14,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from app.core.errors import InvalidInput, TooLarge
 from app.core.settings import Settings
 
@@ -29,6 +27,7 @@ class UploadLimits:
     max_entries: int  # entries in an archive
     max_unpacked_bytes: int  # the archive's total uncompressed size
     max_ratio: float  # uncompressed / compressed, per large member and for the whole archive
+    max_pixels: int  # decoded pixels, summed over an upload's images
 
     @classmethod
     def of(cls, settings: Settings) -> UploadLimits:
@@ -37,11 +36,16 @@ class UploadLimits:
             max_entries=settings.max_upload_entries,
             max_unpacked_bytes=settings.max_upload_unpacked_bytes,
             max_ratio=settings.max_upload_ratio,
+            max_pixels=settings.max_upload_pixels,
         )
 
 
 def too_large(limit: int) -> TooLarge:
     return TooLarge(f"the upload is larger than the limit of {limit} bytes", field="file")
+
+
+def over_limit(detail: str) -> TooLarge:
+    return TooLarge(detail, field="file")
 
 
 def bad_file(detail: str) -> InvalidInput:
@@ -151,6 +155,7 @@ def check_archive(zf: zipfile.ZipFile, limits: UploadLimits) -> Entries:
                 "refusing a possible zip bomb"
             )
         out.append((info, parts))
+    check_no_overlap(zf)  # else compressed bytes counted twice make the ratios above meaningless
     if total >= RATIO_MIN_BYTES and total > limits.max_ratio * max(total_compressed, 1):
         ratio = total / max(total_compressed, 1)
         raise bad_file(
@@ -158,6 +163,40 @@ def check_archive(zf: zipfile.ZipFile, limits: UploadLimits) -> Entries:
             f"limit of {limits.max_ratio:g}:1; refusing a possible zip bomb"
         )
     return out
+
+
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length (30 bytes)
+
+
+def check_no_overlap(zf: zipfile.ZipFile) -> None:
+    """Every member's bytes lie apart from every other member's and before the central directory.
+
+    A zip bomb of overlapping entries (Fifield 2019) points many central directory entries at
+    the same compressed bytes: each passes the ratio checks, together they unpack to
+    gigabytes. Reads one 30-byte local header per member.
+    """
+    fp = zf.fp
+    if fp is None:
+        return
+    spans = []
+    for info in zf.infolist():
+        fp.seek(info.header_offset)
+        raw = fp.read(_LOCAL_HEADER.size)
+        if len(raw) != _LOCAL_HEADER.size or raw[:4] != zipfile.stringFileHeader:
+            raise bad_file(f"archive entry {info.filename!r}: no local header where the "
+                           "central directory says; not a well-formed zip")
+        _sig, name_len, extra_len = _LOCAL_HEADER.unpack(raw)
+        end = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len + info.compress_size
+        if info.flag_bits & 0x08:
+            end += 12  # a data descriptor follows (12 bytes at least)
+        spans.append((info.header_offset, end, info.filename))
+    spans.sort()
+    for (_, end, name), (start, _, other) in zip(spans, spans[1:], strict=False):
+        if start < end:
+            raise bad_file(f"archive entries {name!r} and {other!r} overlap; refusing a possible "
+                           "zip bomb")
+    if spans and spans[-1][1] > zf.start_dir:
+        raise bad_file(f"archive entry {spans[-1][2]!r} runs into the central directory")
 
 
 class Budget:
@@ -190,40 +229,3 @@ def extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, budget: Budg
                 if budget.used > budget.limit:
                     raise bad_file(f"the archive unpacks to more than the limit of {budget.limit} bytes")
                 out.write(chunk)
-
-
-
-def check_npy_headers(zf: zipfile.ZipFile, shown: str) -> None:
-    """x.npy / y.npy must be plain arrays whose declared shape fits in their member.
-
-    numpy allocates what a header declares before reading: a 100-byte member claiming a
-    terabyte-sized shape must be refused here, not discovered by the allocator.
-    """
-    fmt = np.lib.format
-    members = {i.filename: i for i in zf.infolist()}
-    for key in ("x", "y"):
-        info = members.get(f"{key}.npy")
-        if info is None:
-            continue
-        try:
-            with zf.open(info) as f:
-                version = fmt.read_magic(f)
-                if version == (1, 0):
-                    shape, _fortran, dtype = fmt.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    shape, _fortran, dtype = fmt.read_array_header_2_0(f)
-                else:
-                    raise bad_file(f"{shown}: '{key}' uses .npy format {version}; save it with np.savez")
-                header_len = f.tell()
-        except InvalidInput:
-            raise
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError,
-                RuntimeError) as exc:
-            raise bad_file(f"{shown}: '{key}' is not a readable .npy array ({exc})") from exc
-        if dtype.hasobject:
-            raise bad_file(f"{shown}: '{key}' is an object array (a pickle); only plain numeric "
-                       "arrays are accepted")
-        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-        if header_len + nbytes > info.file_size:
-            raise bad_file(f"{shown}: '{key}' declares shape {shape} ({nbytes} bytes) but holds only "
-                       f"{info.file_size - header_len} bytes")

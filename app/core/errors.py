@@ -35,3 +35,7 @@ class UnsupportedMedia(DomainError):
 
 class Unavailable(DomainError):
     status, title = 503, "Service unavailable"
+
+
+class RequestTimeout(DomainError):
+    status, title = 408, "Request timeout"

@@ -67,6 +67,24 @@ class Settings(BaseSettings):
         description="largest expansion ratio (unpacked/packed) of an uploaded archive and of each "
         "member of 1 MiB or more; above it the archive is refused as a likely zip bomb",
     )
+    max_upload_pixels: int = Field(
+        1 << 30, ge=1, description="decoded pixels per upload, summed over its images (read "
+        "from the image headers before anything is decoded; 413 past it)",
+    )
+    max_concurrent_uploads: int = Field(
+        4, ge=1, description="uploads one API process receives at once (503 past it)"
+    )
+    upload_validation_workers: int = Field(
+        1, ge=1, description="uploads unpacked and decoded at once per API process; the "
+        "others wait their turn (CPU and memory stay bounded)",
+    )
+    upload_idle_timeout_seconds: float = Field(
+        30.0, gt=0, description="an upload body that sends nothing for this long is cut off (408)"
+    )
+    upload_min_bytes_per_second: float = Field(
+        16384.0, ge=0, description="after the first idle timeout, an upload body slower than "
+        "this on average is cut off (408)",
+    )
     auth: bool = Field(
         True, description="require API keys; false serves everyone as admin (logged as a warning)"
     )

@@ -10,11 +10,14 @@ before it is loaded. Keys are relative POSIX paths such as ``jobs/job_x/checkpoi
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
+import socket
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TextIO
 
 
 class StoreError(OSError):
@@ -59,6 +62,8 @@ class LocalStore(ArtifactStore):
 
     def __init__(self, root: Path):
         self.root = Path(root).resolve()
+        self._scratch: Path | None = None
+        self._scratch_lock: TextIO | None = None
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -107,9 +112,47 @@ class LocalStore(ArtifactStore):
             raise StoreError(f"artifact store {self.root} is not writable: {exc}") from exc
 
     def scratch_dir(self) -> Path:
-        path = self._path(f"tmp/{uuid.uuid4().hex}")
+        if self._scratch is None:
+            self.open_scratch()
+        assert self._scratch is not None
+        path = self._scratch / uuid.uuid4().hex
         path.mkdir(parents=True)
         return path
+
+    def open_scratch(self) -> None:
+        """Take this process's scratch area, ``tmp/<instance>/``, and remove dead processes' ones.
+
+        Each process holds an exclusive lock on ``tmp/<instance>.lock`` for as long as it
+        lives (the kernel drops it however the process ends), so an area whose lock can be
+        taken belongs to a process that is gone: an upload it was receiving will never
+        finish. Areas of live processes (other API replicas on a shared store) are left alone.
+        """
+        tmp = self._path("tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        fh = open(tmp / f"{instance}.lock", "a")  # noqa: SIM115 - held until close_scratch()
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        (tmp / instance).mkdir()  # the lock exists first: an area without one is an orphan
+        self._scratch, self._scratch_lock = tmp / instance, fh
+        for entry in tmp.iterdir():
+            if entry.suffix == ".lock" or entry == self._scratch:
+                continue
+            lock = entry.with_name(f"{entry.name}.lock")
+            if lock.exists() and _held(lock):
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+            lock.unlink(missing_ok=True)
+        for lock in tmp.glob("*.lock"):  # locks whose area is already gone
+            if not lock.with_suffix("").exists() and not _held(lock):
+                lock.unlink(missing_ok=True)
+
+    def close_scratch(self) -> None:
+        """Remove this process's scratch area and release its lock (at shutdown)."""
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            Path(self._scratch_lock.name).unlink(missing_ok=True)
+            self._scratch_lock.close()
+            self._scratch = None
 
     def usage_bytes(self, key: str) -> int:
         total = 0
@@ -118,6 +161,19 @@ class LocalStore(ArtifactStore):
                 with contextlib.suppress(OSError):  # a file removed while we walk
                     total += os.path.getsize(os.path.join(dirpath, name))
         return total
+
+
+def _held(lock: Path) -> bool:
+    """Whether a live process holds this lock file."""
+    try:
+        with open(lock, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 def get_store(root: Path) -> LocalStore:

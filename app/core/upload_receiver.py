@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.core.archives import UploadLimits, bad_file, too_large
-from app.core.errors import InvalidInput
+from app.core.errors import InvalidInput, RequestTimeout
 from app.core.settings import Settings
 from app.core.store import ArtifactStore
 
@@ -213,13 +214,39 @@ def open_upload(store: ArtifactStore, settings: Settings, *, content_type: str |
     return UploadReceiver(store.scratch_dir(), limits, multipart_boundary=boundary, filename=filename)
 
 
+async def _timed(chunks: AsyncIterator[bytes], settings: Settings) -> AsyncIterator[bytes]:
+    """The body's chunks, cut off (408) when one takes too long or the average is too slow.
+
+    A slowloris client sending 100 bytes a second would otherwise hold a scratch file, an
+    upload slot and a connection for as long as it likes.
+    """
+    idle = settings.upload_idle_timeout_seconds
+    min_rate = settings.upload_min_bytes_per_second
+    it, start, seen = chunks.__aiter__(), time.monotonic(), 0
+    while True:
+        try:
+            chunk = await asyncio.wait_for(it.__anext__(), timeout=idle)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(f"the upload sent nothing for {idle:g} s "
+                                 "(GANFORGE_UPLOAD_IDLE_TIMEOUT_SECONDS)", field="file") from None
+        seen += len(chunk)
+        elapsed = time.monotonic() - start
+        if elapsed > idle and seen < min_rate * elapsed:
+            raise RequestTimeout(
+                f"the upload arrived at {seen / elapsed:.0f} bytes/s, under the minimum of "
+                f"{min_rate:g} (GANFORGE_UPLOAD_MIN_BYTES_PER_SECOND)", field="file")
+        yield chunk
+
+
 async def receive(chunks: AsyncIterator[bytes], store: ArtifactStore, settings: Settings, *,
                   content_type: str | None, content_length: str | None,
                   filename: str | None) -> ReceivedUpload:
     """Stream a request body to scratch; the caller removes ``result.scratch`` when done.
 
-    Chunks are counted as they arrive (413 at once past the cap) and written in batches
-    off the event loop.
+    Chunks are counted as they arrive (413 at once past the cap), written in batches off the
+    event loop, and cut off (408) when the body is idle or too slow.
     """
     receiver = await asyncio.to_thread(
         open_upload, store, settings, content_type=content_type, content_length=content_length,
@@ -228,7 +255,7 @@ async def receive(chunks: AsyncIterator[bytes], store: ArtifactStore, settings: 
     try:
         pending: list[bytes] = []
         pending_bytes = 0
-        async for chunk in chunks:
+        async for chunk in _timed(chunks, settings):
             receiver.count(len(chunk))
             pending.append(chunk)
             pending_bytes += len(chunk)

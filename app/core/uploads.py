@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import shutil
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -30,20 +32,22 @@ from app.core.archives import (
     UploadLimits,
     bad_file,
     check_archive,
-    check_npy_headers,
     extract,
     open_zip,
+    over_limit,
 )
 from app.core.db import session_scope
-from app.core.errors import InvalidInput, UnsupportedMedia
+from app.core.errors import InvalidInput, Unavailable, UnsupportedMedia
 from app.core.limits import check_storage
 from app.core.models import Dataset, new_id
+from app.core.npy import inspect_npz
 from app.core.settings import Settings
-from app.core.store import ArtifactStore, LocalStore
+from app.core.store import LocalStore
 from app.core.upload_receiver import ReceivedUpload, receive
 from gan_core.data import IMAGE_EXTENSIONS, DatasetError
-from gan_core.data.files import load_image_folder, load_npz
+from gan_core.data.files import load_image_folder
 
+T = TypeVar("T")
 ACCEPTED = (
     "a .zip of images (png/jpeg/bmp/webp/gif; one subfolder per class for labels) or a .npz "
     "holding a uint8 array 'x' (N×H×W or N×H×W×C) and optional integer labels 'y'"
@@ -126,6 +130,27 @@ def _dataset_error(exc: DatasetError, root: Path, names: dict[str, str], shown: 
     return bad_file(msg.replace(prefix, "").replace(str(root), shown))
 
 
+def _check_pixels(root: Path, plan: Entries, limit: int) -> None:
+    """Sum the images' pixels from their headers (nothing decoded yet); 413 past the budget.
+
+    Decoding is what costs: 200 all-black 4096x4096 PNGs are 3 MB of upload and 3.4 billion
+    pixels (22 s of CPU) to decode.
+    """
+    from PIL import Image
+
+    total = 0
+    for info, parts in plan:
+        try:
+            with Image.open(root.joinpath(*parts)) as im:  # reads the header only
+                w, h = im.size
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            continue  # the loader names the unreadable file
+        total += w * h
+        if total > limit:
+            raise over_limit(f"the archive's images hold more than {limit} pixels (the limit per "
+                             f"upload; reached at {info.filename!r})")
+
+
 def _build_image_folder(upload: ReceivedUpload, zf: zipfile.ZipFile, limits: UploadLimits,
                         build: Path) -> _Summary:
     plan = _plan_images(check_archive(zf, limits))
@@ -141,6 +166,7 @@ def _build_image_folder(upload: ReceivedUpload, zf: zipfile.ZipFile, limits: Upl
         dest.parent.mkdir(parents=True, exist_ok=True)
         extract(zf, info, dest, budget)
         names["/".join(parts)] = info.filename
+    _check_pixels(root, plan, limits.max_pixels)
     try:
         images, _labels, info = load_image_folder(root, VALIDATE_SIZE)
     except DatasetError as exc:
@@ -158,16 +184,11 @@ def _build_npz(upload: ReceivedUpload, zf: zipfile.ZipFile, limits: UploadLimits
                build: Path) -> _Summary:
     shown = upload.filename or "the upload"
     check_archive(zf, limits)
-    check_npy_headers(zf, shown)
+    summary = inspect_npz(zf, limits, shown)
     zf.close()
-    dest = build / "data.npz"
-    upload.path.rename(dest)
-    try:
-        images, labels, info = load_npz(dest)
-    except DatasetError as exc:
-        raise bad_file(str(exc).replace(str(dest), shown)) from exc
-    return _Summary("data.npz", len(images), info.channels, int(info.native_size or images.shape[-1]),
-                    info.num_classes, None)
+    upload.path.rename(build / "data.npz")
+    return _Summary("data.npz", summary.num_images, summary.channels, summary.side,
+                    summary.num_classes, None)
 
 
 def _dataset_name(name: str | None, filename: str | None) -> str:
@@ -228,18 +249,55 @@ def create_dataset(session: Session, store: LocalStore, settings: Settings, uplo
     return row
 
 
-async def upload_dataset(chunks: AsyncIterator[bytes], store: ArtifactStore, settings: Settings, *,
-                         content_type: str | None, content_length: str | None,
-                         filename: str | None, name: str | None, owner_id: str) -> Dataset:
+class UploadGate:
+    """Bounds what uploads may cost one API process at a time.
+
+    At most ``max_concurrent_uploads`` bodies are received at once (more: 503), and the heavy
+    part -- unpacking, decoding every image, streaming an npz through -- runs on a pool of
+    ``upload_validation_workers`` threads, so concurrent uploads queue for it instead of
+    multiplying CPU and memory.
+    """
+
+    def __init__(self, settings: Settings):
+        self.capacity = settings.max_concurrent_uploads
+        self.active = 0  # touched only on the event loop
+        self.pool = ThreadPoolExecutor(settings.upload_validation_workers,
+                                       thread_name_prefix="ganforge-upload")
+
+    def admit(self) -> None:
+        if self.active >= self.capacity:
+            raise Unavailable(f"{self.active} uploads are being received (the limit per API "
+                              "process); try again shortly")
+        self.active += 1
+
+    def leave(self) -> None:
+        self.active -= 1
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def upload_dataset(chunks: AsyncIterator[bytes], store: LocalStore, settings: Settings,
+                         gate: UploadGate, *, content_type: str | None,
+                         content_length: str | None, filename: str | None, name: str | None,
+                         owner_id: str) -> Dataset:
     """Receive an upload body, then build and record the dataset; scratch is always removed."""
-    upload = await receive(chunks, store, settings, content_type=content_type,
-                           content_length=content_length, filename=filename)
-
-    def create() -> Dataset:
-        with session_scope(settings.resolved_database_url) as session:
-            return create_dataset(session, store, settings, upload, name=name, owner_id=owner_id)
-
+    gate.admit()
     try:
-        return await asyncio.to_thread(create)
+        upload = await receive(chunks, store, settings, content_type=content_type,
+                               content_length=content_length, filename=filename)
+
+        def create() -> Dataset:
+            with session_scope(settings.resolved_database_url) as session:
+                return create_dataset(session, store, settings, upload, name=name,
+                                      owner_id=owner_id)
+
+        try:
+            return await gate.run(create)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, upload.scratch, True)
     finally:
-        await asyncio.to_thread(shutil.rmtree, upload.scratch, True)
+        gate.leave()

@@ -90,8 +90,15 @@ def store_entries(settings: Settings, sub: str) -> list:
     return sorted(p.name for p in d.iterdir()) if d.exists() else []
 
 
+def scratch_entries(settings: Settings) -> list:
+    """What uploads left in the scratch areas of the store (each process has its own)."""
+    tmp = settings.resolved_store_dir / "tmp"
+    return sorted(str(p.relative_to(tmp)) for area in tmp.iterdir() if area.is_dir()
+                  for p in area.iterdir()) if tmp.exists() else []
+
+
 def assert_nothing_left(client, settings: Settings, uploads_before=0):
-    assert store_entries(settings, "tmp") == []
+    assert scratch_entries(settings) == []
     assert len(store_entries(settings, "datasets")) == uploads_before
     items = [d for d in client.get("/v1/datasets").json()["items"] if not d["builtin"]]
     assert len(items) == uploads_before
@@ -119,7 +126,7 @@ def test_npz_without_labels(client, settings):
     assert ds["num_classes"] is None and ds["builtin"] is False
     path = settings.resolved_store_dir / "datasets" / ds["id"] / "data.npz"
     assert path.is_file() and ds["size_bytes"] == path.stat().st_size
-    assert store_entries(settings, "tmp") == []
+    assert scratch_entries(settings) == []
 
 
 def test_npz_with_labels_as_raw_body(client):
@@ -460,3 +467,81 @@ def test_bad_name(client, settings):
     r = upload(client, make_npz(x=np.zeros((4, 8, 8), np.uint8)), filename="a.npz", name="  ")
     assert_problem(r, 422, "name")
     assert_nothing_left(client, settings)
+
+
+# --------------------------------------------------------------------------- amplification
+
+
+def test_a_zip_of_overlapping_entries_is_refused_before_anything_is_unpacked(client, settings):
+    from tests.hostile import overlapping_zip
+
+    bomb = overlapping_zip(400, png((64, 64)) + bytes(200_000))  # ~200 kB -> ~80 MB unpacked
+    r = upload(client, bomb, filename="bomb.zip")
+    assert_problem(r, 422, "file", "overlap", "zip bomb")
+    assert_nothing_left(client, settings)
+
+
+def test_decoded_pixels_are_budgeted_from_the_headers_before_decoding(tmp_path):
+    from tests.hostile import png as blank
+    from tests.hostile import zip_of
+
+    with app_with(tmp_path, max_upload_pixels=3 * 64 * 64) as (client, settings):
+        three = zip_of({f"{i}.png": blank(64) for i in range(3)})
+        assert upload(client, three, filename="ok.zip").status_code == 201
+        four = zip_of({f"{i}.png": blank(64) for i in range(4)})
+        body = assert_problem(upload(client, four, filename="big.zip"), 413, "file", "pixels",
+                              str(3 * 64 * 64))
+        assert "3.png" in body["detail"]  # where the budget ran out
+        x = np.zeros((4, 64, 64), np.uint8)
+        assert_problem(upload(client, make_npz(x=x), filename="big.npz"), 413, "file", "pixels")
+        assert_nothing_left(client, settings, uploads_before=1)
+
+
+def test_an_npz_member_other_than_x_and_y_is_refused(client, settings):
+    from tests.hostile import npz_with_extra_member
+
+    r = upload(client, npz_with_extra_member(), filename="extra.npz")
+    assert_problem(r, 422, "file", "unknown member", "z.npy")
+    assert_nothing_left(client, settings)
+
+
+def test_an_npz_is_checked_without_loading_its_arrays(client, settings, monkeypatch):
+    """x is streamed through for its CRC, never loaded: np.load is not called by the API."""
+    import numpy
+
+    def no_load(*_a, **_k):
+        raise AssertionError("the API must not load uploaded arrays")
+
+    monkeypatch.setattr(numpy, "load", no_load)
+    x = np.random.default_rng(0).integers(0, 255, (32, 16, 16), dtype=np.uint8)
+    r = upload(client, make_npz(x=x, y=np.arange(32) % 4), filename="ok.npz")
+    assert r.status_code == 201, r.text
+    assert (r.json()["num_images"], r.json()["num_classes"], r.json()["image_size"]) == (32, 4, 16)
+    corrupt = bytearray(make_npz(x=x))
+    at = corrupt.index(x[5].tobytes()[:8])  # stored uncompressed by np.savez: flip a pixel
+    corrupt[at] ^= 0xFF
+    assert_problem(upload(client, bytes(corrupt), filename="bad.npz"), 422, "file", "corrupt")
+
+
+def test_scratch_left_by_a_dead_process_is_removed_at_start(tmp_path):
+    """An upload interrupted by a crash leaves its scratch file; the next start removes it,
+    while the scratch area of a live process (another API replica) is kept."""
+    import fcntl
+
+    tmp = tmp_path / "store" / "tmp"
+    (tmp / "dead-1").mkdir(parents=True)
+    (tmp / "dead-1" / "upload.bin").write_bytes(b"x" * 1000)
+    (tmp / "dead-1.lock").touch()  # nobody holds it: its process is gone
+    (tmp / "0123abcd").mkdir()  # an older release's scratch directory, no lock at all
+    (tmp / "live-2").mkdir()
+    live = open(tmp / "live-2.lock", "a")  # noqa: SIM115 - a live replica's lock
+    fcntl.flock(live, fcntl.LOCK_EX)
+    try:
+        with app_with(tmp_path):
+            left = sorted(p.name for p in tmp.iterdir())
+            assert "dead-1" not in left and "dead-1.lock" not in left and "0123abcd" not in left
+            assert "live-2" in left and "live-2.lock" in left
+            assert len([p for p in left if p.endswith(".lock")]) == 2  # the live one and ours
+        assert sorted(p.name for p in tmp.iterdir()) == ["live-2", "live-2.lock"]  # ours is gone
+    finally:
+        live.close()

@@ -33,8 +33,9 @@ _UPLOAD_BODY = {
         },
     }
 }
-_PROBLEMS = problem_responses(413, 415, 422, described={
-    413: "over the upload size limit, or the owner's storage quota",
+_PROBLEMS = problem_responses(408, 413, 415, 422, described={
+    408: "the body was idle or too slow (see GANFORGE_UPLOAD_IDLE_TIMEOUT_SECONDS)",
+    413: "over the upload size or pixel limit, or the owner's storage quota",
     415: "neither a zip nor an npz",
     422: "an unsafe archive, or data the loaders refuse",
 })
@@ -66,7 +67,7 @@ async def upload_dataset(
     checked for unsafe names, links, entry count and expansion before anything is unpacked.
     """
     ds = await uploads.upload_dataset(
-        request.stream(), services.store, services.settings,
+        request.stream(), services.store, services.settings, services.uploads,
         content_type=request.headers.get("content-type"),
         content_length=request.headers.get("content-length"),
         filename=filename, name=name, owner_id=principal.owner_id,
