@@ -5,9 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:  # torch-heavy imports stay lazy: `ganforge --help` should be instant
+    import torch
+
+    from gan_core.checkpoint import CheckpointInfo
+    from gan_core.config import TrainConfig
+    from gan_core.data import ImageTensorDataset
+    from gan_core.metrics import FeatureClassifier, GeneratorScore, RealReference
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", action="append", default=[], type=Path, help="where datasets live")
     p.add_argument("--download", action="store_true", help="let torchvision download built-ins")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--score", action="store_true",
+                   help="after each checkpoint, print FD, KID and precision/recall of the EMA and raw "
+                        "generators (the feature extractor is trained on the data once and kept in "
+                        "OUT/scorer/)")
+    p.add_argument("--score-samples", type=int, default=None, metavar="N",
+                   help="images generated per generator when scoring "
+                        "(default: gan_core.metrics.DEFAULT_NUM_SAMPLES)")
     p.set_defaults(func=train_command)
 
     s = subparsers.add_parser("sample", help="write a PNG grid of samples from a checkpoint")
@@ -60,6 +77,19 @@ def train_command(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"invalid config:\n{exc}", file=sys.stderr)
         return 2
+    if args.score_samples is not None and args.score_samples < 2:
+        print("--score-samples must be at least 2", file=sys.stderr)
+        return 2
+    hooks = TrainHooks()
+    dataset = None
+    if args.score:
+        try:
+            dataset = _run_dataset(config, args)
+            hooks.on_checkpoint = _checkpoint_scorer(config, dataset, args.out / "scorer",
+                                                     args.score_samples, tqdm.write)
+        except (DatasetError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     bar = None if args.no_progress else tqdm(total=config.steps, unit="step", dynamic_ncols=True)
 
     def on_progress(p):
@@ -69,8 +99,9 @@ def train_command(args: argparse.Namespace) -> int:
                             img_s=f"{p.images_per_sec:.0f}", epoch=f"{p.epoch:.2f}")
             bar.refresh()
 
+    hooks.on_progress = on_progress
     try:
-        result = train(config, args.out, TrainHooks(on_progress=on_progress),
+        result = train(config, args.out, hooks, dataset=dataset,
                        data_dirs=args.data_dir, allow_download=args.download)
     except (DatasetError, TrainingDiverged, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -80,6 +111,110 @@ def train_command(args: argparse.Namespace) -> int:
             bar.close()
     print(f"{result.status} at step {result.step}; checkpoint: {result.checkpoint}")
     return 0
+
+
+def _run_dataset(config: TrainConfig, args: argparse.Namespace) -> ImageTensorDataset:
+    """The dataset train() would load for this run, loaded here so the scorer can see it too."""
+    from gan_core.checkpoint import config_from_meta, latest_checkpoint, read_meta
+    from gan_core.data import load_dataset
+
+    channels = config.channels
+    latest = latest_checkpoint(args.out)
+    if channels is None and latest is not None:  # a resumed run keeps its resolved channels
+        channels = config_from_meta(read_meta(latest, verify=False)).channels
+    return load_dataset(config.dataset, image_size=config.image_size, channels=channels,
+                        data_dirs=args.data_dir, allow_download=args.download, seed=config.seed)
+
+
+# Every checkpoint is scored with the same latents, so scores along a run compare.
+SCORE_SEED = 0
+
+
+def _checkpoint_scorer(
+    config: TrainConfig,
+    dataset: ImageTensorDataset,
+    directory: Path,
+    num_samples: int | None,
+    write: Callable[[str], object],
+) -> Callable[[CheckpointInfo], None]:
+    """An on_checkpoint hook printing the EMA and raw generators' scores; trains or reuses the
+    dataset's extractor and reference in `directory` first."""
+    import time
+
+    from gan_core import metrics
+    from gan_core.checkpoint import config_from_meta, load_generator, read_meta
+    from gan_core.training import resolve_device
+
+    device = resolve_device(config.device)
+    fingerprint = metrics.dataset_fingerprint(dataset.images, dataset.labels)
+    kind = "rotation" if dataset.labels is None else "classifier"
+    extractor_path = directory / "extractor.safetensors"
+    reference_path = directory / "reference.safetensors"
+    cached = _cached_scorer(extractor_path, reference_path, fingerprint, kind, device, write)
+    if cached is not None:
+        extractor, reference = cached
+        write(f"scorer: reusing the {kind} extractor in {directory}")
+    else:
+        write(f"scorer: training a {kind} feature extractor on {len(dataset)} images "
+              "(once per dataset) ...")
+        t0 = time.monotonic()
+        extractor = metrics.train_extractor(dataset.images, dataset.labels,
+                                            num_classes=dataset.info.num_classes, device=device)
+        reference = metrics.build_reference(extractor, dataset.images,
+                                            dataset_fingerprint=fingerprint)
+        directory.mkdir(parents=True, exist_ok=True)
+        metrics.save_extractor(extractor, extractor_path,
+                               metadata={"dataset_fingerprint": fingerprint})
+        metrics.save_reference(reference, reference_path)
+        write(f"scorer: ready in {time.monotonic() - t0:.0f}s, saved in {directory}")
+    n = metrics.DEFAULT_NUM_SAMPLES if num_samples is None else num_samples
+
+    def on_checkpoint(info: CheckpointInfo) -> None:
+        t0 = time.monotonic()
+        has_ema = config_from_meta(read_meta(info.path, verify=False)).ema_decay is not None
+        parts = []
+        for name, ema in ((("ema", True),) if has_ema else ()) + (("raw", False),):
+            G = load_generator(info.path, ema=ema, device=device)
+            score = metrics.score_generator(G, extractor, reference, num_samples=n, seed=SCORE_SEED)
+            parts.append(f"{name} {_format_score(score)}")
+        write(f"step {info.step} scores: {' | '.join(parts)} ({time.monotonic() - t0:.1f}s)")
+
+    return on_checkpoint
+
+
+def _cached_scorer(
+    extractor_path: Path,
+    reference_path: Path,
+    fingerprint: str,
+    kind: str,
+    device: torch.device,
+    write: Callable[[str], object],
+) -> tuple[FeatureClassifier, RealReference] | None:
+    """(extractor, reference) from earlier files when they fit this data and library; else None."""
+    from gan_core import metrics
+
+    if not (extractor_path.is_file() and reference_path.is_file()):
+        return None
+    try:
+        meta = metrics.read_extractor_metadata(extractor_path)
+        if meta.get("dataset_fingerprint") != fingerprint or meta.get("kind") != kind:
+            raise ValueError("made for other data")
+        extractor = metrics.load_extractor(extractor_path, device)  # refuses other versions
+        reference = metrics.load_reference(reference_path)
+        if reference.extractor_digest != metrics.extractor_digest(extractor):
+            raise ValueError("the reference belongs to another extractor")
+    except ValueError as exc:
+        write(f"scorer: not reusing {extractor_path.parent} ({exc})")
+        return None
+    return extractor, reference
+
+
+def _format_score(s: GeneratorScore) -> str:
+    text = (f"fd {s.fd:.3f} kid {s.kid_mean:.4f}+-{s.kid_std:.4f} "
+            f"precision {s.precision:.3f} recall {s.recall:.3f}")
+    if s.classes_covered is not None:
+        text += f" classes {s.classes_covered}/{s.num_classes}"
+    return text
 
 
 def sample_command(args: argparse.Namespace) -> int:

@@ -69,7 +69,7 @@ def _subset_sums(a: Tensor, b: Tensor, sa: Tensor, sb: Tensor, block: int) -> Te
 def kid_subset_indices(
     n_real: int, n_fake: int, subset_size: int, subsets: int, seed: int
 ) -> tuple[Tensor, Tensor]:
-    """The subsets `kid` uses: two (subsets, subset_size) index tensors, rows without replacement."""
+    """The subsets `kid` draws: (subsets, subset_size) real and fake indices, rows distinct."""
     g = torch.Generator().manual_seed(seed)
     rows_real, rows_fake = [], []
     for _ in range(subsets):
@@ -99,7 +99,8 @@ def kid(
     Per subset pair of m real and m fake vectors, the unbiased MMD^2 estimator with the cubic
     polynomial kernel k(x, y) = (x.y/D + 1)^3 (Binkowski et al. 2018; as torch-fidelity):
 
-        sum_{i!=j} k(x_i,x_j) / (m(m-1)) + sum_{i!=j} k(y_i,y_j) / (m(m-1)) - 2 sum_{i,j} k(x_i,y_j) / m^2
+        sum_{i!=j} k(x_i,x_j) / (m(m-1)) + sum_{i!=j} k(y_i,y_j) / (m(m-1))
+            - 2 sum_{i,j} k(x_i,y_j) / m^2
 
     It can be slightly negative for equal distributions. ``subset_size`` is capped at the
     smaller set's size; std is the population std over subsets (ddof=0, as torch-fidelity).

@@ -65,7 +65,7 @@ def _header_metadata(data: bytes) -> dict[str, str]:
 def read_safetensors(
     path: str | os.PathLike[str], fmt: str
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file whose metadata says format=fmt; else ValueError."""
+    """Tensors and metadata of a safetensors file whose format is fmt; else ValueError."""
     data = Path(path).read_bytes()  # one read: the checked bytes are the loaded ones
     try:
         tensors = st_load(data)  # validates the header and every tensor's extent
@@ -176,11 +176,11 @@ def dataset_fingerprint(images_uint8: Tensor, labels: Tensor | None) -> str:
         "labels": None if labels is None else [int(labels.numel())],
     }
     h.update(json.dumps(header, sort_keys=True).encode() + b"\0")
-    h.update(memoryview(images_uint8.detach().cpu().contiguous().numpy()).cast("B"))
+    h.update(images_uint8.detach().cpu().contiguous().numpy().data)  # no copy
     if labels is not None:
         # Little-endian int64 whatever the labels' dtype, so the same labels hash the same.
         arr = labels.detach().cpu().reshape(-1).to(torch.int64).numpy().astype("<i8")
-        h.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
+        h.update(np.ascontiguousarray(arr).data)
     return h.hexdigest()
 
 
@@ -191,5 +191,5 @@ def extractor_digest(model: nn.Module) -> str:
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\0".encode())
         # via uint8 so that every dtype (bf16 too) has a numpy view of its bytes
-        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()).cast("B"))
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
     return h.hexdigest()

@@ -139,3 +139,98 @@ def test_sample_bad_label_fails_cleanly(tmp_path, capsys):
     assert main(["sample", "--checkpoint", str(run), "--n", "4", "--label", "7", "-o", str(out)]) == 1
     assert "labels" in capsys.readouterr().err and not out.exists()
     assert main(["sample", "--checkpoint", str(run), "--n", "4", "--label", "4", "-o", str(out)]) == 0
+
+
+# --- train --score ------------------------------------------------------------------------
+
+
+def npz_dataset(path: Path, *, labelled: bool, seed: int = 5) -> str:
+    """A small shapes .npz (x, and y when labelled) as a dataset name."""
+    import numpy as np
+
+    from gan_core.data import make_shapes
+
+    images, labels = make_shapes(400, 16, seed)
+    arrays = {"x": images[:, 0].numpy()} | ({"y": labels.numpy()} if labelled else {})
+    np.savez(path, **arrays)
+    return f"npz:{path}"
+
+
+def score_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if " scores: " in line]
+
+
+@pytest.fixture
+def quick_extractor(monkeypatch):
+    """Train the scorer's extractor for a few steps only (the default is >= 900 steps)."""
+    from gan_core.metrics import features
+
+    monkeypatch.setattr(features, "MIN_TRAIN_STEPS", 4)
+
+
+@pytest.mark.parametrize(("labelled", "kind"), [(True, "classifier"), (False, "rotation")])
+def test_train_score_prints_both_generators_after_each_checkpoint(
+    tmp_path, capsys, quick_extractor, labelled, kind
+):
+    from gan_core.metrics import load_extractor, load_reference, score_generator
+
+    data = npz_dataset(tmp_path / "data.npz", labelled=labelled)
+    run = tmp_path / "run"
+    args = ["train", "--out", str(run), "--no-progress", "--score", "--score-samples", "100"]
+    assert main([*args, *tiny_sets(dataset=data, steps=20)]) == 0
+    out = capsys.readouterr().out
+    assert f"training a {kind} feature extractor on 400 images" in out
+    lines = score_lines(out)
+    assert [line.split()[1] for line in lines] == ["10", "20"]  # one line per checkpoint
+    for line in lines:
+        ema, raw = line.split(" scores: ")[1].split(" | ")
+        assert ema.startswith("ema fd ") and raw.startswith("raw fd ")
+        for part in (ema, raw):
+            assert "kid " in part and "precision " in part and "recall " in part
+            assert ("classes " in part) == labelled  # coverage needs a classifier
+            float(part.split()[2])  # the FD is a number
+    extractor = load_extractor(run / "scorer" / "extractor.safetensors")
+    reference = load_reference(run / "scorer" / "reference.safetensors")
+    assert extractor.kind == reference.kind == kind
+    # the printed numbers are the library's scores of that checkpoint's EMA and raw generators
+    for part, ema in zip(lines[-1].split(" scores: ")[1].split(" | "), (True, False), strict=True):
+        G = load_generator(latest_checkpoint(run), ema=ema)
+        expected = score_generator(G, extractor, reference, num_samples=100, seed=0)
+        assert part.split()[2] == f"{expected.fd:.3f}"
+
+    # run again (resuming to step 30): the cached extractor is reused, not retrained
+    files = {p.name: p.read_bytes() for p in (run / "scorer").iterdir()}
+    assert main([*args, *tiny_sets(dataset=data, steps=30)]) == 0
+    out = capsys.readouterr().out
+    assert "reusing the" in out and "training a" not in out
+    assert [line.split()[1] for line in score_lines(out)] == ["30"]
+    assert {p.name: p.read_bytes() for p in (run / "scorer").iterdir()} == files
+
+
+def test_train_score_retrains_when_the_data_changed(tmp_path, capsys, quick_extractor):
+    path = tmp_path / "data.npz"
+    data = npz_dataset(path, labelled=True)
+    run = tmp_path / "run"
+    args = ["train", "--out", str(run), "--no-progress", "--score", "--score-samples", "50"]
+    assert main([*args, *tiny_sets(dataset=data, steps=10)]) == 0
+    before = (run / "scorer" / "extractor.safetensors").read_bytes()
+    npz_dataset(path, labelled=True, seed=6)  # same name, other images
+    capsys.readouterr()
+    assert main([*args, *tiny_sets(dataset=data, steps=20)]) == 0
+    out = capsys.readouterr().out
+    assert "not reusing" in out and "made for other data" in out and "training a" in out
+    assert (run / "scorer" / "extractor.safetensors").read_bytes() != before
+
+
+def test_train_score_without_ema_scores_the_raw_generator_only(tmp_path, capsys, quick_extractor):
+    data = npz_dataset(tmp_path / "data.npz", labelled=True)
+    assert main(["train", "--out", str(tmp_path / "run"), "--no-progress", "--score",
+                 "--score-samples", "50", *tiny_sets(dataset=data, steps=10, ema_decay=None)]) == 0
+    (line,) = score_lines(capsys.readouterr().out)
+    assert " raw fd " in line and "ema" not in line and " | " not in line
+
+
+def test_train_score_samples_must_be_at_least_two(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "run"), "--no-progress", "--score",
+                 "--score-samples", "1", *tiny_sets()]) == 2
+    assert "--score-samples" in capsys.readouterr().err
