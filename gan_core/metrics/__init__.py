@@ -26,6 +26,7 @@ from gan_core.metrics.distances import (
 from gan_core.metrics.features import (
     DEFAULT_EPOCHS,
     EXTRACTOR_VERSION,
+    Extractor,
     ExtractorKind,
     FeatureClassifier,
     classifier_accuracy,
@@ -73,6 +74,7 @@ __all__ = [
     "INCEPTION_FEATURE_DIM",
     "REFERENCE_FEATURES",
     "REFERENCE_STATS_SIZE",
+    "Extractor",
     "ExtractorKind",
     "FeatureClassifier",
     "GeneratorScore",

@@ -169,7 +169,7 @@ def _fit(
             if targets is None:
                 # One random rotation per image rather than all four (RotNet's choice): the same
                 # cost per epoch as the classifier, and the rotations drawn vary by epoch.
-                y = torch.randint(4, (idx.numel(),), generator=gen)
+                y = torch.randint(4, (idx.numel(),), generator=gen).to(device)
                 x = torch.cat([torch.rot90(x[y == r], r, dims=(2, 3)) for r in range(4)])
                 y = torch.cat([y[y == r] for r in range(4)])
             else:

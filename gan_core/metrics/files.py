@@ -165,7 +165,8 @@ def dataset_fingerprint(images_uint8: Tensor, labels: Tensor | None) -> str:
 
     Covers the image shape (N, C, H, W), every pixel byte in order, and the labels (as int64,
     or their absence). So any changed pixel or label, a reordering, a resize or a channel
-    conversion changes it; the dataset's name or file path do not. About 0.1 s for 60k 28px.
+    conversion changes it; the dataset's name or file path do not. 0.03-0.1 s for 60k
+    28px images on the 2-core dev box.
     """
     check_images(images_uint8)
     h = hashlib.sha256()
