@@ -60,6 +60,19 @@ def generate(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None)
     return generator(z.to(device), y).float().clamp(-1, 1).cpu()
 
 
+def sample_inputs(
+    generator: nn.Module,
+    n: int,
+    seed: int,
+    labels: torch.Tensor | int | None = None,
+    truncation: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The (latents, labels) that ``sample`` feeds G; they can be generated in pieces."""
+    z = latents(n, int(generator.latent_dim), seed, truncation)
+    given = None if labels is None else torch.as_tensor(labels)
+    return z, default_labels(generator, n, given)
+
+
 def sample(
     generator: nn.Module,
     n: int,
@@ -68,8 +81,7 @@ def sample(
     truncation: float | None = None,
 ) -> torch.Tensor:
     """n images from G for a seed; the same arguments give the same images."""
-    z = latents(n, generator.latent_dim, seed, truncation)
-    return generate(generator, z, default_labels(generator, n, labels))
+    return generate(generator, *sample_inputs(generator, n, seed, labels, truncation))
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -81,6 +93,19 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
 
 
+def interpolation_inputs(
+    generator: nn.Module, from_seed: int, to_seed: int, steps: int, label: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The (latents, labels) of a latent walk: ``steps`` points from one seed's latent to another's."""
+    if steps < 2:
+        raise ValueError("steps must be >= 2")
+    a = latents(1, int(generator.latent_dim), from_seed)[0]
+    b = latents(1, int(generator.latent_dim), to_seed)[0]
+    z = slerp(a, b, torch.linspace(0, 1, steps))
+    # One class along the whole walk (class 0 unless asked) so only the latent moves.
+    return z, default_labels(generator, steps, torch.tensor(label or 0))
+
+
 def interpolate(
     generator: nn.Module,
     from_seed: int,
@@ -89,14 +114,7 @@ def interpolate(
     label: int | None = None,
 ) -> torch.Tensor:
     """A latent walk of ``steps`` images from one seed's latent to another's."""
-    if steps < 2:
-        raise ValueError("steps must be >= 2")
-    a = latents(1, generator.latent_dim, from_seed)[0]
-    b = latents(1, generator.latent_dim, to_seed)[0]
-    z = slerp(a, b, torch.linspace(0, 1, steps))
-    # One class along the whole walk (class 0 unless asked) so only the latent moves.
-    labels = default_labels(generator, steps, torch.tensor(label or 0))
-    return generate(generator, z, labels)
+    return generate(generator, *interpolation_inputs(generator, from_seed, to_seed, steps, label))
 
 
 def to_uint8_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> torch.Tensor:

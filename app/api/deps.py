@@ -16,7 +16,6 @@ from app.core import auth
 from app.core.cache import TTLCache
 from app.core.db import session_scope
 from app.core.errors import InvalidInput
-from app.core.limits import RateLimiter
 from app.core.queue import JobQueue
 from app.core.sampling import SamplingService
 from app.core.settings import Settings
@@ -35,7 +34,6 @@ class Services:
     sampling: SamplingService
     queue: JobQueue
     celery: Any  # the Celery app the queue sends through (only sends; never consumes)
-    sample_limiter: RateLimiter
     uploads: UploadGate
     # Verified keys, so hot paths skip the database: a revoked key stops working within 5 s.
     key_cache: TTLCache[auth.Principal] = field(default_factory=lambda: TTLCache(ttl=5.0))
@@ -92,7 +90,7 @@ PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
 
 
 async def limit_sampling(services: ServicesDep, principal: PrincipalDep) -> None:
-    services.sample_limiter.hit(principal.key_id or principal.owner_id)
+    await services.sampling.limits.request(principal.key_id or principal.owner_id)
 
 
 def _declared_query(route: Any) -> frozenset[str]:

@@ -12,7 +12,6 @@ from app.api import errors
 from app.api.deps import Services, check_parameters
 from app.api.routes import checkpoints, datasets, health, jobs
 from app.core.db import migrate
-from app.core.limits import RateLimiter
 from app.core.queue import JobQueue, celery_config
 from app.core.sampling import Sampler, SamplingService
 from app.core.settings import Settings, get_settings
@@ -26,14 +25,14 @@ def build_services(settings: Settings) -> Services:
     celery = Celery("ganforge-api")
     celery.conf.update(celery_config(settings))
     store = get_store(settings.resolved_store_dir)
-    sampler = Sampler(settings.generator_cache_size, settings.png_cache_size)
+    sampler = Sampler(settings.generator_cache_size, settings.png_cache_size,
+                      settings.png_cache_bytes)
     return Services(
         settings=settings,
         store=store,
         sampling=SamplingService(settings, store, sampler),
         queue=JobQueue(celery, settings),
         celery=celery,
-        sample_limiter=RateLimiter(settings.sample_rate, settings.sample_burst),
         uploads=UploadGate(settings),
     )
 
@@ -53,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             services.uploads.close()
+            services.sampling.sampler.close()
             services.store.close_scratch()
 
     app = FastAPI(

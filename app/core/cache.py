@@ -12,10 +12,17 @@ V = TypeVar("V")
 
 
 class LRU(Generic[V]):
-    """A thread-safe LRU whose loader runs at most once per key at a time."""
+    """A thread-safe LRU whose loader runs at most once per key at a time.
 
-    def __init__(self, capacity: int):
+    Bounded by entries, and with ``weigh`` also by their total weight (e.g. bytes): rendered
+    PNGs range from a few kB to tens of MB, so a count alone bounds nothing.
+    """
+
+    def __init__(self, capacity: int, *, max_weight: int | None = None,
+                 weigh: Callable[[V], int] | None = None):
         self.capacity = capacity
+        self.max_weight, self.weigh = max_weight, weigh
+        self.weight = 0
         self._items: OrderedDict[Hashable, V] = OrderedDict()
         self._lock = threading.Lock()
         self._key_locks: dict[Hashable, threading.Lock] = {}
@@ -28,14 +35,25 @@ class LRU(Generic[V]):
                 return self._items[key]
         return None
 
+    def _weight(self, value: V) -> int:
+        return self.weigh(value) if self.weigh is not None else 0
+
     def put(self, key: Hashable, value: V) -> None:
         if self.capacity <= 0:
             return
+        if self.max_weight is not None and self._weight(value) > self.max_weight:
+            return  # larger than the whole cache: not kept
         with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.weight -= self._weight(old)
             self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            self.weight += self._weight(value)
+            while len(self._items) > self.capacity or (
+                self.max_weight is not None and self.weight > self.max_weight
+            ):
+                _, evicted = self._items.popitem(last=False)
+                self.weight -= self._weight(evicted)
 
     def get_or_load(self, key: Hashable, loader: Callable[[], V]) -> V:
         value = self.get(key)

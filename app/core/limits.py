@@ -1,26 +1,17 @@
-"""Per-owner limits: concurrent jobs, steps per job, stored bytes, sampling rate."""
+"""Per-owner limits: concurrent jobs, steps per job, stored bytes (sampling: app.core.ratelimit)."""
 
 from __future__ import annotations
 
 import math
-import threading
-import time
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.core.errors import Conflict, DomainError, InvalidInput, TooLarge
+from app.core.errors import Conflict, InvalidInput, TooLarge
 from app.core.models import Checkpoint, Dataset, Job, JobStatus
+from app.core.ratelimit import RateLimited
 from app.core.settings import Settings
 from gan_core.config import TrainConfig
-
-
-class RateLimited(DomainError):
-    status, title = 429, "Too many requests"
-
-    def __init__(self, detail: str, retry_after: float):
-        super().__init__(detail)
-        self.retry_after = retry_after
 
 
 class TooManyJobs(RateLimited):
@@ -68,33 +59,6 @@ def check_storage(session: Session, settings: Settings, *, owner_id: str, adding
         if adding:
             raise TooLarge(detail, field="file")
         raise Conflict(detail)
-
-
-class RateLimiter:
-    """A token bucket per key: ``rate`` requests a second, bursts of ``burst``."""
-
-    def __init__(self, rate: float, burst: int):
-        self.rate, self.burst = rate, burst
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def hit(self, key: str) -> None:
-        if self.rate <= 0:
-            return
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens < 1:
-                self._buckets[key] = (tokens, now)
-                wait = (1 - tokens) / self.rate
-                raise RateLimited(
-                    f"sampling is limited to {self.rate:g} requests/s per key (burst {self.burst})",
-                    retry_after=wait,
-                )
-            self._buckets[key] = (tokens - 1, now)
-            if len(self._buckets) > 10_000:  # forget idle keys; a full bucket is the default
-                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 60}
 
 
 def retry_after_header(seconds: float) -> str:

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     )
     generator_cache_size: int = Field(8, ge=1, description="generators kept loaded for sampling")
     png_cache_size: int = Field(256, ge=0, description="rendered PNGs kept for repeated requests")
+    png_cache_bytes: int = Field(
+        128 << 20, ge=0, description="total size of the rendered PNGs kept (a large grid is MBs)"
+    )
     max_upload_bytes: int = Field(1 << 30, ge=1024, description="largest dataset upload")
     max_upload_entries: int = Field(
         100_000, ge=1, description="most entries (files and folders) in an uploaded zip or npz"
@@ -95,6 +98,17 @@ class Settings(BaseSettings):
     )
     sample_rate: float = Field(20.0, ge=0, description="sampling requests per second per key (0 = off)")
     sample_burst: int = Field(40, ge=1, description="sampling requests allowed in a burst")
+    render_megapixels_per_second: float = Field(
+        2.0, ge=0, description="rendering per key, priced by pixels generated (images x H x W), "
+        "shared by all API replicas through Redis (0 = no limit)",
+    )
+    render_burst_megapixels: float = Field(
+        20.0, gt=0, description="rendering a key may do in a burst (a request costs at most this)"
+    )
+    render_chunk: int = Field(
+        32, ge=1, le=256, description="images rendered per slot turn: a large render yields to "
+        "other owners between chunks",
+    )
     max_samples: int = Field(256, ge=1, description="largest n for samples.png")
     max_interpolation_steps: int = Field(64, ge=2)
 

@@ -82,7 +82,7 @@ async def samples_png(
     """A PNG grid of n samples; the same URL always returns the same bytes."""
     req = SampleRequest("samples", n=n, seed=seed, nrow=nrow, label=label, ema=ema, truncation=truncation)
     return _png_response(await services.sampling.png(
-        job_id=job_id, ref=ckpt, req=req, owner_id=principal.scope, if_none_match=if_none_match))
+        job_id=job_id, ref=ckpt, req=req, principal=principal, if_none_match=if_none_match))
 
 
 @router.get("/{ckpt}/interpolation.png", response_class=Response, responses=PNG,
@@ -104,4 +104,4 @@ async def interpolation_png(
     req = SampleRequest("interpolation", nrow=nrow or steps, label=label, ema=ema,
                         from_seed=from_seed, to_seed=to_seed, steps=steps)
     return _png_response(await services.sampling.png(
-        job_id=job_id, ref=ckpt, req=req, owner_id=principal.scope, if_none_match=if_none_match))
+        job_id=job_id, ref=ckpt, req=req, principal=principal, if_none_match=if_none_match))
