@@ -90,7 +90,7 @@ def worker_command(args: argparse.Namespace) -> int:
 
 def keys_command(args: argparse.Namespace) -> int:
     """Create, list or revoke API keys (directly in the database)."""
-    from app.core import auth
+    from app.core import auth, revocations
     from app.core.db import migrate, session_scope
     from app.core.errors import DomainError
     from app.core.settings import get_settings
@@ -111,7 +111,12 @@ def keys_command(args: argparse.Namespace) -> int:
                           f"created {row.created_at:%Y-%m-%d %H:%M}")
             else:
                 auth.revoke_key(s, key_id=args.key_id)
-                print(f"revoked {args.key_id}")
+                s.commit()
+                # Recorded first, then announced: an API process that hears of it and looks
+                # the key up again finds it revoked.
+                announced = revocations.publish(get_settings(), args.key_id)
+                print(f"revoked {args.key_id}" + ("" if announced else
+                      " (API processes stop accepting it within 5 s)"))
     except DomainError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -11,6 +12,7 @@ from fastapi import Depends, FastAPI
 from app.api import errors
 from app.api.deps import Services, check_parameters
 from app.api.routes import checkpoints, datasets, health, jobs
+from app.core import revocations
 from app.core.db import migrate
 from app.core.queue import JobQueue, celery_config
 from app.core.sampling import Sampler, SamplingService
@@ -48,9 +50,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.store.open_scratch()  # and remove what interrupted uploads left behind
         if not settings.auth:
             log.warning("GANFORGE_AUTH=false: every request acts as an admin; bind to localhost only")
+        revocations_task = asyncio.create_task(revocations.listen(
+            settings, lambda key_id: services.key_cache.discard_where(lambda p: p.key_id == key_id)))
         try:
             yield
         finally:
+            revocations_task.cancel()
             services.uploads.close()
             services.sampling.sampler.close()
             services.store.close_scratch()

@@ -88,6 +88,12 @@ class TTLCache(Generic[V]):
             return hit[0]
         return None
 
+    def discard_where(self, predicate: Callable[[V], bool]) -> None:
+        """Forget every entry whose value matches (e.g. all tokens of a revoked key)."""
+        for key, (value, _) in list(self._items.items()):
+            if predicate(value):
+                self._items.pop(key, None)
+
     def put(self, key: Hashable, value: V) -> None:
         if len(self._items) >= self.size:  # crude but bounded: start over
             self._items.clear()
