@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
 
 Arch = Literal["dcgan", "mlp"]
 LossName = Literal["bce", "hinge", "wgan-gp", "lsgan"]
@@ -56,24 +56,26 @@ class TrainConfig(BaseModel):
     d_width: int = Field(64, strict=True, ge=4, le=1024, description="discriminator base width (channels)")
     # --- objective ---
     loss: LossName = "hinge"
-    gp_weight: float = Field(10.0, ge=0.0, le=1000.0, description="WGAN-GP penalty weight")
+    gp_weight: float = Field(10.0, strict=True, ge=0.0, le=1000.0, description="WGAN-GP penalty weight")
     d_steps: int = Field(1, strict=True, ge=1, le=10, description="discriminator (critic) steps per G step")
     # --- optimisation ---
     batch_size: int = Field(64, strict=True, ge=2, le=4096)
     # 8e-4 rather than DCGAN's 2e-4: the EMA generator averages out the noisier raw G (whose
     # FD barely moves with the rate), so the sampled G gains. Fashion-MNIST FD at 3,000 steps,
     # width 32: 2e-4 2.69, 4e-4 2.08, 6e-4 1.93, 8e-4 1.72 (benchmarks/quality.py).
-    g_lr: float = Field(8e-4, gt=0.0, le=1.0)
-    d_lr: float = Field(8e-4, gt=0.0, le=1.0)
-    g_betas: tuple[float, float] = (0.5, 0.999)
-    d_betas: tuple[float, float] = (0.5, 0.999)
+    # strict: JSON true is not a learning rate (lax mode took it as 1.0); ints are still numbers
+    g_lr: float = Field(8e-4, strict=True, gt=0.0, le=1.0)
+    d_lr: float = Field(8e-4, strict=True, gt=0.0, le=1.0)
+    g_betas: tuple[StrictFloat, StrictFloat] = (0.5, 0.999)
+    d_betas: tuple[StrictFloat, StrictFloat] = (0.5, 0.999)
     steps: int = Field(3000, strict=True, ge=1, le=10_000_000, description="generator steps in total")
     # --- stabilisers ---
     ema_decay: float | None = Field(
-        0.999, ge=0.0, lt=1.0, description="upper bound of the EMA decay; None turns EMA off"
+        0.999, strict=True, ge=0.0, lt=1.0, description="upper bound of the EMA decay; None turns EMA off"
     )
     ema_rampup: float | None = Field(
         0.05,
+        strict=True,
         gt=0.0,
         le=1.0,
         description="EMA half-life as a fraction of steps done so far (warm-up); None = fixed decay",

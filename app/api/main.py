@@ -19,6 +19,8 @@ from app.core.sampling import Sampler, SamplingService
 from app.core.settings import Settings, get_settings
 from app.core.store import get_store
 from app.core.uploads import UploadGate
+from gan_core.config import TrainConfig
+from gan_core.memory import estimate_training_memory
 
 log = logging.getLogger("ganforge.api")
 
@@ -50,12 +52,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.store.open_scratch()  # and remove what interrupted uploads left behind
         if not settings.auth:
             log.warning("GANFORGE_AUTH=false: every request acts as an admin; bind to localhost only")
+        # The first memory estimate initialises torch's meta device (~1 s): not on a request.
+        warm = asyncio.create_task(asyncio.to_thread(estimate_training_memory, TrainConfig()))
         revocations_task = asyncio.create_task(revocations.listen(
             settings, lambda key_id: services.key_cache.discard_where(lambda p: p.key_id == key_id)))
         try:
             yield
         finally:
             revocations_task.cancel()
+            warm.cancel()
             services.uploads.close()
             services.sampling.sampler.close()
             services.store.close_scratch()

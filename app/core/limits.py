@@ -12,6 +12,7 @@ from app.core.models import Checkpoint, Dataset, Job, JobStatus
 from app.core.ratelimit import RateLimited
 from app.core.settings import Settings
 from gan_core.config import TrainConfig
+from gan_core.memory import estimate_training_memory
 
 
 class TooManyJobs(RateLimited):
@@ -27,6 +28,12 @@ def check_new_job(session: Session, settings: Settings, *, owner_id: str, config
     if config.steps > settings.max_steps_per_job:
         raise InvalidInput(f"steps must be <= {settings.max_steps_per_job} (per-job limit)",
                            field=field)
+    memory = estimate_training_memory(config)
+    if memory.total_bytes > settings.max_job_memory_bytes:
+        raise InvalidInput(
+            f"this config needs {memory.describe()} to train, over GANFORGE_MAX_JOB_MEMORY_BYTES "
+            f"({settings.max_job_memory_bytes / (1 << 30):.0f} GiB); lower batch_size, "
+            "image_size or the widths", field="config")
     active = session.scalar(
         select(func.count()).select_from(Job).where(
             Job.owner_id == owner_id, Job.status.in_([JobStatus.queued, JobStatus.running])

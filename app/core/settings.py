@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     )
     max_jobs_per_owner: int = Field(4, ge=1, description="queued + running jobs per owner")
     max_steps_per_job: int = Field(1_000_000, ge=1, description="largest config.steps")
+    max_job_memory_bytes: int = Field(
+        64 << 30, ge=1 << 20, description="largest estimated training memory of a job's config "
+        "(gan_core.memory: weights, optimizer state, activations); refused past it",
+    )
     max_stored_bytes_per_owner: int = Field(
         50 << 30, ge=0, description="datasets + checkpoints per owner"
     )

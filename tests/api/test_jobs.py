@@ -141,6 +141,10 @@ def test_bad_configs_are_422_naming_the_field(client):
         "config.dataset": {"dataset": "npz:/etc/passwd"},
         "config.augment": {"augment": "color,sharpen"},
         "config.bogus": {"bogus": 1},
+        "config.d_lr": {"d_lr": True},  # a boolean is not a learning rate
+        "config.g_betas.0": {"g_betas": [True, 0.9]},
+        # far past GANFORGE_MAX_JOB_MEMORY_BYTES: refused at once, not by a worker running out
+        "config": {"image_size": 256, "g_width": 1024, "d_width": 1024, "batch_size": 4096},
     }
     for field, override in cases.items():
         r = client.post("/v1/jobs", json={"name": "t", "config": {**TINY, **override}})
@@ -149,6 +153,8 @@ def test_bad_configs_are_422_naming_the_field(client):
         assert r.headers["content-type"].startswith("application/problem+json")
         assert body["field"] == field, (field, body)
         assert field.split(".")[-1] in body["detail"] or body["field"] in body["detail"]
+    memory = client.post("/v1/jobs", json={"config": {**TINY, **cases["config"]}}).json()
+    assert "GANFORGE_MAX_JOB_MEMORY_BYTES" in memory["detail"] and "GiB" in memory["detail"]
 
 
 def test_missing_builtin_dataset_says_where_to_put_it(client, monkeypatch):
