@@ -11,6 +11,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 from gan_core import cli as engine_cli
 
@@ -25,6 +27,53 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass  # not Linux: serve's own shutdown path still stops the child
+
+
+class WorkerSupervisor:
+    """Embedded mode's worker child: started with serve, restarted whenever it dies, stopped last."""
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen | None = None
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="worker-supervisor", daemon=True)
+
+    def _spawn(self) -> None:
+        self.child = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"],
+                                      env=os.environ.copy(), preexec_fn=_die_with_parent)
+
+    def start(self) -> None:
+        self._spawn()
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self.child is not None and self.child.poll() is None
+
+    def _run(self) -> None:
+        delay = 1.0
+        while not self._stopping.is_set():
+            assert self.child is not None
+            started = time.monotonic()
+            code = self.child.wait()
+            if self._stopping.is_set():
+                return
+            # A worker that keeps dying at once is restarted ever more slowly (up to 30 s).
+            delay = 1.0 if time.monotonic() - started > 60 else min(delay * 2, 30.0)
+            log.warning("the embedded worker exited (code %s); restarting it in %.0f s", code, delay)
+            if self._stopping.wait(delay):
+                return
+            self.restarts += 1
+            self._spawn()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        child = self.child
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)  # the running job checkpoints and is handed back
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -46,23 +95,20 @@ def serve_command(args: argparse.Namespace) -> int:
         if key:
             print(f"admin API key (kept in {path}):\n  {key}\n"
                   f"use it as: curl -H 'Authorization: Bearer {key}' ...", flush=True)
-    child = None
+    supervisor = None
     if settings.embedded:
         log.warning("embedded mode: SQLite at %s, store at %s, one local worker",
                     settings.resolved_database_url, settings.resolved_store_dir)
-        child = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=os.environ.copy(),
-                                 preexec_fn=_die_with_parent)
+        supervisor = WorkerSupervisor()
+        supervisor.start()
     else:
         log.warning("fleet mode: API only; run workers with `ganforge worker`")
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(settings, local_worker=supervisor.alive if supervisor else None),
+                    host=host, port=port, log_level="info")
     finally:
-        if child is not None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        if supervisor is not None:
+            supervisor.stop()
     return 0
 
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import threading
 
+from billiard.process import active_children
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    task_prerun,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
 from app.core.queue import JobQueue, celery_config
 from app.core.settings import get_settings
@@ -26,7 +35,7 @@ _heartbeat_stop = threading.Event()
 
 @worker_ready.connect
 def _start_heartbeat(**_kwargs) -> None:
-    from worker.runner import heartbeat_loop
+    from worker.sweep import heartbeat_loop
 
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     threading.Thread(
@@ -47,3 +56,23 @@ def _fresh_connections(**_kwargs) -> None:
     from app.core.db import forget_engines_after_fork
 
     forget_engines_after_fork()
+
+
+@task_prerun.connect
+def _graceful_sigterm(**_kwargs) -> None:
+    # In the pool child, before each task (billiard resets the child's signal handlers after
+    # worker_process_init, so not there). SIGTERM -- a deploy, `docker stop`, serve exiting --
+    # must not kill training mid-step: the job checkpoints at its next stop check and goes
+    # back to the queue (worker.runner).
+    from worker.runner import SHUTDOWN
+
+    signal.signal(signal.SIGTERM, lambda *_: SHUTDOWN.set())
+
+
+@worker_shutting_down.connect
+def _stop_training_gracefully(**_kwargs) -> None:
+    # Celery's warm shutdown waits for the running task, which may train for hours; a
+    # SIGTERM that reached only this process is passed on, so the task hands its job back.
+    for child in active_children():
+        with contextlib.suppress(OSError):
+            os.kill(child.pid, signal.SIGTERM)

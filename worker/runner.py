@@ -14,8 +14,8 @@ import uuid
 from pathlib import Path
 
 from app.core import runs
-from app.core.db import session_scope, utcnow
-from app.core.models import Dataset, JobStatus, Worker
+from app.core.db import session_scope
+from app.core.models import Dataset, JobStatus
 from app.core.queue import JobQueue
 from app.core.settings import Settings, get_settings
 from app.core.store import ArtifactStore, get_store
@@ -25,6 +25,11 @@ from gan_core.data import DatasetError, ImageTensorDataset, load_dataset
 from gan_core.training import Progress, TrainHooks, TrainingDiverged, train
 
 log = logging.getLogger("ganforge.worker")
+
+
+# Set in a pool child by its SIGTERM handler (worker.celery_app): the running job writes a
+# checkpoint at its next stop check and is handed back to the queue, for any worker to resume.
+SHUTDOWN = threading.Event()
 
 
 class LeaseLost(Exception):
@@ -71,12 +76,32 @@ def _load_upload(store: ArtifactStore, row: Dataset, config: TrainConfig) -> Ima
         raise DatasetError(f"uploaded dataset {row.id} cannot be read: {exc}") from exc
 
 
-def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | None = None) -> str:
-    """Train one job to its end; returns the final status, or 'skipped' if not ours to run."""
+def _hand_back(url: str, job_id: str, worker_id: str, queue: JobQueue | None) -> None:
+    """Give a job we stopped for a shutdown back to the queue, at once and without a loss."""
+    with session_scope(url) as s:
+        if not runs.release_job(s, job_id=job_id, worker_id=worker_id):
+            return
+        try:
+            if queue is None:
+                raise RuntimeError("no queue to send to")
+            queue.enqueue(job_id)
+        except Exception:
+            runs.mark_unsent(s, job_ids=[job_id])  # the next sweep of any worker sends it
+    log.warning("job %s handed back to the queue for a shutdown; it resumes from its checkpoint",
+                job_id)
+
+
+def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | None = None,
+            queue: JobQueue | None = None) -> str:
+    """Train one job to its end; returns the final status, 'skipped' if not ours to run, or
+    'released' if a shutdown stopped it (checkpointed and back in the queue)."""
     settings = settings or get_settings()
     url = settings.resolved_database_url
     store = get_store(settings.resolved_store_dir)
     worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    if SHUTDOWN.is_set() and queue is not None:  # a message taken while shutting down
+        queue.enqueue(job_id)
+        return "deferred"
     with session_scope(url) as s:
         job = runs.claim_job(s, job_id=job_id, worker_id=worker_id, lease_seconds=settings.lease_seconds)
         if job is None:
@@ -112,7 +137,7 @@ def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | N
     def should_stop() -> bool:
         if lease.lost.is_set():  # not a cancel: the loop's save-on-stop must not run
             raise LeaseLost(job_id)
-        return lease.cancel.is_set()
+        return lease.cancel.is_set() or SHUTDOWN.is_set()
 
     hooks = TrainHooks(
         on_start=on_start,
@@ -146,49 +171,10 @@ def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | N
     if lease.lost.is_set():
         log.warning("job %s was taken over by another worker; not recording an end", job_id)
         return "lost"
+    if status == JobStatus.canceled and SHUTDOWN.is_set() and not lease.cancel.is_set():
+        _hand_back(url, job_id, worker_id, queue)
+        return "released"
     with session_scope(url) as s:
         runs.finish_job(s, job_id=job_id, worker_id=worker_id, status=status, error=error, step=step)
     log.info("job %s ended %s%s", job_id, status, f": {error}" if error else "")
     return str(status)
-
-
-def sweep_once(settings: Settings, queue: JobQueue) -> runs.Sweep:
-    """Recover jobs no worker will run (see app.core.runs.sweep_jobs) and send their messages."""
-    with session_scope(settings.resolved_database_url) as s:
-        done = runs.sweep_jobs(s, max_attempts=settings.max_attempts,
-                               requeue_after=settings.requeue_after_seconds)
-        for i, job_id in enumerate(done.to_send):
-            try:
-                queue.enqueue(job_id)
-            except Exception:
-                # Broker away: without a message nothing would ever run these 'queued' jobs;
-                # the next sweep sends them again.
-                runs.mark_unsent(s, job_ids=done.to_send[i:])
-                raise
-    for job_id in done.requeued:
-        log.warning("job %s lost its worker (lease expired); re-queued", job_id)
-    for job_id in done.resent:
-        log.warning("job %s was queued for %.0f s; its message was sent again",
-                    job_id, settings.requeue_after_seconds)
-    for job_id in done.canceled:
-        log.warning("job %s was canceled while no worker held it; marked canceled", job_id)
-    for job_id in done.failed:
-        log.warning("job %s lost its worker %d times; failed", job_id, settings.max_attempts)
-    return done
-
-
-def heartbeat_loop(
-    worker_id: str, stop: threading.Event, queue: JobQueue, interval: float = 10.0
-) -> None:
-    """Record that this worker process is alive (for /readyz) and recover jobs of dead workers."""
-    settings = get_settings()
-    interval = min(interval, settings.lease_seconds / 2)
-    while True:
-        try:
-            with session_scope(settings.resolved_database_url) as s:
-                s.merge(Worker(id=worker_id, hostname=socket.gethostname(), last_seen=utcnow()))
-            sweep_once(settings, queue)
-        except Exception:
-            log.warning("worker heartbeat failed", exc_info=True)
-        if stop.wait(interval):
-            return

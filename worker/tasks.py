@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from app.core.queue import TRAIN_TASK
+from app.core.queue import TRAIN_TASK, JobQueue
+from app.core.settings import get_settings
 from worker.celery_app import app
 from worker.runner import run_job
 
 
 @app.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True)
 def train_job(job_id: str) -> str:
-    return run_job(job_id)
+    return run_job(job_id, queue=JobQueue(app, get_settings()))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -35,6 +35,7 @@ class Services:
     queue: JobQueue
     celery: Any  # the Celery app the queue sends through (only sends; never consumes)
     uploads: UploadGate
+    local_worker: Callable[[], bool] | None = None  # embedded serve's worker child: alive?
     # Verified keys, so hot paths skip the database: a revoked key stops working within 5 s.
     key_cache: TTLCache[auth.Principal] = field(default_factory=lambda: TTLCache(ttl=5.0))
 

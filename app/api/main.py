@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from celery import Celery
@@ -25,7 +26,7 @@ from gan_core.memory import estimate_training_memory
 log = logging.getLogger("ganforge.api")
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, local_worker: Callable[[], bool] | None = None) -> Services:
     celery = Celery("ganforge-api")
     celery.conf.update(celery_config(settings))
     store = get_store(settings.resolved_store_dir)
@@ -38,10 +39,13 @@ def build_services(settings: Settings) -> Services:
         queue=JobQueue(celery, settings),
         celery=celery,
         uploads=UploadGate(settings),
+        local_worker=local_worker,
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *,
+               local_worker: Callable[[], bool] | None = None) -> FastAPI:
+    """The API. ``local_worker`` tells whether embedded serve's own worker process is alive."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -72,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         dependencies=[Depends(check_parameters)],
     )
-    app.state.services = build_services(settings)
+    app.state.services = build_services(settings, local_worker)
     errors.install(app)
     for module in (health, datasets, jobs, checkpoints):
         app.include_router(module.router)

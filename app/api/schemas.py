@@ -191,7 +191,7 @@ class DatasetsPublic(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ready", "not ready"]
+    status: Literal["ready", "degraded", "not ready"]
     checks: dict[str, str] = Field(description="database, store, broker, workers: 'ok' or why not")
 
 

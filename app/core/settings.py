@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     store_dir: Path | None = Field(
         None, description="artifact store for checkpoints and uploads; default <data_dir>/store"
     )
+    store_min_free_bytes: int = Field(
+        2 << 30, ge=0, description="/readyz reports the store 'degraded' with less free space"
+    )
     dataset_dirs: list[Path] = Field(
         default_factory=list, description="extra folders searched for built-in datasets (JSON list)"
     )

@@ -53,6 +53,10 @@ class ArtifactStore(ABC):
         """Raise StoreError unless the store can be written."""
 
     @abstractmethod
+    def free_bytes(self) -> int:
+        """Space left for new checkpoints and uploads."""
+
+    @abstractmethod
     def scratch_dir(self) -> Path:
         """A fresh private temp directory (on the store's filesystem, so renames are cheap)."""
 
@@ -110,6 +114,9 @@ class LocalStore(ArtifactStore):
             probe.unlink()
         except OSError as exc:
             raise StoreError(f"artifact store {self.root} is not writable: {exc}") from exc
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
 
     def scratch_dir(self) -> Path:
         if self._scratch is None:

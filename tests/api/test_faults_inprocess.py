@@ -355,9 +355,9 @@ def test_resume_while_the_broker_is_down_is_a_503_and_can_be_retried(client, run
 def test_a_stale_job_found_while_the_broker_is_down_is_requeued_once_it_is_back(client, settings, monkeypatch):
     """The heartbeat sweep re-queues a dead worker's job; if sending its message fails, the next
     sweep must try again instead of leaving it 'queued' with no message."""
-    import worker.runner as runner
+    import worker.sweep as sweep
 
-    monkeypatch.setattr(runner, "get_settings", lambda: settings)
+    monkeypatch.setattr(sweep, "get_settings", lambda: settings)
     job_id = _create(client)
     with session_scope(settings.resolved_database_url) as s:  # a worker claimed it, then died
         runs.claim_job(s, job_id=job_id, worker_id="dead", lease_seconds=-1)
@@ -368,9 +368,9 @@ def test_a_stale_job_found_while_the_broker_is_down_is_requeued_once_it_is_back(
         def enqueue(self, _job_id: str) -> None:
             raise ConnectionRefusedError(111, "Connection refused")
 
-    runner.heartbeat_loop("w1", stop, BrokerDown())
+    sweep.heartbeat_loop("w1", stop, BrokerDown())
     queue = _Recording()
-    runner.heartbeat_loop("w1", stop, queue)
+    sweep.heartbeat_loop("w1", stop, queue)
     assert queue.sent == [job_id]
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
 
@@ -389,9 +389,9 @@ class _Recording:
 
 
 def _sweep(settings: Settings, queue: _Recording | None = None):
-    import worker.runner as runner
+    from worker.sweep import sweep_once
 
-    return runner.sweep_once(settings, queue or _Recording())
+    return sweep_once(settings, queue or _Recording())
 
 
 def _die_holding(settings: Settings, job_id: str, worker_id: str = "dead") -> None:

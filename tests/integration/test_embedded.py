@@ -51,3 +51,41 @@ def test_embedded_serve_trains_and_samples_then_stops_its_worker(tmp_path):
     while [pid for pid in workers if _alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not [pid for pid in workers if _alive(pid)], "the worker outlived serve"
+
+
+def _worker_processes(serve_pid: int) -> list[int]:
+    """serve's worker child and the worker's own pool child."""
+    children = _children(serve_pid)
+    return children + [g for c in children for g in _children(c)]
+
+
+def test_embedded_serve_restarts_its_worker_when_it_dies(tmp_path):
+    import os
+    import signal
+
+    stack = Stack(tmp_path, None)
+    stack.start_api()
+    try:
+        stack.wait_ready()
+        first = _children(stack.api.popen.pid)
+        assert len(first) == 1
+        for pid in _worker_processes(stack.api.popen.pid):
+            os.kill(pid, signal.SIGKILL)  # e.g. the OOM killer
+        # readiness knows at once (not when the heartbeat is a minute old) ...
+        deadline = time.monotonic() + 5
+        while stack.client.get("/readyz").status_code == 200:
+            assert time.monotonic() < deadline, "readyz did not notice the dead worker"
+            time.sleep(0.1)
+        # ... and serve starts a new worker, which trains the next job
+        deadline = time.monotonic() + 60
+        while not (_children(stack.api.popen.pid) and stack.client.get("/readyz").status_code == 200):
+            assert time.monotonic() < deadline, stack.logs()
+            time.sleep(0.3)
+        assert _children(stack.api.popen.pid) != first
+        r = stack.client.post("/v1/jobs", json={"config": {
+            "dataset": "shapes", "image_size": 16, "g_width": 8, "d_width": 8, "batch_size": 8,
+            "latent_dim": 16, "steps": 10, "checkpoint_every": 10}})
+        assert stack.wait_status(r.json()["id"], {"succeeded", "failed"})["status"] == "succeeded"
+        assert "the embedded worker exited" in stack.api.log.read_text()
+    finally:
+        stack.stop()

@@ -346,44 +346,46 @@ def test_all_workers_killed_mid_training_job_resumes_on_a_restarted_worker(fs):
 
 
 @pytest.mark.parametrize("target", ["group", "parent"])
-def test_worker_sigterm_mid_training_does_not_leave_the_job_running_forever(fs, target):
-    """A deploy stops a worker with SIGTERM, mid-training. What happens today:
-
-    - to the process group (the Celery parent and its pool child): the child dies at once
-      (Celery resets SIGTERM to the default in pool children), without a checkpoint; the
-      message is rejected back to the queue, a worker that gets it while the lease is fresh
-      skips it, and after the lease runs out the sweep re-queues the job, which resumes from
-      its last checkpoint elsewhere (attempts 2);
-    - to the parent only (PID 1 in a container): Celery's warm shutdown waits for the task to
-      end -- the job finishes where it is (attempts 1) and only then does the worker exit. A
-      real job outlasts the stop grace period, the worker is SIGKILLed, and the lease sweep
-      takes over as in the kill tests.
-    Either way the job ends; it is never left 'running' with nobody on it.
-    """
+def test_worker_sigterm_mid_training_checkpoints_and_hands_the_job_back(fs, target):
+    """A deploy stops a worker with SIGTERM mid-training: to the process group (the Celery
+    parent and its pool child), or to the parent only (PID 1 in a container). The running
+    job writes a checkpoint where it is, releases its lease and goes back to the queue, so the
+    other worker resumes it at once: no steps lost, no wait for the lease to run out.
+    (It used to lose everything since the last checkpoint and wait the full lease.)"""
     while len(fs.live_workers()) < 2:
         fs.start_worker()
-    job_id = _post(fs, steps=300)
-    fs.wait_checkpointed(job_id, 60)
+    job_id = _post(fs, steps=600, checkpoint_every=10_000)  # no periodic checkpoint to fall back on
+    fs.wait_step(job_id, 30)
     victim = fs.runner_of(job_id)
+    step_at_term = fs.row(job_id)["step"]
     t0 = time.monotonic()
     if target == "group":
         os.killpg(victim.popen.pid, signal.SIGTERM)
     else:
         os.kill(victim.popen.pid, signal.SIGTERM)
-    done, _ = fs.watch(job_id, {"succeeded", "failed", "canceled"})
+    resumed_after = None
+    deadline = time.monotonic() + 60
+    while resumed_after is None:
+        row = fs.row(job_id)
+        if row["attempts"] == 2 and row["status"] == "running":
+            resumed_after = time.monotonic() - t0
+        assert time.monotonic() < deadline, (row, fs.logs())
+        time.sleep(0.05)
+    handed_back = fs.checkpoints(job_id)
     try:
         victim.popen.wait(60)
     except subprocess.TimeoutExpired:
         pytest.fail(f"worker did not exit within 60 s of SIGTERM\n{victim.tail()}")
     exited_in = time.monotonic() - t0
     victim.stop()  # closes its log
-    assert done["status"] == "succeeded", done
-    assert done["progress"]["step"] == 300
-    if target == "group":
-        assert done["attempts"] == 2
-        assert "Worker exited prematurely: signal 15 (SIGTERM)" in victim.tail(200)
-    else:
-        assert done["attempts"] == 1
-        assert f"job {job_id} ended succeeded" in victim.tail(200)  # it waited for the job
-        assert "Warm shutdown" in victim.tail(200)
-    print(f"SIGTERM to the {target}: worker exited after {exited_in:.1f}s, attempts {done['attempts']}")
+    assert f"job {job_id} handed back to the queue" in victim.tail(200)
+    assert len(handed_back) == 1 and handed_back[0]["step"] >= step_at_term, (handed_back, step_at_term)
+    done, seen = fs.watch(job_id, {"succeeded", "failed", "canceled"})
+    assert done["status"] == "succeeded" and done["progress"]["step"] == 600, done
+    assert done["attempts"] == 2
+    assert resumed_after < LEASE, resumed_after  # not after the lease ran out
+    second = [step for attempts, status, step in seen if attempts == 2 and status == "running"]
+    assert not second or min(second) >= handed_back[0]["step"]
+    print(f"SIGTERM to the {target} at step {step_at_term}: checkpoint at step "
+          f"{handed_back[0]['step']} (0 steps lost), resumed elsewhere after {resumed_after:.2f} s, "
+          f"worker exited after {exited_in:.1f} s")

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import ServicesDep
 from app.api.schemas import Readiness
-from app.core.health import readiness
+from app.core.health import readiness, status_of
 
 router = APIRouter(tags=["health"])
 
@@ -23,9 +23,10 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz", response_model=Readiness, responses={
     503: {"model": Readiness, "description": "not ready: `checks` says what is missing"}})
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """Database, broker and store reachable, and a worker alive: 200; otherwise 503."""
+    """Database, broker and store reachable, and a worker alive: 200 (`degraded` when the store
+    is nearly full); otherwise 503."""
     checks = await asyncio.to_thread(readiness, services.settings, services.store,
-                                     services.broker_ping)
-    ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
-                        status_code=200 if ready else 503)
+                                     services.broker_ping, services.local_worker)
+    status = status_of(checks)
+    return JSONResponse({"status": status, "checks": checks},
+                        status_code=503 if status == "not ready" else 200)

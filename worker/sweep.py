@@ -1,0 +1,58 @@
+"""The worker's background duties: a heartbeat for /readyz, and the sweep that recovers jobs
+no worker would otherwise run (see app.core.runs.sweep_jobs)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+from app.core import runs
+from app.core.db import session_scope, utcnow
+from app.core.models import Worker
+from app.core.queue import JobQueue
+from app.core.settings import Settings, get_settings
+
+log = logging.getLogger("ganforge.worker")
+
+
+def sweep_once(settings: Settings, queue: JobQueue) -> runs.Sweep:
+    """Recover jobs no worker will run (see app.core.runs.sweep_jobs) and send their messages."""
+    with session_scope(settings.resolved_database_url) as s:
+        done = runs.sweep_jobs(s, max_attempts=settings.max_attempts,
+                               requeue_after=settings.requeue_after_seconds)
+        for i, job_id in enumerate(done.to_send):
+            try:
+                queue.enqueue(job_id)
+            except Exception:
+                # Broker away: without a message nothing would ever run these 'queued' jobs;
+                # the next sweep sends them again.
+                runs.mark_unsent(s, job_ids=done.to_send[i:])
+                raise
+    for job_id in done.requeued:
+        log.warning("job %s lost its worker (lease expired); re-queued", job_id)
+    for job_id in done.resent:
+        log.warning("job %s was queued for %.0f s; its message was sent again",
+                    job_id, settings.requeue_after_seconds)
+    for job_id in done.canceled:
+        log.warning("job %s was canceled while no worker held it; marked canceled", job_id)
+    for job_id in done.failed:
+        log.warning("job %s lost its worker %d times; failed", job_id, settings.max_attempts)
+    return done
+
+
+def heartbeat_loop(
+    worker_id: str, stop: threading.Event, queue: JobQueue, interval: float = 10.0
+) -> None:
+    """Record that this worker process is alive (for /readyz) and recover jobs of dead workers."""
+    settings = get_settings()
+    interval = min(interval, settings.lease_seconds / 2)
+    while True:
+        try:
+            with session_scope(settings.resolved_database_url) as s:
+                s.merge(Worker(id=worker_id, hostname=socket.gethostname(), last_seen=utcnow()))
+            sweep_once(settings, queue)
+        except Exception:
+            log.warning("worker heartbeat failed", exc_info=True)
+        if stop.wait(interval):
+            return
