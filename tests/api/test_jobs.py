@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 from tests.api.conftest import TINY
 
@@ -77,25 +79,50 @@ def test_cancel_queued_job_then_409_when_finished(client, run_job):
     assert again.headers["content-type"].startswith("application/problem+json")
 
 
+def _cancel_midway(client, run_job) -> tuple[str, dict]:
+    """A job canceled while running, after its first checkpoint: (id, its checkpoint)."""
+    job_id = _create(client, steps=100_000).json()["id"]
+    runner = threading.Thread(target=run_job, args=(job_id,))
+    runner.start()
+    deadline = time.monotonic() + 60
+    while not client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    runner.join(60)
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "canceled", job
+    (latest, *_) = client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]
+    assert latest["step"] == job["progress"]["step"] > TINY["checkpoint_every"]  # the stop's own
+    return job_id, latest
+
+
 def test_resume_canceled_job_with_more_steps(client, run_job):
     job_id = _create(client).json()["id"]
     assert run_job(job_id) == "succeeded"
     assert client.post(f"/v1/jobs/{job_id}/resume").status_code == 409  # succeeded: nothing to resume
-    # a canceled job resumes from its checkpoint and trains on to the new total
-    job2 = _create(client).json()["id"]
-    client.post(f"/v1/jobs/{job2}/cancel")
-    r = client.post(f"/v1/jobs/{job2}/resume", json={"steps": 30})
+    # a job canceled mid-run resumes from its checkpoint and trains on to the new total ...
+    job2, stopped = _cancel_midway(client, run_job)
+    total = stopped["step"] + 6
+    r = client.post(f"/v1/jobs/{job2}/resume", json={"steps": total})
     assert r.status_code == 202 and r.json()["status"] == "queued"
-    assert r.json()["progress"]["total_steps"] == 30
+    assert r.json()["progress"]["total_steps"] == total
     assert run_job(job2) == "succeeded"
-    assert client.get(f"/v1/jobs/{job2}").json()["progress"]["step"] == 30
+    assert client.get(f"/v1/jobs/{job2}").json()["progress"]["step"] == total
+    # ... and ends with the very weights of a run that was never stopped (CPU training is
+    # deterministic per seed): a restart from step 0 would not.
+    straight = _create(client, steps=total).json()["id"]
+    assert run_job(straight) == "succeeded"
+    final = [client.get(f"/v1/jobs/{j}/checkpoints/latest").json()["files"] for j in (job2, straight)]
+    assert final[0]["generator.safetensors"] == final[1]["generator.safetensors"]
+    assert final[0]["train_state.safetensors"] == final[1]["train_state.safetensors"]
 
 
 def test_resume_steps_must_exceed_done(client, run_job):
-    job_id = _create(client).json()["id"]
-    client.post(f"/v1/jobs/{job_id}/cancel")
-    r = client.post(f"/v1/jobs/{job_id}/resume", json={"steps": 0})
+    job_id, stopped = _cancel_midway(client, run_job)
+    r = client.post(f"/v1/jobs/{job_id}/resume", json={"steps": stopped["step"]})
     assert r.status_code == 422 and r.json()["field"] == "steps"
+    assert f"greater than the {stopped['step']} steps already done" in r.json()["detail"]
 
 
 def test_delete_job_removes_record_and_files(client, settings, trained_job):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import zipfile
 
+from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.api.main import create_app
 from tests.api.conftest import TINY
 
 
@@ -16,14 +18,20 @@ def _png(r):
     return Image.open(io.BytesIO(r.content))
 
 
-def test_samples_png_has_expected_size_and_is_deterministic(client, trained_job):
+def test_samples_png_has_expected_size_and_is_deterministic(client, settings, trained_job):
     job_id, _ = trained_job
     url = f"/v1/jobs/{job_id}/checkpoints/latest/samples.png?n=16&seed=7&nrow=4"
-    a, b = client.get(url), client.get(url)
+    a = client.get(url)
     img = _png(a)
     side = TINY["image_size"] + 2
     assert img.size == (4 * side + 2, 4 * side + 2)
     assert img.mode == "L"  # shapes are grayscale
+    # A second server with empty caches renders the same request afresh: the same bytes.
+    # (The same server would answer from its PNG cache, which proves nothing.)
+    with TestClient(create_app(settings), headers=dict(client.headers)) as fresh:
+        b = fresh.get(url)
+        assert fresh.app.state.services.sampling.sampler.renders >= 1  # rendered, not cached
+    assert b.status_code == 200 and b.headers["content-type"] == "image/png"
     assert a.content == b.content
     assert a.headers["etag"] == b.headers["etag"]
     other = client.get(url.replace("seed=7", "seed=8"))

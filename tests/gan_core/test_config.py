@@ -76,17 +76,19 @@ def test_valid_dcgan_sizes(size):
 def test_mlp_limit_counts_channels():
     # 64px x 3 channels is exactly the limit and fits; a bigger side with 3 channels fails
     assert MLP_MAX_PIXELS == 64 * 64 * 3
-    TrainConfig(arch="mlp", image_size=64, channels=3)
+    assert TrainConfig(arch="mlp", image_size=64, channels=3).image_size == 64
     assert "image_size" in _error_text(arch="mlp", image_size=72, channels=3)
-    # the mlp has no dcgan side constraint
-    TrainConfig(arch="mlp", image_size=30)
+    # the mlp has no dcgan side constraint (30 is no DCGAN side)
+    assert "image_size" in _error_text(image_size=30)
+    assert TrainConfig(arch="mlp", image_size=30).image_size == 30
 
 
 def test_gp_weight_allowed_where_meaningful():
     assert TrainConfig(loss="wgan-gp", gp_weight=5.0).gp_weight == 5.0
     # the default and 0 are accepted for any loss (0 = "no penalty" is not misleading)
-    TrainConfig(loss="hinge", gp_weight=0.0)
-    TrainConfig(loss="hinge", gp_weight=10.0)
+    assert TrainConfig(loss="hinge", gp_weight=0.0).gp_weight == 0.0
+    assert TrainConfig(loss="hinge", gp_weight=10.0).gp_weight == 10.0
+    assert "gp_weight" in _error_text(loss="hinge", gp_weight=5.0)
 
 
 def test_augment_policy_normalised():
@@ -103,8 +105,9 @@ def test_bad_policy_message_lists_choices():
 
 def test_precision_with_auto_or_cuda_device_is_accepted():
     # autocast is chosen at run time on CUDA; the config alone must not reject it
-    TrainConfig(precision="bf16", device="auto")
-    TrainConfig(precision="fp16", device="cuda")
+    assert TrainConfig(precision="bf16", device="auto").precision == "bf16"
+    assert TrainConfig(precision="fp16", device="cuda").precision == "fp16"
+    assert "precision" in _error_text(precision="fp16", device="cpu")
 
 
 def test_conditional_builtin_is_valid():

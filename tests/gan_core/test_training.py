@@ -148,7 +148,7 @@ def stop_after(n: int, seen: list[int]) -> TrainHooks:
 
 
 RESUME_CASES = {
-    "defaults-ema-augment": {},
+    "ema-augment": {"augment": "translation,cutout"},
     "wgan-gp-conditional-dsteps2": {"loss": "wgan-gp", "conditional": True, "d_steps": 2},
     "bce-color-no-ema": {"loss": "bce", "augment": "color,translation,cutout", "ema_decay": None},
 }
@@ -185,6 +185,30 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, shapes16, ex
             not torch.equal(gen[k], gen["G_ema." + k[2:]])
             for k in gen if k.startswith("G.") and gen[k].is_floating_point()
         )
+
+
+def test_a_run_that_crashed_resumes_from_its_last_periodic_checkpoint(tmp_path, shapes16):
+    """A crash (the process dies: no stop checkpoint) between checkpoints: the rerun starts
+    from the last periodic one, and ends with exactly the weights of a run never interrupted."""
+    c = cfg(steps=12, checkpoint_every=4)
+    a = train(c, tmp_path / "a", dataset=shapes16)
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_7(p) -> None:
+        if p.step >= 7:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(c, tmp_path / "b", TrainHooks(on_progress=crash_at_7, progress_interval=0),
+              dataset=shapes16)
+    assert ckpt_steps(tmp_path / "b") == [4]  # steps 5..7 were lost with the process
+    seen: list[int] = []
+    b = train(c, tmp_path / "b", TrainHooks(on_progress=lambda p: seen.append(p.step),
+                                            progress_interval=0), dataset=shapes16)
+    assert seen == list(range(5, 13))  # from the step-4 checkpoint, not from 0 or 7
+    assert_same_checkpoint(a.checkpoint, b.checkpoint)
 
 
 def test_resume_with_more_steps_continues(tmp_path, shapes16):
