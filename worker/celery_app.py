@@ -7,10 +7,12 @@ import os
 import signal
 import socket
 import threading
+from typing import Any
 
 from billiard.process import active_children
 from celery import Celery
 from celery.signals import (
+    task_postrun,
     task_prerun,
     worker_process_init,
     worker_ready,
@@ -39,7 +41,8 @@ def _start_heartbeat(**_kwargs) -> None:
 
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     threading.Thread(
-        target=heartbeat_loop, args=(worker_id, _heartbeat_stop, JobQueue(app, get_settings())),
+        target=heartbeat_loop,
+        args=(worker_id, _heartbeat_stop, JobQueue(app, get_settings())),
         daemon=True,
         name="ganforge-heartbeat",
     ).start()
@@ -58,15 +61,27 @@ def _fresh_connections(**_kwargs) -> None:
     forget_engines_after_fork()
 
 
+_sigterm_before: Any = None
+
+
 @task_prerun.connect
-def _graceful_sigterm(**_kwargs) -> None:
-    # In the pool child, before each task (billiard resets the child's signal handlers after
-    # worker_process_init, so not there). SIGTERM -- a deploy, `docker stop`, serve exiting --
-    # must not kill training mid-step: the job checkpoints at its next stop check and goes
-    # back to the queue (worker.runner).
+def _graceful_sigterm(**_kwargs: Any) -> None:
+    # In the pool child, for the length of a task (billiard resets the child's signal handlers
+    # after worker_process_init, so not there). SIGTERM -- a deploy, `docker stop`, serve
+    # exiting -- must not kill training mid-step: the job checkpoints at its next stop check
+    # and goes back to the queue (worker.runner). Between tasks SIGTERM does what billiard
+    # expects, or the pool could never be shut down.
+    global _sigterm_before
     from worker.runner import SHUTDOWN
 
-    signal.signal(signal.SIGTERM, lambda *_: SHUTDOWN.set())
+    _sigterm_before = signal.signal(signal.SIGTERM, lambda *_: SHUTDOWN.set())
+
+
+@task_postrun.connect
+def _default_sigterm(**_kwargs: Any) -> None:
+    # (A SHUTDOWN that was set stays set: later tasks of this child are handed on unrun.)
+    if _sigterm_before is not None:
+        signal.signal(signal.SIGTERM, _sigterm_before)
 
 
 @worker_shutting_down.connect

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.integration.conftest import Stack
+from tests.tiny import tiny
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +21,9 @@ def _children(pid: int) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
-    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout
+    state = subprocess.run(
+        ["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True
+    ).stdout
     return bool(state.strip()) and not state.strip().startswith("Z")
 
 
@@ -31,9 +34,10 @@ def test_embedded_serve_trains_and_samples_then_stops_its_worker(tmp_path):
         stack.wait_ready()
         ready = stack.client.get("/readyz").json()
         assert ready["checks"] == {"database": "ok", "store": "ok", "broker": "ok", "workers": "ok"}
-        r = stack.client.post("/v1/jobs", json={"name": "demo", "config": {
-            "dataset": "shapes", "image_size": 16, "g_width": 8, "d_width": 8, "batch_size": 8,
-            "latent_dim": 16, "steps": 20, "checkpoint_every": 10}})
+        r = stack.client.post(
+            "/v1/jobs",
+            json={"name": "demo", "config": tiny(steps=20, checkpoint_every=10)},
+        )
         assert r.status_code == 202
         job = stack.wait_status(r.json()["id"], {"succeeded", "failed"})
         assert job["status"] == "succeeded", job
@@ -78,14 +82,22 @@ def test_embedded_serve_restarts_its_worker_when_it_dies(tmp_path):
             time.sleep(0.1)
         # ... and serve starts a new worker, which trains the next job
         deadline = time.monotonic() + 60
-        while not (_children(stack.api.popen.pid) and stack.client.get("/readyz").status_code == 200):
+        while not (
+            _children(stack.api.popen.pid) and stack.client.get("/readyz").status_code == 200
+        ):
             assert time.monotonic() < deadline, stack.logs()
             time.sleep(0.3)
         assert _children(stack.api.popen.pid) != first
-        r = stack.client.post("/v1/jobs", json={"config": {
-            "dataset": "shapes", "image_size": 16, "g_width": 8, "d_width": 8, "batch_size": 8,
-            "latent_dim": 16, "steps": 10, "checkpoint_every": 10}})
+        r = stack.client.post(
+            "/v1/jobs",
+            json={"config": tiny(steps=10, checkpoint_every=10)},
+        )
         assert stack.wait_status(r.json()["id"], {"succeeded", "failed"})["status"] == "succeeded"
         assert "the embedded worker exited" in stack.api.log.read_text()
+        workers = _worker_processes(stack.api.popen.pid)
     finally:
         stack.stop()
+    deadline = time.monotonic() + 30  # the restarted worker (a training one) stops with serve too
+    while [pid for pid in workers if _alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [pid for pid in workers if _alive(pid)], "the restarted worker outlived serve"
