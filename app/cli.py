@@ -39,8 +39,11 @@ class WorkerSupervisor:
         self._thread = threading.Thread(target=self._run, name="worker-supervisor", daemon=True)
 
     def _spawn(self) -> None:
-        self.child = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"],
-                                      env=os.environ.copy(), preexec_fn=_die_with_parent)
+        self.child = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker"],
+            env=os.environ.copy(),
+            preexec_fn=_die_with_parent,
+        )
 
     def start(self) -> None:
         self._spawn()
@@ -59,7 +62,9 @@ class WorkerSupervisor:
                 return
             # A worker that keeps dying at once is restarted ever more slowly (up to 30 s).
             delay = 1.0 if time.monotonic() - started > 60 else min(delay * 2, 30.0)
-            log.warning("the embedded worker exited (code %s); restarting it in %.0f s", code, delay)
+            log.warning(
+                "the embedded worker exited (code %s); restarting it in %.0f s", code, delay
+            )
             if self._stopping.wait(delay):
                 return
             self.restarts += 1
@@ -93,19 +98,29 @@ def serve_command(args: argparse.Namespace) -> int:
 
         key, path = first_admin_key(settings)
         if key:
-            print(f"admin API key (kept in {path}):\n  {key}\n"
-                  f"use it as: curl -H 'Authorization: Bearer {key}' ...", flush=True)
+            print(
+                f"admin API key (kept in {path}):\n  {key}\n"
+                f"use it as: curl -H 'Authorization: Bearer {key}' ...",
+                flush=True,
+            )
     supervisor = None
     if settings.embedded:
-        log.warning("embedded mode: SQLite at %s, store at %s, one local worker",
-                    settings.resolved_database_url, settings.resolved_store_dir)
+        log.warning(
+            "embedded mode: SQLite at %s, store at %s, one local worker",
+            settings.resolved_database_url,
+            settings.resolved_store_dir,
+        )
         supervisor = WorkerSupervisor()
         supervisor.start()
     else:
         log.warning("fleet mode: API only; run workers with `ganforge worker`")
     try:
-        uvicorn.run(create_app(settings, local_worker=supervisor.alive if supervisor else None),
-                    host=host, port=port, log_level="info")
+        uvicorn.run(
+            create_app(settings, local_worker=supervisor.alive if supervisor else None),
+            host=host,
+            port=port,
+            log_level="info",
+        )
     finally:
         if supervisor is not None:
             supervisor.stop()
@@ -123,12 +138,18 @@ def worker_command(args: argparse.Namespace) -> int:
 
     argv = [
         "worker",
-        "--queues", settings.queue,
-        "--concurrency", "1",  # one training per worker (per GPU)
-        "--pool", "prefork",  # training runs in a child; the parent keeps the broker link
-        "--loglevel", args.loglevel,
-        "--hostname", args.hostname or f"ganforge-{os.getpid()}@%h",
-        "--without-gossip", "--without-mingle",
+        "--queues",
+        settings.queue,
+        "--concurrency",
+        "1",  # one training per worker (per GPU)
+        "--pool",
+        "prefork",  # training runs in a child; the parent keeps the broker link
+        "--loglevel",
+        args.loglevel,
+        "--hostname",
+        args.hostname or f"ganforge-{os.getpid()}@%h",
+        "--without-gossip",
+        "--without-mingle",
     ]
     app.worker_main(argv=argv)
     return 0
@@ -148,21 +169,28 @@ def keys_command(args: argparse.Namespace) -> int:
             if args.keys_command == "create":
                 row, text = auth.create_key(s, name=args.name, admin=args.admin)
                 print(text)
-                print(f"created {row.id} for owner {row.owner_id}{' (admin)' if row.admin else ''}; "
-                      "the key is shown only now", file=sys.stderr)
+                print(
+                    f"created {row.id} for owner {row.owner_id}{' (admin)' if row.admin else ''}; "
+                    "the key is shown only now",
+                    file=sys.stderr,
+                )
             elif args.keys_command == "list":
                 for row in auth.list_keys(s):
                     state = "revoked" if row.revoked_at else "active"
-                    print(f"{row.id}\t{row.owner_id}\t{'admin' if row.admin else 'user'}\t{state}\t"
-                          f"created {row.created_at:%Y-%m-%d %H:%M}")
+                    print(
+                        f"{row.id}\t{row.owner_id}\t{'admin' if row.admin else 'user'}\t{state}\t"
+                        f"created {row.created_at:%Y-%m-%d %H:%M}"
+                    )
             else:
                 auth.revoke_key(s, key_id=args.key_id)
                 s.commit()
                 # Recorded first, then announced: an API process that hears of it and looks
                 # the key up again finds it revoked.
                 announced = revocations.publish(get_settings(), args.key_id)
-                print(f"revoked {args.key_id}" + ("" if announced else
-                      " (API processes stop accepting it within 5 s)"))
+                print(
+                    f"revoked {args.key_id}"
+                    + ("" if announced else " (API processes stop accepting it within 5 s)")
+                )
     except DomainError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 2
@@ -170,7 +198,9 @@ def keys_command(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ganforge", description="Train GANs and sample from them.")
+    parser = argparse.ArgumentParser(
+        prog="ganforge", description="Train GANs and sample from them."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     engine_cli.register(sub)
 
@@ -201,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     # a worker and other programs sharing a few cores, spinning threads starve the ones doing
     # work (measured on 2 busy cores: a 64-image render took 400 ms of CPU instead of 110).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

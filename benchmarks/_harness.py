@@ -51,8 +51,14 @@ def pct(values: list[float], q: float) -> float:
 
 def summary(values_s: list[float]) -> dict:
     ms = [v * 1000 for v in values_s]
-    return {"n": len(ms), "p50_ms": pct(ms, 50), "p99_ms": pct(ms, 99), "mean_ms": statistics.fmean(ms),
-            "min_ms": min(ms), "max_ms": max(ms)}
+    return {
+        "n": len(ms),
+        "p50_ms": pct(ms, 50),
+        "p99_ms": pct(ms, 99),
+        "mean_ms": statistics.fmean(ms),
+        "min_ms": min(ms),
+        "max_ms": max(ms),
+    }
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -100,16 +106,26 @@ class Server:
 
     def __init__(self, data_dir: Path, port: int, log: Path):
         env = {k: v for k, v in os.environ.items() if not k.startswith("GANFORGE_")}
-        env |= {"GANFORGE_DATA_DIR": str(data_dir), "GANFORGE_HOST": HOST, "GANFORGE_PORT": str(port),
-                # the per-key sampling limit (20/s, burst 40 by default) would turn the repeated-
-                # request test into 429s; set far above what we send, so its code still runs
-                "GANFORGE_SAMPLE_RATE": "100000", "GANFORGE_SAMPLE_BURST": "100000",
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))}
+        env |= {
+            "GANFORGE_DATA_DIR": str(data_dir),
+            "GANFORGE_HOST": HOST,
+            "GANFORGE_PORT": str(port),
+            # the per-key sampling limit (20/s, burst 40 by default) would turn the repeated-
+            # request test into 429s; set far above what we send, so its code still runs
+            "GANFORGE_SAMPLE_RATE": "100000",
+            "GANFORGE_SAMPLE_BURST": "100000",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+        }
         self.log = log
         self._fh = open(log, "ab")  # noqa: SIM115 -- closed in stop()
-        self.popen = subprocess.Popen([sys.executable, "-c", SERVE, "--host", HOST, "--port", str(port)],
-                                      env=env, cwd=data_dir, stdout=self._fh, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(
+            [sys.executable, "-c", SERVE, "--host", HOST, "--port", str(port)],
+            env=env,
+            cwd=data_dir,
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def threads(self) -> int | None:
         for line in self.log.read_text(errors="replace").splitlines():

@@ -58,6 +58,7 @@ SAMPLE_CHUNK = 500  # images generated per forward pass when sampling in eval mo
 
 def load_test_split(data_dir: Path = DEBIAN_FASHION_MNIST) -> tuple[torch.Tensor, torch.Tensor]:
     """The 10k Fashion-MNIST test images (uint8 (N, 1, 28, 28)) and labels; never trained on."""
+
     def find(stem: str) -> Path:
         for p in (data_dir / stem, data_dir / f"{stem}.gz"):
             if p.is_file():
@@ -116,7 +117,11 @@ def sample_train_mode(G: nn.Module, n: int, seed: int) -> torch.Tensor:
 def default_config(steps: int, seed: int, **overrides) -> TrainConfig:
     """The default recipe: only the dataset, size, steps, batch and seed are set."""
     return TrainConfig(
-        dataset=DATASET, image_size=IMAGE_SIZE, steps=steps, batch_size=BATCH, seed=seed,
+        dataset=DATASET,
+        image_size=IMAGE_SIZE,
+        steps=steps,
+        batch_size=BATCH,
+        seed=seed,
         **overrides,
     )
 
@@ -165,8 +170,9 @@ def train_plain(
         pos += BATCH
         fake = G(torch.randn(BATCH, G.latent_dim))
         # D: -log D(x) - log(1 - D(G(z)))
-        d_loss = F.binary_cross_entropy_with_logits(D(real), ones) + \
-            F.binary_cross_entropy_with_logits(D(fake.detach()), zeros)
+        d_loss = F.binary_cross_entropy_with_logits(
+            D(real), ones
+        ) + F.binary_cross_entropy_with_logits(D(fake.detach()), zeros)
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
@@ -193,11 +199,17 @@ def run(args: argparse.Namespace) -> dict:
     t_all = time.monotonic()
 
     train_set = load_dataset(DATASET, image_size=IMAGE_SIZE, seed=args.seed)
-    print(f"fashion-mnist: {len(train_set)} train images; {steps} steps at batch {BATCH}; "
-          f"{n} samples; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    print(
+        f"fashion-mnist: {len(train_set)} train images; {steps} steps at batch {BATCH}; "
+        f"{n} samples; torch {torch.__version__}, {torch.get_num_threads()} threads",
+        flush=True,
+    )
     scorer, clf_info = fit_scorer(train_set, args.seed, clf_epochs)
-    print(f"scorer: classifier test accuracy {clf_info['test_accuracy']:.3f}, real-vs-real FD "
-          f"{clf_info['real_vs_real']['fd']:.3f} ({clf_info['seconds']:.0f}s)", flush=True)
+    print(
+        f"scorer: classifier test accuracy {clf_info['test_accuracy']:.3f}, real-vs-real FD "
+        f"{clf_info['real_vs_real']['fd']:.3f} ({clf_info['seconds']:.0f}s)",
+        flush=True,
+    )
 
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="ganforge-quality-") as tmp:
@@ -265,17 +277,23 @@ def print_table(r: dict) -> None:
         ("plain DCGAN loop (G, eval)", r["plain"]),
     ]
     print()
-    print(f"Fashion-MNIST 28px, {r['steps']} steps x batch {r['batch_size']}, width {r['width']}, "
-          f"seed {r['seed']}, {r['samples']} samples vs {r['scorer']['reference']}")
+    print(
+        f"Fashion-MNIST 28px, {r['steps']} steps x batch {r['batch_size']}, width {r['width']}, "
+        f"seed {r['seed']}, {r['samples']} samples vs {r['scorer']['reference']}"
+    )
     print(f"{'recipe':<32} {'FD':>9} {'classes':>8} {'train time':>11}")
     for name, x in rows:
         cov = f"{x['classes_covered']}/{x['num_classes']}"
         print(f"{name:<32} {x['fd']:>9.3f} {cov:>8} {x['train_seconds']:>10.0f}s")
     print(f"{'ratio default / plain':<32} {r['ratio_default_over_plain']:>9.3f}")
     print("diagnostics:")
-    print(f"  {'default, raw G (eval)':<30} FD {r['default']['diagnostics']['raw_G_eval']['fd']:.3f}")
-    print(f"  {'default, EMA G (train mode)':<30} FD "
-          f"{r['default']['diagnostics']['ema_G_train_mode']['fd']:.3f}")
+    print(
+        f"  {'default, raw G (eval)':<30} FD {r['default']['diagnostics']['raw_G_eval']['fd']:.3f}"
+    )
+    print(
+        f"  {'default, EMA G (train mode)':<30} FD "
+        f"{r['default']['diagnostics']['ema_G_train_mode']['fd']:.3f}"
+    )
     print(f"  {'plain, G (train mode)':<30} FD {r['plain']['diagnostics']['train_mode']['fd']:.3f}")
     print(f"  {'real vs real (floor)':<30} FD {r['scorer']['real_vs_real']['fd']:.3f}")
     verdict = "MET" if r["target_met"] else "NOT met"
@@ -287,11 +305,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="G steps per recipe (default 3000)")
     ap.add_argument("--seed", type=int, default=0, help="training, classifier and sampling seed")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 300 steps, 2000 samples, 1 classifier epoch")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 300 steps, 2000 samples, 1 classifier epoch",
+    )
     ap.add_argument("--samples", type=int, default=None, help="generated images scored (10000)")
-    ap.add_argument("--width", type=int, default=None,
-                    help="g_width = d_width for BOTH recipes (default: TrainConfig's, 64)")
+    ap.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help="g_width = d_width for BOTH recipes (default: TrainConfig's, 64)",
+    )
     ap.add_argument("--run-dir", default=None, help="keep the default recipe's run here")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/quality.json")
     args = ap.parse_args(argv)

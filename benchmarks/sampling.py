@@ -73,18 +73,32 @@ N, NROW = 64, 8  # the grid every measurement renders
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train-steps", type=int, default=2,
-                    help="steps of the setup job (a checkpoint at each of the last two)")
-    ap.add_argument("--train-batch", type=int, default=16,
-                    help="setup job's batch size (model size does not depend on it)")
-    ap.add_argument("--rounds", type=int, default=4, help="interleaved floor/HTTP rounds for (a)/(b)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--train-steps",
+        type=int,
+        default=2,
+        help="steps of the setup job (a checkpoint at each of the last two)",
+    )
+    ap.add_argument(
+        "--train-batch",
+        type=int,
+        default=16,
+        help="setup job's batch size (model size does not depend on it)",
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=4, help="interleaved floor/HTTP rounds for (a)/(b)"
+    )
     ap.add_argument("--warm", type=int, default=40, help="warm HTTP requests in total for (b)")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--per-client", type=int, default=3, help="requests per client in (d)")
     ap.add_argument("--repeat", type=int, default=100, help="identical requests in (e), each kind")
     ap.add_argument("--naive", type=int, default=6, help="load-per-request calls in (f)")
-    ap.add_argument("--post-reps", type=int, default=3, help="POST-to-first-step repetitions in (g)")
+    ap.add_argument(
+        "--post-reps", type=int, default=3, help="POST-to-first-step repetitions in (g)"
+    )
     ap.add_argument("--time-budget", type=float, default=1200, help="seconds for the whole run")
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir (and server log)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/sampling.json")
@@ -94,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="ganforge-sampling-bench-"))
     port = free_port()
     server: Server | None = None
-    out: dict = {"benchmark": "sampling", "args": {k: str(v) if isinstance(v, Path) else v
-                                                   for k, v in vars(args).items()}}
+    out: dict = {
+        "benchmark": "sampling",
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
 
     def _terminate(signum, _frame):  # make SIGTERM run the finally-block too
         raise KeyboardInterrupt(f"signal {signum}")
@@ -109,16 +125,28 @@ def main(argv: list[str] | None = None) -> int:
         t_ready = wait_ready(client, server, budget, limit=240)
         # Auth is on by default: embedded serve writes the first admin key into the data dir.
         key_file = data_dir / "admin-key"
-        auth = {"Authorization": f"Bearer {key_file.read_text().strip()}"} if key_file.is_file() else {}
+        auth = (
+            {"Authorization": f"Bearer {key_file.read_text().strip()}"}
+            if key_file.is_file()
+            else {}
+        )
         client.headers.update(auth)
         out["auth"] = bool(auth)
-        print(f"server up and ready (worker heartbeat seen) in {t_ready:.1f}s on {HOST}:{port}; "
-              f"data dir {data_dir}", flush=True)
+        print(
+            f"server up and ready (worker heartbeat seen) in {t_ready:.1f}s on {HOST}:{port}; "
+            f"data dir {data_dir}",
+            flush=True,
+        )
 
         # ---- the checkpoint, registered through the real path
-        cfg = {"dataset": "shapes", "image_size": 32, "steps": args.train_steps,
-               "batch_size": args.train_batch, "checkpoint_every": max(1, args.train_steps - 1),
-               "keep_checkpoints": 5}  # default widths, latent, EMA
+        cfg = {
+            "dataset": "shapes",
+            "image_size": 32,
+            "steps": args.train_steps,
+            "batch_size": args.train_batch,
+            "checkpoint_every": max(1, args.train_steps - 1),
+            "keep_checkpoints": 5,
+        }  # default widths, latent, EMA
         r = client.post("/v1/jobs", json={"name": "bench-setup", "config": cfg})
         r.raise_for_status()
         setup = wait_job(client, r.json()["id"], budget, limit=600)
@@ -128,25 +156,42 @@ def main(argv: list[str] | None = None) -> int:
         ckpts = client.get(f"/v1/jobs/{job_id}/checkpoints").raise_for_status().json()["items"]
         if len(ckpts) < 2:
             raise RuntimeError(f"want two checkpoints, got {[c['step'] for c in ckpts]}")
-        ck_a, ck_b = ckpts[0], ckpts[1]  # newest (main subject), an older one (cold on warm process)
+        ck_a, ck_b = (
+            ckpts[0],
+            ckpts[1],
+        )  # newest (main subject), an older one (cold on warm process)
         ckpt_dir = data_dir / "store" / "jobs" / job_id / "checkpoints" / f"step-{ck_a['step']:08d}"
         assert ckpt_dir.is_dir(), ckpt_dir
         url_a = f"/v1/jobs/{job_id}/checkpoints/{ck_a['id']}/samples.png"
         url_b = f"/v1/jobs/{job_id}/checkpoints/{ck_b['id']}/samples.png"
-        print(f"job {job_id} trained; checkpoints {[c['step'] for c in ckpts]}; subject {ckpt_dir}",
-              flush=True)
+        print(
+            f"job {job_id} trained; checkpoints {[c['step'] for c in ckpts]}; subject {ckpt_dir}",
+            flush=True,
+        )
 
         server_threads = server.threads()
         if server_threads:
             torch.set_num_threads(server_threads)
-        out["env"] = {"torch": torch.__version__, "python": platform.python_version(),
-                      "cpu_count": os.cpu_count(), "torch_threads_floor": torch.get_num_threads(),
-                      "torch_threads_server": server_threads, "loadavg_start": list(os.getloadavg()),
-                      "omp_env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "MKL_", "GOMP_"))}}
-        print(f"torch threads: server {server_threads}, floor {torch.get_num_threads()}; "
-              f"load {os.getloadavg()}", flush=True)
+        out["env"] = {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads_floor": torch.get_num_threads(),
+            "torch_threads_server": server_threads,
+            "loadavg_start": list(os.getloadavg()),
+            "omp_env": {
+                k: v for k, v in os.environ.items() if k.startswith(("OMP_", "MKL_", "GOMP_"))
+            },
+        }
+        print(
+            f"torch threads: server {server_threads}, floor {torch.get_num_threads()}; "
+            f"load {os.getloadavg()}",
+            flush=True,
+        )
 
-        def http(url: str, seed: int, c: httpx.Client = client, headers=None) -> tuple[float, httpx.Response]:
+        def http(
+            url: str, seed: int, c: httpx.Client = client, headers=None
+        ) -> tuple[float, httpx.Response]:
             t = time.perf_counter()
             resp = c.get(url, params={"n": N, "nrow": NROW, "seed": seed}, headers=headers)
             dt = time.perf_counter() - t
@@ -172,9 +217,14 @@ def main(argv: list[str] | None = None) -> int:
             return floor_pool.submit(render_here, seed, load).result()
 
         _, floor_bytes0 = floor(seed0)
-        identical = floor_bytes0 == resp0.content  # the service renders exactly what the engine does
-        print(f"(c) cold first request {t_cold_first * 1000:.0f} ms; PNG identical to in-process: "
-              f"{identical}", flush=True)
+        identical = (
+            floor_bytes0 == resp0.content
+        )  # the service renders exactly what the engine does
+        print(
+            f"(c) cold first request {t_cold_first * 1000:.0f} ms; PNG identical to in-process: "
+            f"{identical}",
+            flush=True,
+        )
         for _ in range(2):  # warm both sides
             floor(next(seed_counter))
             http(url_a, next(seed_counter))
@@ -197,8 +247,11 @@ def main(argv: list[str] | None = None) -> int:
                 assert resp.status_code == 200 and resp.headers["content-type"] == "image/png"
                 warm_t.append(dt)
             server_cpu += proc_cpu_seconds(spid) - c0
-            print(f"  round {rnd + 1}/{args.rounds}: floor p50 {pct(floor_t, 50) * 1000:.0f} ms, "
-                  f"warm p50 {pct(warm_t, 50) * 1000:.0f} ms", flush=True)
+            print(
+                f"  round {rnd + 1}/{args.rounds}: floor p50 {pct(floor_t, 50) * 1000:.0f} ms, "
+                f"warm p50 {pct(warm_t, 50) * 1000:.0f} ms",
+                flush=True,
+            )
         out["floor"], out["warm"] = summary(floor_t), summary(warm_t)
         out["floor"]["cpu_s_per_render"] = floor_cpu / len(floor_t)
         out["warm"]["server_cpu_s_per_request"] = server_cpu / len(warm_t)
@@ -208,14 +261,21 @@ def main(argv: list[str] | None = None) -> int:
         main_t = [render_here(next(seed_counter))[0] for _ in range(per_round)]
         out["floor_main_thread"] = summary(main_t)
         out["floor_main_thread"]["cpu_s_per_render"] = (time.process_time() - c0) / len(main_t)
-        print(f"  floor on the main thread instead: p50 {pct(main_t, 50) * 1000:.0f} ms", flush=True)
+        print(
+            f"  floor on the main thread instead: p50 {pct(main_t, 50) * 1000:.0f} ms", flush=True
+        )
 
         # ---- (c2) cold on a second checkpoint, process warm
         budget.check("cold second checkpoint")
         t_cold_b, _ = http(url_b, next(seed_counter))
-        out["cold"] = {"first_request_in_process_ms": t_cold_first * 1000,
-                       "new_checkpoint_warm_process_ms": t_cold_b * 1000}
-        print(f"(c) cold request on a second checkpoint (warm process) {t_cold_b * 1000:.0f} ms", flush=True)
+        out["cold"] = {
+            "first_request_in_process_ms": t_cold_first * 1000,
+            "new_checkpoint_warm_process_ms": t_cold_b * 1000,
+        }
+        print(
+            f"(c) cold request on a second checkpoint (warm process) {t_cold_b * 1000:.0f} ms",
+            flush=True,
+        )
 
         # ---- (d) concurrent clients vs floor single-thread throughput (before and after)
         floor_cpu_d: list[float] = []
@@ -237,8 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         lock = threading.Lock()
 
         def worker(my_seeds: list[int]) -> None:
-            with httpx.Client(base_url=f"http://{HOST}:{port}", timeout=600, trust_env=False,
-                              headers=auth) as c:
+            with httpx.Client(
+                base_url=f"http://{HOST}:{port}", timeout=600, trust_env=False, headers=auth
+            ) as c:
                 c.get("/healthz")  # connect before the clock starts
                 barrier.wait()
                 for s in my_seeds:
@@ -263,18 +324,27 @@ def main(argv: list[str] | None = None) -> int:
         thr_after = floor_throughput(k_floor)
         thr_floor = (thr_before + thr_after) / 2
         thr_conc = len(lat) / wall
-        out["concurrent"] = {"clients": args.clients, "requests": len(lat), "errors": errors,
-                             "wall_s": wall, "throughput_rps": thr_conc,
-                             "latency": summary(lat) if lat else None,
-                             "floor_throughput_rps_before": thr_before,
-                             "floor_throughput_rps_after": thr_after,
-                             "floor_throughput_rps": thr_floor,
-                             "ratio_vs_floor": thr_conc / thr_floor,
-                             "server_cpu_s_per_request": conc_cpu / max(1, len(lat)),
-                             "floor_cpu_s_per_render": statistics.fmean(floor_cpu_d),
-                             "cpu_efficiency_vs_floor": statistics.fmean(floor_cpu_d) / (conc_cpu / max(1, len(lat)))}
-        print(f"(d) {args.clients} clients: {thr_conc:.2f} req/s vs floor {thr_floor:.2f} req/s "
-              f"(before {thr_before:.2f}, after {thr_after:.2f}); errors {len(errors)}", flush=True)
+        out["concurrent"] = {
+            "clients": args.clients,
+            "requests": len(lat),
+            "errors": errors,
+            "wall_s": wall,
+            "throughput_rps": thr_conc,
+            "latency": summary(lat) if lat else None,
+            "floor_throughput_rps_before": thr_before,
+            "floor_throughput_rps_after": thr_after,
+            "floor_throughput_rps": thr_floor,
+            "ratio_vs_floor": thr_conc / thr_floor,
+            "server_cpu_s_per_request": conc_cpu / max(1, len(lat)),
+            "floor_cpu_s_per_render": statistics.fmean(floor_cpu_d),
+            "cpu_efficiency_vs_floor": statistics.fmean(floor_cpu_d)
+            / (conc_cpu / max(1, len(lat))),
+        }
+        print(
+            f"(d) {args.clients} clients: {thr_conc:.2f} req/s vs floor {thr_floor:.2f} req/s "
+            f"(before {thr_before:.2f}, after {thr_after:.2f}); errors {len(errors)}",
+            flush=True,
+        )
 
         # ---- (e) repeated identical request (PNG cache) and conditional (304)
         budget.check("repeat")
@@ -294,9 +364,11 @@ def main(argv: list[str] | None = None) -> int:
             health.append(time.perf_counter() - t)
         out["repeat_png_cache"], out["repeat_304"] = summary(rep), summary(rep304)
         out["healthz_baseline"] = summary(health)
-        print(f"(e) repeated: p50 {pct(rep, 50) * 1000:.2f} ms; If-None-Match 304: "
-              f"p50 {pct(rep304, 50) * 1000:.2f} ms; /healthz p50 {pct(health, 50) * 1000:.2f} ms",
-              flush=True)
+        print(
+            f"(e) repeated: p50 {pct(rep, 50) * 1000:.2f} ms; If-None-Match 304: "
+            f"p50 {pct(rep304, 50) * 1000:.2f} ms; /healthz p50 {pct(health, 50) * 1000:.2f} ms",
+            flush=True,
+        )
 
         # ---- (f) naive handler: load the checkpoint on every call, interleaved with the floor
         budget.check("naive")
@@ -306,15 +378,24 @@ def main(argv: list[str] | None = None) -> int:
             floor_t2.append(floor(next(seed_counter))[0])
         out["naive"] = summary(naive_t)
         out["naive"]["floor_interleaved"] = summary(floor_t2)
-        print(f"(f) naive load-per-request p50 {pct(naive_t, 50) * 1000:.0f} ms vs interleaved floor "
-              f"p50 {pct(floor_t2, 50) * 1000:.0f} ms", flush=True)
+        print(
+            f"(f) naive load-per-request p50 {pct(naive_t, 50) * 1000:.0f} ms vs interleaved floor "
+            f"p50 {pct(floor_t2, 50) * 1000:.0f} ms",
+            flush=True,
+        )
 
         # ---- (g) POST -> first training step, worker warm (it has run the setup job).
         # Twice: a tiny model, whose first step costs ~nothing, isolates what the service adds
         # (queue pickup, claim, data, model build); the default DCGAN adds one real CPU step.
         latency_cfgs = {
-            "tiny": {"dataset": "shapes", "image_size": 32, "steps": 1, "g_width": 8,
-                     "d_width": 8, "batch_size": 8},
+            "tiny": {
+                "dataset": "shapes",
+                "image_size": 32,
+                "steps": 1,
+                "g_width": 8,
+                "d_width": 8,
+                "batch_size": 8,
+            },
             "default": {"dataset": "shapes", "image_size": 32, "steps": 1},
         }
         for label, job_cfg in latency_cfgs.items():
@@ -322,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.post_reps):
                 budget.check("post-to-first-step")
                 t0 = time.perf_counter()
-                r = client.post("/v1/jobs", json={"name": f"bench-latency-{label}-{i}", "config": job_cfg})
+                r = client.post(
+                    "/v1/jobs", json={"name": f"bench-latency-{label}-{i}", "config": job_cfg}
+                )
                 r.raise_for_status()
                 jid = r.json()["id"]
                 seen = None
@@ -337,84 +420,174 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         time.sleep(0.02)
                 job = wait_job(client, jid, budget, limit=300)
-                created, started, first = (parse_ts(job[k]) for k in ("created_at", "started_at", "first_step_at"))
-                row = {"client_post_to_step_seen_s": seen,
-                       "server_created_to_first_step_s": (first - created).total_seconds(),
-                       "created_to_started_s (queue pickup)": (started - created).total_seconds(),
-                       "started_to_first_step_s (setup + step 1)": (first - started).total_seconds()}
+                created, started, first = (
+                    parse_ts(job[k]) for k in ("created_at", "started_at", "first_step_at")
+                )
+                row = {
+                    "client_post_to_step_seen_s": seen,
+                    "server_created_to_first_step_s": (first - created).total_seconds(),
+                    "created_to_started_s (queue pickup)": (started - created).total_seconds(),
+                    "started_to_first_step_s (setup + step 1)": (first - started).total_seconds(),
+                }
                 post.append(row)
-                print(f"(g) {label} rep {i + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()),
-                      flush=True)
+                print(
+                    f"(g) {label} rep {i + 1}: "
+                    + ", ".join(f"{k} {v:.2f}" for k, v in row.items()),
+                    flush=True,
+                )
             key = "post_to_first_step" if label == "tiny" else f"post_to_first_step_{label}"
-            out[key] = {
-                "config": job_cfg,
-                "reps": post,
-                "median_client_s": statistics.median(r["client_post_to_step_seen_s"] for r in post),
-                "median_server_s": statistics.median(r["server_created_to_first_step_s"] for r in post),
-            } if post else None
+            out[key] = (
+                {
+                    "config": job_cfg,
+                    "reps": post,
+                    "median_client_s": statistics.median(
+                        r["client_post_to_step_seen_s"] for r in post
+                    ),
+                    "median_server_s": statistics.median(
+                        r["server_created_to_first_step_s"] for r in post
+                    ),
+                }
+                if post
+                else None
+            )
         # Attribution: the same setup + first steps in a fresh process, without the service
         budget.check("attribution")
-        attr = subprocess.run([sys.executable, "-c", ATTRIBUTION], capture_output=True, text=True,
-                              timeout=max(10.0, min(300.0, budget.left())), cwd=ROOT,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        attr = subprocess.run(
+            [sys.executable, "-c", ATTRIBUTION],
+            capture_output=True,
+            text=True,
+            timeout=max(10.0, min(300.0, budget.left())),
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         if attr.returncode == 0:
-            out["post_to_first_step_attribution"] = a = json.loads(attr.stdout.strip().splitlines()[-1])
-            print(f"    fresh process, no service: load 'shapes' {a['load_dataset_shapes_s']:.2f}s, "
-                  f"train() to step-1 report {a['train_call_to_step1_report_s']:.2f}s, then "
-                  f"{a['step2_s']:.2f}s/{a['step3_s']:.2f}s per step", flush=True)
+            out["post_to_first_step_attribution"] = a = json.loads(
+                attr.stdout.strip().splitlines()[-1]
+            )
+            print(
+                f"    fresh process, no service: load 'shapes' {a['load_dataset_shapes_s']:.2f}s, "
+                f"train() to step-1 report {a['train_call_to_step1_report_s']:.2f}s, then "
+                f"{a['step2_s']:.2f}s/{a['step3_s']:.2f}s per step",
+                flush=True,
+            )
         else:
             out["post_to_first_step_attribution"] = {"error": attr.stderr[-2000:]}
 
         # ---- table
         fl, wm = out["floor"], out["warm"]
-        out["ratios"] = {"warm_p50/floor_p50": wm["p50_ms"] / fl["p50_ms"],
-                         "warm_p99/floor_p99": wm["p99_ms"] / fl["p99_ms"],
-                         "concurrent_throughput/floor_throughput": out["concurrent"]["ratio_vs_floor"],
-                         "naive_p50/floor_p50": out["naive"]["p50_ms"] / out["naive"]["floor_interleaved"]["p50_ms"],
-                         "cold_first/floor_p50": out["cold"]["first_request_in_process_ms"] / fl["p50_ms"],
-                         "cold_new_ckpt/floor_p50": out["cold"]["new_checkpoint_warm_process_ms"] / fl["p50_ms"]}
+        out["ratios"] = {
+            "warm_p50/floor_p50": wm["p50_ms"] / fl["p50_ms"],
+            "warm_p99/floor_p99": wm["p99_ms"] / fl["p99_ms"],
+            "concurrent_throughput/floor_throughput": out["concurrent"]["ratio_vs_floor"],
+            "naive_p50/floor_p50": out["naive"]["p50_ms"]
+            / out["naive"]["floor_interleaved"]["p50_ms"],
+            "cold_first/floor_p50": out["cold"]["first_request_in_process_ms"] / fl["p50_ms"],
+            "cold_new_ckpt/floor_p50": out["cold"]["new_checkpoint_warm_process_ms"] / fl["p50_ms"],
+        }
         out["targets"] = {
-            "concurrent_throughput/floor >= 0.9": out["ratios"]["concurrent_throughput/floor_throughput"] >= 0.9,
+            "concurrent_throughput/floor >= 0.9": out["ratios"][
+                "concurrent_throughput/floor_throughput"
+            ]
+            >= 0.9,
             "repeat p50 <= 2 ms": out["repeat_png_cache"]["p50_ms"] <= 2.0,
             "304 p50 <= 2 ms": out["repeat_304"]["p50_ms"] <= 2.0,
-            "post-to-first-step < 2 s": (out["post_to_first_step"] or {}).get("median_client_s", 1e9) < 2.0,
+            "post-to-first-step < 2 s": (out["post_to_first_step"] or {}).get(
+                "median_client_s", 1e9
+            )
+            < 2.0,
         }
         out["png_identical_to_in_process"] = identical
         out["env"]["loadavg_end"] = list(os.getloadavg())
         rows = [
-            ("(a) floor: sample+png_grid, in-process", f"p50 {fl['p50_ms']:.0f} ms, p99 {fl['p99_ms']:.0f} ms (n={fl['n']})", "1.00"),
-            ("    floor on the main thread instead", f"p50 {out['floor_main_thread']['p50_ms']:.0f} ms, CPU "
-             f"{out['floor_main_thread']['cpu_s_per_render'] * 1000:.0f} ms/render", "(information)"),
-            ("    CPU per render: server / floor", f"{wm['server_cpu_s_per_request'] * 1000:.0f} ms / "
-             f"{fl['cpu_s_per_render'] * 1000:.0f} ms", f"{wm['server_cpu_s_per_request'] / fl['cpu_s_per_render']:.2f}"),
-            ("(b) warm HTTP, distinct seeds", f"p50 {wm['p50_ms']:.0f} ms, p99 {wm['p99_ms']:.0f} ms (n={wm['n']})",
-             f"{out['ratios']['warm_p50/floor_p50']:.2f} (p50)  {out['ratios']['warm_p99/floor_p99']:.2f} (p99)"),
-            ("(c) cold, first request in process", f"{out['cold']['first_request_in_process_ms']:.0f} ms",
-             f"{out['ratios']['cold_first/floor_p50']:.2f}"),
-            ("(c) cold, new checkpoint, warm process", f"{out['cold']['new_checkpoint_warm_process_ms']:.0f} ms",
-             f"{out['ratios']['cold_new_ckpt/floor_p50']:.2f}"),
-            (f"(d) {args.clients} clients throughput", f"{out['concurrent']['throughput_rps']:.2f} req/s vs floor "
-             f"{out['concurrent']['floor_throughput_rps']:.2f}", f"{out['ratios']['concurrent_throughput/floor_throughput']:.2f} (target >= 0.9)"),
-            (f"    CPU per request under {args.clients} clients", f"server {out['concurrent']['server_cpu_s_per_request'] * 1000:.0f} ms "
-             f"vs floor {out['concurrent']['floor_cpu_s_per_render'] * 1000:.0f} ms",
-             f"floor/server {out['concurrent']['cpu_efficiency_vs_floor']:.2f}"),
-            ("(e) repeated identical (PNG cache)", f"p50 {out['repeat_png_cache']['p50_ms']:.2f} ms, p99 {out['repeat_png_cache']['p99_ms']:.2f} ms", "target p50 <= 2 ms"),
-            ("(e) If-None-Match -> 304", f"p50 {out['repeat_304']['p50_ms']:.2f} ms, p99 {out['repeat_304']['p99_ms']:.2f} ms", "target p50 <= 2 ms"),
-            ("    GET /healthz (HTTP stack only)", f"p50 {out['healthz_baseline']['p50_ms']:.2f} ms", "(baseline for e)"),
-            ("(f) naive: load per request", f"p50 {out['naive']['p50_ms']:.0f} ms", f"{out['ratios']['naive_p50/floor_p50']:.2f}"),
+            (
+                "(a) floor: sample+png_grid, in-process",
+                f"p50 {fl['p50_ms']:.0f} ms, p99 {fl['p99_ms']:.0f} ms (n={fl['n']})",
+                "1.00",
+            ),
+            (
+                "    floor on the main thread instead",
+                f"p50 {out['floor_main_thread']['p50_ms']:.0f} ms, CPU "
+                f"{out['floor_main_thread']['cpu_s_per_render'] * 1000:.0f} ms/render",
+                "(information)",
+            ),
+            (
+                "    CPU per render: server / floor",
+                f"{wm['server_cpu_s_per_request'] * 1000:.0f} ms / "
+                f"{fl['cpu_s_per_render'] * 1000:.0f} ms",
+                f"{wm['server_cpu_s_per_request'] / fl['cpu_s_per_render']:.2f}",
+            ),
+            (
+                "(b) warm HTTP, distinct seeds",
+                f"p50 {wm['p50_ms']:.0f} ms, p99 {wm['p99_ms']:.0f} ms (n={wm['n']})",
+                f"{out['ratios']['warm_p50/floor_p50']:.2f} (p50)  {out['ratios']['warm_p99/floor_p99']:.2f} (p99)",
+            ),
+            (
+                "(c) cold, first request in process",
+                f"{out['cold']['first_request_in_process_ms']:.0f} ms",
+                f"{out['ratios']['cold_first/floor_p50']:.2f}",
+            ),
+            (
+                "(c) cold, new checkpoint, warm process",
+                f"{out['cold']['new_checkpoint_warm_process_ms']:.0f} ms",
+                f"{out['ratios']['cold_new_ckpt/floor_p50']:.2f}",
+            ),
+            (
+                f"(d) {args.clients} clients throughput",
+                f"{out['concurrent']['throughput_rps']:.2f} req/s vs floor "
+                f"{out['concurrent']['floor_throughput_rps']:.2f}",
+                f"{out['ratios']['concurrent_throughput/floor_throughput']:.2f} (target >= 0.9)",
+            ),
+            (
+                f"    CPU per request under {args.clients} clients",
+                f"server {out['concurrent']['server_cpu_s_per_request'] * 1000:.0f} ms "
+                f"vs floor {out['concurrent']['floor_cpu_s_per_render'] * 1000:.0f} ms",
+                f"floor/server {out['concurrent']['cpu_efficiency_vs_floor']:.2f}",
+            ),
+            (
+                "(e) repeated identical (PNG cache)",
+                f"p50 {out['repeat_png_cache']['p50_ms']:.2f} ms, p99 {out['repeat_png_cache']['p99_ms']:.2f} ms",
+                "target p50 <= 2 ms",
+            ),
+            (
+                "(e) If-None-Match -> 304",
+                f"p50 {out['repeat_304']['p50_ms']:.2f} ms, p99 {out['repeat_304']['p99_ms']:.2f} ms",
+                "target p50 <= 2 ms",
+            ),
+            (
+                "    GET /healthz (HTTP stack only)",
+                f"p50 {out['healthz_baseline']['p50_ms']:.2f} ms",
+                "(baseline for e)",
+            ),
+            (
+                "(f) naive: load per request",
+                f"p50 {out['naive']['p50_ms']:.0f} ms",
+                f"{out['ratios']['naive_p50/floor_p50']:.2f}",
+            ),
         ]
-        for key, label in (("post_to_first_step", "tiny model"), ("post_to_first_step_default", "default DCGAN")):
+        for key, label in (
+            ("post_to_first_step", "tiny model"),
+            ("post_to_first_step_default", "default DCGAN"),
+        ):
             if out.get(key):
                 p = out[key]
-                rows.append((f"(g) POST -> first step, {label}", f"client {p['median_client_s']:.2f} s, server "
-                             f"{p['median_server_s']:.2f} s (median of {len(p['reps'])})",
-                             "target < 2 s" if key == "post_to_first_step" else "(one CPU step included)"))
+                rows.append(
+                    (
+                        f"(g) POST -> first step, {label}",
+                        f"client {p['median_client_s']:.2f} s, server "
+                        f"{p['median_server_s']:.2f} s (median of {len(p['reps'])})",
+                        "target < 2 s"
+                        if key == "post_to_first_step"
+                        else "(one CPU step included)",
+                    )
+                )
         print()
         print(f"{'measurement':<42}{'value':<48}ratio to floor / target")
         for a, b, c in rows:
             print(f"{a:<42}{b:<48}{c}")
-        print(f"\ntorch threads: server {server_threads}, floor {torch.get_num_threads()}; "
-              f"targets: {out['targets']}")
+        print(
+            f"\ntorch threads: server {server_threads}, floor {torch.get_num_threads()}; "
+            f"targets: {out['targets']}"
+        )
         return_code = 0
     except BaseException as exc:
         out["error"] = f"{type(exc).__name__}: {exc}"

@@ -70,8 +70,13 @@ def _loadavg() -> list[float] | None:
 # ----------------------------------------------------------------------------- engine
 
 
-def run_engine(config: TrainConfig, dataset: ImageTensorDataset, warmup: int, steps: int,
-               progress_interval: float) -> dict:
+def run_engine(
+    config: TrainConfig,
+    dataset: ImageTensorDataset,
+    warmup: int,
+    steps: int,
+    progress_interval: float,
+) -> dict:
     """train() for warmup+steps steps; timed between two progress reports (both are device
     syncs: the loop flushes its pending losses to the CPU before reporting)."""
     marks: list[tuple[int, float, float]] = []
@@ -81,9 +86,13 @@ def run_engine(config: TrainConfig, dataset: ImageTensorDataset, warmup: int, st
 
     run_dir = Path(tempfile.mkdtemp(prefix="ganforge-bench-"))
     try:
-        result = train(config, run_dir, TrainHooks(on_progress=on_progress,
-                                                   progress_interval=progress_interval),
-                       dataset=dataset, resume=False)
+        result = train(
+            config,
+            run_dir,
+            TrainHooks(on_progress=on_progress, progress_interval=progress_interval),
+            dataset=dataset,
+            resume=False,
+        )
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     assert result.status == "succeeded" and result.step == config.steps, result
@@ -92,20 +101,35 @@ def run_engine(config: TrainConfig, dataset: ImageTensorDataset, warmup: int, st
     start = next((m for m in marks if m[0] >= warmup), None)
     end = marks[-1]
     if start is None or end[0] != config.steps or end[0] - start[0] < max(1, steps // 4):
-        raise RuntimeError(f"too few progress reports to time steady state: {marks}; "
-                           "lower --progress-interval or raise --steps")
+        raise RuntimeError(
+            f"too few progress reports to time steady state: {marks}; "
+            "lower --progress-interval or raise --steps"
+        )
     n = end[0] - start[0]
     dt, cpu = end[1] - start[1], end[2] - start[2]
     images = n * config.batch_size * config.d_steps
-    return {"images_per_sec": images / dt, "images_per_cpu_sec": images / cpu,
-            "timed_steps": n, "seconds": dt, "cpu_seconds": cpu}
+    return {
+        "images_per_sec": images / dt,
+        "images_per_cpu_sec": images / cpu,
+        "timed_steps": n,
+        "seconds": dt,
+        "cpu_seconds": cpu,
+    }
 
 
 # ----------------------------------------------------------------------------- bare loop
 
 
-def run_bare(config: TrainConfig, images: torch.Tensor, warmup: int, steps: int, *,
-             precision: str, channels_last: bool, host_index: bool = False) -> dict:
+def run_bare(
+    config: TrainConfig,
+    images: torch.Tensor,
+    warmup: int,
+    steps: int,
+    *,
+    precision: str,
+    channels_last: bool,
+    host_index: bool = False,
+) -> dict:
     """The same DCGAN trained by the textbook loop: no hooks, EMA, augmentation, checkpoints.
 
     images: the uint8 (N, C, H, W) dataset, already on the device.
@@ -126,8 +150,10 @@ def run_bare(config: TrainConfig, images: torch.Tensor, warmup: int, steps: int,
         autocast = contextlib.nullcontext
     else:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+
         def autocast():
             return torch.autocast(device.type, dtype=dtype)
+
     index_device = torch.device("cpu") if host_index else device
     perm, pos = torch.randperm(N, device=index_device), 0
 
@@ -135,7 +161,7 @@ def run_bare(config: TrainConfig, images: torch.Tensor, warmup: int, steps: int,
         nonlocal perm, pos
         if pos + B > N:
             perm, pos = torch.randperm(N, device=index_device), 0
-        idx = perm[pos: pos + B]
+        idx = perm[pos : pos + B]
         if host_index:
             idx = idx.to(device)  # blocking host->device copy, as Batcher.next() does
         pos += B
@@ -146,7 +172,9 @@ def run_bare(config: TrainConfig, images: torch.Tensor, warmup: int, steps: int,
         with autocast():
             fake = G(z)
             real_logits, fake_logits = D(x), D(fake.detach())
-            d_loss = F.relu(1.0 - real_logits.float()).mean() + F.relu(1.0 + fake_logits.float()).mean()
+            d_loss = (
+                F.relu(1.0 - real_logits.float()).mean() + F.relu(1.0 + fake_logits.float()).mean()
+            )
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
@@ -167,23 +195,39 @@ def run_bare(config: TrainConfig, images: torch.Tensor, warmup: int, steps: int,
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     if not torch.isfinite(losses).all():
         raise RuntimeError(f"bare loop diverged: {losses.tolist()}")
-    return {"images_per_sec": steps * B / dt, "images_per_cpu_sec": steps * B / cpu,
-            "timed_steps": steps, "seconds": dt, "cpu_seconds": cpu}
+    return {
+        "images_per_sec": steps * B / dt,
+        "images_per_cpu_sec": steps * B / cpu,
+        "timed_steps": steps,
+        "seconds": dt,
+        "cpu_seconds": cpu,
+    }
 
 
 # ----------------------------------------------------------------------------- profile
 
 
-def profile(config_plain: TrainConfig, dataset: ImageTensorDataset, images: torch.Tensor,
-            steps: int, out_dir: Path, precision: str, channels_last: bool) -> dict:
+def profile(
+    config_plain: TrainConfig,
+    dataset: ImageTensorDataset,
+    images: torch.Tensor,
+    steps: int,
+    out_dir: Path,
+    precision: str,
+    channels_last: bool,
+) -> dict:
     """cProfile + torch.profiler of a few engine (apples-to-apples) and bare steps."""
     report = {}
     cfg = config_plain.model_copy(update={"steps": steps, "checkpoint_every": 10**7})
     for name, fn in (
         # one report at step 1 and one at the end: no extra syncs from progress reporting
         ("engine", lambda: run_engine(cfg, dataset, 1, steps - 1, 1e9)),
-        ("bare", lambda: run_bare(cfg, images, 1, steps - 1, precision=precision,
-                                  channels_last=channels_last)),
+        (
+            "bare",
+            lambda: run_bare(
+                cfg, images, 1, steps - 1, precision=precision, channels_last=channels_last
+            ),
+        ),
     ):
         prof = cProfile.Profile()
         acts = [torch.profiler.ProfilerActivity.CPU]
@@ -212,16 +256,19 @@ def profile(config_plain: TrainConfig, dataset: ImageTensorDataset, images: torc
         batcher = Batcher(dataset, config_plain.batch_size, seed=0, device=images.device)
         batcher.next()
         torch.cuda.synchronize()
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                                torch.profiler.ProfilerActivity.CUDA]) as tp:
+        with torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+        ) as tp:
             for _ in range(20):
                 batcher.next()
             torch.cuda.synchronize()
         syncs = sum(e.count for e in tp.key_averages() if "Synchronize" in e.key) - 1  # our own
         report["batcher_next_sync_calls_per_call"] = syncs / 20
         print(f"Batcher.next(): {syncs / 20:.2f} CUDA sync calls per call")
-    report["note"] = ("engine sync counts include the final checkpoint save (device->host copies); "
-                      "see batcher_next_sync_calls_per_call for the per-step source")
+    report["note"] = (
+        "engine sync counts include the final checkpoint save (device->host copies); "
+        "see batcher_next_sync_calls_per_call for the per-step source"
+    )
     return report
 
 
@@ -229,22 +276,43 @@ def profile(config_plain: TrainConfig, dataset: ImageTensorDataset, images: torc
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", choices=["cpu", "cuda"], default=os.environ.get("BENCH_DEVICE", "cpu"))
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--device", choices=["cpu", "cuda"], default=os.environ.get("BENCH_DEVICE", "cpu")
+    )
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    ap.add_argument("--steps", type=int, default=None,
-                    help="timed steps per run after the warm-up (default cpu 8, cuda 300)")
-    ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default cpu 3, cuda 50)")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed steps per run after the warm-up (default cpu 8, cuda 300)",
+    )
+    ap.add_argument(
+        "--warmup", type=int, default=None, help="untimed steps first (default cpu 3, cuda 50)"
+    )
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every variant")
     ap.add_argument("--dataset", default="shapes", help="shapes (default) or fashion-mnist")
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    ap.add_argument("--progress-interval", type=float, default=0.1,
-                    help="engine progress-report period in s; reports are the engine's timing marks")
-    ap.add_argument("--variants", default=None,
-                    help="comma-separated subset of variants to run (default: all for the device)")
-    ap.add_argument("--profile", action="store_true", help="also profile engine vs bare (few steps)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
+    )
+    ap.add_argument(
+        "--progress-interval",
+        type=float,
+        default=0.1,
+        help="engine progress-report period in s; reports are the engine's timing marks",
+    )
+    ap.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated subset of variants to run (default: all for the device)",
+    )
+    ap.add_argument(
+        "--profile", action="store_true", help="also profile engine vs bare (few steps)"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/train_throughput.json")
     args = ap.parse_args(argv)
 
@@ -253,8 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
         return 2
     if device.type == "cpu" and args.precision != "fp32":
-        print("error: bf16 autocast is a CUDA feature in the engine (TrainConfig refuses it on cpu)",
-              file=sys.stderr)
+        print(
+            "error: bf16 autocast is a CUDA feature in the engine (TrainConfig refuses it on cpu)",
+            file=sys.stderr,
+        )
         return 2
     cuda = device.type == "cuda"
     steps = args.steps or (300 if cuda else 8)
@@ -264,33 +334,52 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     dataset = load_dataset(args.dataset, image_size=args.image_size, seed=0)
-    base = TrainConfig(dataset=args.dataset, image_size=args.image_size, batch_size=args.batch_size,
-                       device=args.device, precision=args.precision, steps=warmup + steps,
-                       checkpoint_every=warmup + steps, keep_checkpoints=1,
-                       augment="translation,cutout")  # the most per-step work the engine does
+    base = TrainConfig(
+        dataset=args.dataset,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        steps=warmup + steps,
+        checkpoint_every=warmup + steps,
+        keep_checkpoints=1,
+        augment="translation,cutout",
+    )  # the most per-step work the engine does
     base = resolve_config(base, dataset)
     plain = base.model_copy(update={"augment": None, "ema_decay": None})
     images = dataset.images.to(device)
-    print(f"dataset {args.dataset} {tuple(dataset.images.shape)} loaded in {time.perf_counter() - t0:.1f}s; "
-          f"device {device}, precision {args.precision}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, batch {args.batch_size}, "
-          f"{warmup} warm-up + {steps} timed steps, {args.rounds} rounds, load {_loadavg()}")
+    print(
+        f"dataset {args.dataset} {tuple(dataset.images.shape)} loaded in {time.perf_counter() - t0:.1f}s; "
+        f"device {device}, precision {args.precision}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, batch {args.batch_size}, "
+        f"{warmup} warm-up + {steps} timed steps, {args.rounds} rounds, load {_loadavg()}"
+    )
 
     other = "bf16" if args.precision == "fp32" else "fp32"
     variants = {
         "engine": lambda: run_engine(plain, dataset, warmup, steps, args.progress_interval),
         "engine_default": lambda: run_engine(base, dataset, warmup, steps, args.progress_interval),
-        "bare": lambda: run_bare(plain, images, warmup, steps, precision=args.precision,
-                                 channels_last=cuda),
+        "bare": lambda: run_bare(
+            plain, images, warmup, steps, precision=args.precision, channels_last=cuda
+        ),
     }
     if cuda:
         variants |= {
-            "bare_nchw": lambda: run_bare(plain, images, warmup, steps, precision=args.precision,
-                                          channels_last=False),
-            f"bare_{other}": lambda: run_bare(plain, images, warmup, steps, precision=other,
-                                              channels_last=True),
-            "bare_host_index": lambda: run_bare(plain, images, warmup, steps, precision=args.precision,
-                                                channels_last=True, host_index=True),
+            "bare_nchw": lambda: run_bare(
+                plain, images, warmup, steps, precision=args.precision, channels_last=False
+            ),
+            f"bare_{other}": lambda: run_bare(
+                plain, images, warmup, steps, precision=other, channels_last=True
+            ),
+            "bare_host_index": lambda: run_bare(
+                plain,
+                images,
+                warmup,
+                steps,
+                precision=args.precision,
+                channels_last=True,
+                host_index=True,
+            ),
         }
     if args.variants:
         wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -305,12 +394,15 @@ def main(argv: list[str] | None = None) -> int:
     run_bare(plain, images, 0, max(warmup, 2), precision=args.precision, channels_last=cuda)
     results: dict[str, list[dict]] = {k: [] for k in names}
     for r in range(args.rounds):
-        order = names[r % len(names):] + names[: r % len(names)]  # rotate: no fixed position
+        order = names[r % len(names) :] + names[: r % len(names)]  # rotate: no fixed position
         for name in order:
             res = variants[name]()
             results[name].append(res)
-            print(f"  round {r + 1}/{args.rounds} {name:<16} {res['images_per_sec']:9.1f} img/s "
-                  f"({res['timed_steps']} steps in {res['seconds']:.2f}s)", flush=True)
+            print(
+                f"  round {r + 1}/{args.rounds} {name:<16} {res['images_per_sec']:9.1f} img/s "
+                f"({res['timed_steps']} steps in {res['seconds']:.2f}s)",
+                flush=True,
+            )
 
     def analyse(metric: str) -> dict:
         vals = {k: [x[metric] for x in v] for k, v in results.items()}
@@ -320,8 +412,11 @@ def main(argv: list[str] | None = None) -> int:
             if a not in vals or b not in vals:
                 return None
             per_round = [x / y for x, y in zip(vals[a], vals[b], strict=True)]
-            return {"median_of_round_ratios": statistics.median(per_round),
-                    "ratio_of_medians": med[a] / med[b], "per_round": per_round}
+            return {
+                "median_of_round_ratios": statistics.median(per_round),
+                "ratio_of_medians": med[a] / med[b],
+                "per_round": per_round,
+            }
 
         ratios = {
             "engine/bare": paired("engine", "bare"),
@@ -331,55 +426,81 @@ def main(argv: list[str] | None = None) -> int:
         if cuda:
             ratios |= {
                 "bare/bare_nchw (channels_last gain)": paired("bare", "bare_nchw"),
-                "bare_host_index/bare (Batcher-style index copy)": paired("bare_host_index", "bare"),
+                "bare_host_index/bare (Batcher-style index copy)": paired(
+                    "bare_host_index", "bare"
+                ),
             }
-            bf16, fp32 = ("bare", f"bare_{other}") if args.precision == "bf16" else (f"bare_{other}", "bare")
+            bf16, fp32 = (
+                ("bare", f"bare_{other}") if args.precision == "bf16" else (f"bare_{other}", "bare")
+            )
             ratios["bare_bf16/bare_fp32 (bf16 autocast gain)"] = paired(bf16, fp32)
         ratios = {k: v for k, v in ratios.items() if v is not None}
         # Noise: how much one variant moves between rounds (relative spread, max-min over median).
-        spread = {k: (max(v) - min(v)) / statistics.median(v) for k, v in vals.items() if len(v) > 1}
+        spread = {
+            k: (max(v) - min(v)) / statistics.median(v) for k, v in vals.items() if len(v) > 1
+        }
         return {"values": vals, "median": med, "spread": spread, "ratios": ratios}
 
     wall, cpu_t = analyse("images_per_sec"), analyse("images_per_cpu_sec")
-    for title, res in (("images/s (wall clock)", wall), ("images per CPU-second of this process "
-                                                        "(less sensitive to other jobs' load)", cpu_t)):
+    for title, res in (
+        ("images/s (wall clock)", wall),
+        ("images per CPU-second of this process (less sensitive to other jobs' load)", cpu_t),
+    ):
         print(f"\n{title}")
         print(f"{'variant':<18}{'median':>10}{'min':>10}{'max':>10}{'spread':>9}")
         for k in names:
             v = res["values"][k]
-            print(f"{k:<18}{res['median'][k]:10.1f}{min(v):10.1f}{max(v):10.1f}"
-                  f"{res['spread'].get(k, float('nan')) * 100:8.1f}%")
+            print(
+                f"{k:<18}{res['median'][k]:10.1f}{min(v):10.1f}{max(v):10.1f}"
+                f"{res['spread'].get(k, float('nan')) * 100:8.1f}%"
+            )
         print(f"{'ratio':<50}{'median(round)':>14}{'of medians':>12}{'rounds min..max':>18}")
         for k, v in res["ratios"].items():
-            print(f"{k:<50}{v['median_of_round_ratios']:14.3f}{v['ratio_of_medians']:12.3f}"
-                  f"{min(v['per_round']):9.3f}..{max(v['per_round']):.3f}")
+            print(
+                f"{k:<50}{v['median_of_round_ratios']:14.3f}{v['ratio_of_medians']:12.3f}"
+                f"{min(v['per_round']):9.3f}..{max(v['per_round']):.3f}"
+            )
     verdict = None
     if "engine/bare" in wall["ratios"]:
         r = wall["ratios"]["engine/bare"]
         ratio, lo, hi = r["median_of_round_ratios"], min(r["per_round"]), max(r["per_round"])
         verdict = "pass" if ratio >= 1.0 else "within noise" if hi >= 1.0 else "slower"
-        print(f"\nengine/bare (wall) = {ratio:.3f}, rounds {lo:.3f}..{hi:.3f} (target >= 1.0): {verdict}")
+        print(
+            f"\nengine/bare (wall) = {ratio:.3f}, rounds {lo:.3f}..{hi:.3f} (target >= 1.0): {verdict}"
+        )
         if "engine/bare" in cpu_t["ratios"]:
-            print(f"engine/bare (CPU time) = {cpu_t['ratios']['engine/bare']['median_of_round_ratios']:.3f}")
+            print(
+                f"engine/bare (CPU time) = {cpu_t['ratios']['engine/bare']['median_of_round_ratios']:.3f}"
+            )
 
     out = {
         "benchmark": "train_throughput",
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "steps": steps, "warmup": warmup,
-        "env": {"torch": torch.__version__, "python": platform.python_version(),
-                "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
-                "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                "cudnn": torch.backends.cudnn.version() if cuda else None,
-                "loadavg_end": _loadavg(),
-                "omp_env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "MKL_", "GOMP_"))}},
+        "steps": steps,
+        "warmup": warmup,
+        "env": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+            "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "cudnn": torch.backends.cudnn.version() if cuda else None,
+            "loadavg_end": _loadavg(),
+            "omp_env": {
+                k: v for k, v in os.environ.items() if k.startswith(("OMP_", "MKL_", "GOMP_"))
+            },
+        },
         "config_default": base.model_dump(mode="json"),
-        "wall_clock": wall, "cpu_time": cpu_t, "verdict_engine_vs_bare": verdict,
+        "wall_clock": wall,
+        "cpu_time": cpu_t,
+        "verdict_engine_vs_bare": verdict,
         "runs": results,
         "wall_seconds": time.perf_counter() - t0,
     }
     if args.profile:
-        out["profile"] = profile(plain, dataset, images, min(steps, 6) + 1, args.out.parent,
-                                 args.precision, cuda)
+        out["profile"] = profile(
+            plain, dataset, images, min(steps, 6) + 1, args.out.parent, args.precision, cuda
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, default=str))
     print(f"wrote {args.out}")

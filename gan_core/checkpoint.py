@@ -24,15 +24,17 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
-from torch import nn
 
 from gan_core.config import TrainConfig
+
+if TYPE_CHECKING:
+    from gan_core.nets import Generator
 
 FORMAT = "ganforge-checkpoint/1"
 GENERATOR_FILE = "generator.safetensors"
@@ -103,7 +105,9 @@ def _tensors_only(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
 
 
-def optimizer_to_flat(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+def optimizer_to_flat(
+    prefix: str, opt: torch.optim.Optimizer
+) -> tuple[dict[str, torch.Tensor], dict]:
     """Split an optimizer state dict into tensors (for safetensors) and JSON-able rest."""
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -164,7 +168,9 @@ def write_checkpoint(
     tmp.mkdir()
     try:
         files = {
-            GENERATOR_FILE: _write_file(tmp / GENERATOR_FILE, st_save(_tensors_only(generator_tensors))),
+            GENERATOR_FILE: _write_file(
+                tmp / GENERATOR_FILE, st_save(_tensors_only(generator_tensors))
+            ),
             STATE_FILE: _write_file(tmp / STATE_FILE, st_save(_tensors_only(state_tensors))),
         }
         meta = {
@@ -266,14 +272,22 @@ def _load_tensors(ckpt_dir: Path, name: str, meta: dict[str, Any]) -> dict[str, 
     try:
         return st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {ckpt_dir.name}: {name} is not a valid safetensors file") from exc
+        raise CheckpointError(
+            f"checkpoint {ckpt_dir.name}: {name} is not a valid safetensors file"
+        ) from exc
 
 
-def load_checkpoint(ckpt_dir: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def load_checkpoint(
+    ckpt_dir: str | Path,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Verified (meta, generator tensors, train-state tensors) of one checkpoint."""
     ckpt_dir = Path(ckpt_dir)
     meta = read_meta(ckpt_dir, verify=False)
-    return meta, _load_tensors(ckpt_dir, GENERATOR_FILE, meta), _load_tensors(ckpt_dir, STATE_FILE, meta)
+    return (
+        meta,
+        _load_tensors(ckpt_dir, GENERATOR_FILE, meta),
+        _load_tensors(ckpt_dir, STATE_FILE, meta),
+    )
 
 
 def config_from_meta(meta: dict[str, Any]) -> TrainConfig:
@@ -291,7 +305,7 @@ def sub_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.
 
 def load_generator(
     ckpt_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"
-) -> nn.Module:
+) -> Generator:
     """Rebuild a checkpoint's generator from the checkpoint alone, in eval mode."""
     from gan_core.nets import build_generator
 

@@ -23,24 +23,43 @@ if TYPE_CHECKING:  # torch-heavy imports stay lazy: `ganforge --help` should be 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the engine's subcommands to a parent parser."""
     p = subparsers.add_parser("train", help="train a GAN from a JSON config")
-    p.add_argument("--config", type=Path, help="JSON file with TrainConfig fields (default: all defaults)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
-                   help="override one field, e.g. --set steps=200 --set dataset='\"shapes\"'")
-    p.add_argument("--out", type=Path, required=True, help="run directory (resumes if it has checkpoints)")
+    p.add_argument(
+        "--config", type=Path, help="JSON file with TrainConfig fields (default: all defaults)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="override one field, e.g. --set steps=200 --set dataset='\"shapes\"'",
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, help="run directory (resumes if it has checkpoints)"
+    )
     p.add_argument("--data-dir", action="append", default=[], type=Path, help="where datasets live")
     p.add_argument("--download", action="store_true", help="let torchvision download built-ins")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--score", action="store_true",
-                   help="after each checkpoint, print FD, KID and precision/recall of the EMA and raw "
-                        "generators (the feature extractor is trained on the data once and kept in "
-                        "OUT/scorer/)")
-    p.add_argument("--score-samples", type=int, default=None, metavar="N",
-                   help="images generated per generator when scoring "
-                        "(default: gan_core.metrics.DEFAULT_NUM_SAMPLES)")
+    p.add_argument(
+        "--score",
+        action="store_true",
+        help="after each checkpoint, print FD, KID and precision/recall of the EMA and raw "
+        "generators (the feature extractor is trained on the data once and kept in "
+        "OUT/scorer/)",
+    )
+    p.add_argument(
+        "--score-samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="images generated per generator when scoring "
+        "(default: gan_core.metrics.DEFAULT_NUM_SAMPLES)",
+    )
     p.set_defaults(func=train_command)
 
     s = subparsers.add_parser("sample", help="write a PNG grid of samples from a checkpoint")
-    s.add_argument("--checkpoint", type=Path, required=True, help="a run dir (latest) or a checkpoint dir")
+    s.add_argument(
+        "--checkpoint", type=Path, required=True, help="a run dir (latest) or a checkpoint dir"
+    )
     s.add_argument("--n", type=int, default=64)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--nrow", type=int, default=8)
@@ -85,8 +104,9 @@ def train_command(args: argparse.Namespace) -> int:
     if args.score:
         try:
             dataset = _run_dataset(config, args)
-            hooks.on_checkpoint = _checkpoint_scorer(config, dataset, args.out / "scorer",
-                                                     args.score_samples, tqdm.write)
+            hooks.on_checkpoint = _checkpoint_scorer(
+                config, dataset, args.out / "scorer", args.score_samples, tqdm.write
+            )
         except (DatasetError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -95,14 +115,24 @@ def train_command(args: argparse.Namespace) -> int:
     def on_progress(p):
         if bar is not None:
             bar.n = p.step
-            bar.set_postfix(d=f"{p.losses.get('d', 0):.3f}", g=f"{p.losses.get('g', 0):.3f}",
-                            img_s=f"{p.images_per_sec:.0f}", epoch=f"{p.epoch:.2f}")
+            bar.set_postfix(
+                d=f"{p.losses.get('d', 0):.3f}",
+                g=f"{p.losses.get('g', 0):.3f}",
+                img_s=f"{p.images_per_sec:.0f}",
+                epoch=f"{p.epoch:.2f}",
+            )
             bar.refresh()
 
     hooks.on_progress = on_progress
     try:
-        result = train(config, args.out, hooks, dataset=dataset,
-                       data_dirs=args.data_dir, allow_download=args.download)
+        result = train(
+            config,
+            args.out,
+            hooks,
+            dataset=dataset,
+            data_dirs=args.data_dir,
+            allow_download=args.download,
+        )
     except (DatasetError, TrainingDiverged, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -122,8 +152,14 @@ def _run_dataset(config: TrainConfig, args: argparse.Namespace) -> ImageTensorDa
     latest = latest_checkpoint(args.out)
     if channels is None and latest is not None:  # a resumed run keeps its resolved channels
         channels = config_from_meta(read_meta(latest, verify=False)).channels
-    return load_dataset(config.dataset, image_size=config.image_size, channels=channels,
-                        data_dirs=args.data_dir, allow_download=args.download, seed=config.seed)
+    return load_dataset(
+        config.dataset,
+        image_size=config.image_size,
+        channels=channels,
+        data_dirs=args.data_dir,
+        allow_download=args.download,
+        seed=config.seed,
+    )
 
 
 # Every checkpoint is scored with the same latents, so scores along a run compare.
@@ -155,16 +191,21 @@ def _checkpoint_scorer(
         extractor, reference = cached
         write(f"scorer: reusing the {kind} extractor in {directory}")
     else:
-        write(f"scorer: training a {kind} feature extractor on {len(dataset)} images "
-              "(once per dataset) ...")
+        write(
+            f"scorer: training a {kind} feature extractor on {len(dataset)} images "
+            "(once per dataset) ..."
+        )
         t0 = time.monotonic()
-        extractor = metrics.train_extractor(dataset.images, dataset.labels,
-                                            num_classes=dataset.info.num_classes, device=device)
-        reference = metrics.build_reference(extractor, dataset.images,
-                                            dataset_fingerprint=fingerprint)
+        extractor = metrics.train_extractor(
+            dataset.images, dataset.labels, num_classes=dataset.info.num_classes, device=device
+        )
+        reference = metrics.build_reference(
+            extractor, dataset.images, dataset_fingerprint=fingerprint
+        )
         directory.mkdir(parents=True, exist_ok=True)
-        metrics.save_extractor(extractor, extractor_path,
-                               metadata={"dataset_fingerprint": fingerprint})
+        metrics.save_extractor(
+            extractor, extractor_path, metadata={"dataset_fingerprint": fingerprint}
+        )
         metrics.save_reference(reference, reference_path)
         write(f"scorer: ready in {time.monotonic() - t0:.0f}s, saved in {directory}")
     n = metrics.DEFAULT_NUM_SAMPLES if num_samples is None else num_samples
@@ -210,8 +251,10 @@ def _cached_scorer(
 
 
 def _format_score(s: GeneratorScore) -> str:
-    text = (f"fd {s.fd:.3f} kid {s.kid_mean:.4f}+-{s.kid_std:.4f} "
-            f"precision {s.precision:.3f} recall {s.recall:.3f}")
+    text = (
+        f"fd {s.fd:.3f} kid {s.kid_mean:.4f}+-{s.kid_std:.4f} "
+        f"precision {s.precision:.3f} recall {s.recall:.3f}"
+    )
     if s.classes_covered is not None:
         text += f" classes {s.classes_covered}/{s.num_classes}"
     return text

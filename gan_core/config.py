@@ -41,23 +41,35 @@ class TrainConfig(BaseModel):
         description="built-in name (shapes, fashion-mnist, mnist, cifar10), 'npz:PATH', "
         "'image-folder:PATH', or in the service an uploaded dataset id",
     )
-    image_size: int = Field(32, strict=True, ge=16, le=256, description="square side of generated images")
+    image_size: int = Field(
+        32, strict=True, ge=16, le=256, description="square side of generated images"
+    )
     channels: Literal[1, 3] | None = Field(
         None, description="1 or 3; None takes the dataset's own (resolved when training starts)"
     )
     # --- model ---
     arch: Arch = "dcgan"
-    conditional: bool = Field(False, strict=True, description="class-conditional G and projection D")
+    conditional: bool = Field(
+        False, strict=True, description="class-conditional G and projection D"
+    )
     num_classes: int | None = Field(
         None, strict=True, ge=2, le=1000, description="resolved from the dataset when conditional"
     )
     latent_dim: int = Field(128, strict=True, ge=1, le=1024)
-    g_width: int = Field(64, strict=True, ge=4, le=1024, description="generator base width (channels)")
-    d_width: int = Field(64, strict=True, ge=4, le=1024, description="discriminator base width (channels)")
+    g_width: int = Field(
+        64, strict=True, ge=4, le=1024, description="generator base width (channels)"
+    )
+    d_width: int = Field(
+        64, strict=True, ge=4, le=1024, description="discriminator base width (channels)"
+    )
     # --- objective ---
     loss: LossName = "hinge"
-    gp_weight: float = Field(10.0, strict=True, ge=0.0, le=1000.0, description="WGAN-GP penalty weight")
-    d_steps: int = Field(1, strict=True, ge=1, le=10, description="discriminator (critic) steps per G step")
+    gp_weight: float = Field(
+        10.0, strict=True, ge=0.0, le=1000.0, description="WGAN-GP penalty weight"
+    )
+    d_steps: int = Field(
+        1, strict=True, ge=1, le=10, description="discriminator (critic) steps per G step"
+    )
     # --- optimisation ---
     batch_size: int = Field(64, strict=True, ge=2, le=4096)
     # 8e-4 rather than DCGAN's 2e-4: the EMA generator averages out the noisier raw G (whose
@@ -68,10 +80,16 @@ class TrainConfig(BaseModel):
     d_lr: float = Field(8e-4, strict=True, gt=0.0, le=1.0)
     g_betas: tuple[StrictFloat, StrictFloat] = (0.5, 0.999)
     d_betas: tuple[StrictFloat, StrictFloat] = (0.5, 0.999)
-    steps: int = Field(3000, strict=True, ge=1, le=10_000_000, description="generator steps in total")
+    steps: int = Field(
+        3000, strict=True, ge=1, le=10_000_000, description="generator steps in total"
+    )
     # --- stabilisers ---
     ema_decay: float | None = Field(
-        0.999, strict=True, ge=0.0, lt=1.0, description="upper bound of the EMA decay; None turns EMA off"
+        0.999,
+        strict=True,
+        ge=0.0,
+        lt=1.0,
+        description="upper bound of the EMA decay; None turns EMA off",
     )
     ema_rampup: float | None = Field(
         0.05,

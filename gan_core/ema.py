@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from gan_core.nets import Generator
+
 __all__ = ["EMA", "standing_batchnorm_stats"]
 
 
@@ -19,14 +21,14 @@ class EMA:
     tracks the raw G closely early on and lengthens as training goes on.
     """
 
-    def __init__(self, model: nn.Module, max_decay: float, rampup: float | None) -> None:
+    def __init__(self, model: Generator, max_decay: float, rampup: float | None) -> None:
         if not 0.0 <= max_decay < 1.0:
             raise ValueError(f"max_decay must be in [0, 1), got {max_decay}")
         if rampup is not None and rampup <= 0.0:
             raise ValueError(f"rampup must be > 0 or None, got {rampup}")
         self.max_decay = max_decay
         self.rampup = rampup
-        self.model = copy.deepcopy(model).eval()  # the averaged copy; only ever sampled from
+        self.model: Generator = copy.deepcopy(model).eval()  # the averaged copy; only sampled from
         self.model.requires_grad_(False)
 
     def decay_at(self, step: int) -> float:
@@ -44,7 +46,9 @@ class EMA:
         avg_params, cur_params = list(self.model.parameters()), list(model.parameters())
         if len(avg_params) != len(cur_params):
             raise ValueError("EMA model and model have different parameters")
-        torch._foreach_lerp_(avg_params, [p.detach() for p in cur_params], weight)
+        torch._foreach_lerp_(
+            list[torch.Tensor](avg_params), [p.detach() for p in cur_params], weight
+        )
         # BatchNorm running statistics are already averages over batches; copied as in
         # StyleGAN2-ADA, since averaging them again would only lag them further. They are the
         # raw G's statistics, though: standing_batchnorm_stats gives the averaged G its own
@@ -56,7 +60,7 @@ class EMA:
 
 @torch.no_grad()
 def standing_batchnorm_stats(
-    generator: nn.Module, *, batch_size: int, samples: int = 2048, seed: int = 0
+    generator: Generator, *, batch_size: int, samples: int = 2048, seed: int = 0
 ) -> None:
     """Recompute a generator's BatchNorm running statistics from its own outputs, in place.
 

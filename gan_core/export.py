@@ -238,7 +238,7 @@ def export_torchscript(
         # nets._check_labels, whose check _Conditional re-expresses as graph ops.
         warnings.simplefilter("ignore", FutureWarning)
         warnings.filterwarnings("ignore", module=r"gan_core\.nets")
-        traced = torch.jit.trace(module, args, _store_inputs=False)  # type: ignore[no-untyped-call]
+        traced = torch.jit.trace(module, args, _store_inputs=False)
         torch.jit.save(traced, buf, _extra_files=extra)
     return _write_atomic(Path(path), buf.getvalue())
 

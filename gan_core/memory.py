@@ -41,11 +41,15 @@ class MemoryEstimate:
 
     def describe(self) -> str:
         gib = 1 << 30
-        return (f"about {self.total_bytes / gib:.1f} GiB ({self.weight_bytes / gib:.2f} GiB weights "
-                f"and optimizer state, {self.activation_bytes / gib:.1f} GiB activations)")
+        return (
+            f"about {self.total_bytes / gib:.1f} GiB ({self.weight_bytes / gib:.2f} GiB weights "
+            f"and optimizer state, {self.activation_bytes / gib:.1f} GiB activations)"
+        )
 
 
-def _activations_per_image(net: nn.Module, *inputs: torch.Tensor) -> tuple[int, torch.Tensor]:
+def _activations_per_image(
+    net: nn.Module, *inputs: torch.Tensor | None
+) -> tuple[int, torch.Tensor]:
     total = 0
 
     def count(_m: nn.Module, _i: object, out: object) -> None:
@@ -66,10 +70,12 @@ def _activations_per_image(net: nn.Module, *inputs: torch.Tensor) -> tuple[int, 
 @lru_cache(maxsize=256)
 def _per_image(config: TrainConfig) -> tuple[int, int, int, int]:
     """(G params, D params, G activations per image, D activations per image)."""
-    resolved = config.model_copy(update={
-        "channels": config.channels or 3,
-        "num_classes": (config.num_classes or 1000) if config.conditional else None,
-    })
+    resolved = config.model_copy(
+        update={
+            "channels": config.channels or 3,
+            "num_classes": (config.num_classes or 1000) if config.conditional else None,
+        }
+    )
     with torch.device("meta"):
         G, D = build_generator(resolved), build_discriminator(resolved)
         G.eval()  # BatchNorm on a batch of one would refuse; the shapes are the same

@@ -9,6 +9,8 @@ from PIL import Image
 from torch import nn
 from torchvision.utils import make_grid
 
+from gan_core.nets import Generator
+
 
 def latents(n: int, latent_dim: int, seed: int, truncation: float | None = None) -> torch.Tensor:
     """(n, latent_dim) standard-normal latents from a seeded CPU generator.
@@ -31,7 +33,9 @@ def latents(n: int, latent_dim: int, seed: int, truncation: float | None = None)
     return z
 
 
-def default_labels(generator: nn.Module, n: int, labels: torch.Tensor | None) -> torch.Tensor | None:
+def default_labels(
+    generator: Generator, n: int, labels: torch.Tensor | None
+) -> torch.Tensor | None:
     """Labels for a conditional generator: as given, or cycling 0..K-1; None when unconditional."""
     num_classes = getattr(generator, "num_classes", None)
     if num_classes is None:
@@ -53,7 +57,7 @@ def _device_of(module: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def generate(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+def generate(generator: Generator, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
     """Run G on given latents; returns float32 CPU images in [-1, 1], (N, C, H, W)."""
     device = _device_of(generator)
     y = None if labels is None else labels.to(device)
@@ -61,20 +65,20 @@ def generate(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None)
 
 
 def sample_inputs(
-    generator: nn.Module,
+    generator: Generator,
     n: int,
     seed: int,
     labels: torch.Tensor | int | None = None,
     truncation: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The (latents, labels) that ``sample`` feeds G; they can be generated in pieces."""
-    z = latents(n, int(generator.latent_dim), seed, truncation)
+    z = latents(n, generator.latent_dim, seed, truncation)
     given = None if labels is None else torch.as_tensor(labels)
     return z, default_labels(generator, n, given)
 
 
 def sample(
-    generator: nn.Module,
+    generator: Generator,
     n: int,
     seed: int,
     labels: torch.Tensor | int | None = None,
@@ -94,20 +98,20 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def interpolation_inputs(
-    generator: nn.Module, from_seed: int, to_seed: int, steps: int, label: int | None = None
+    generator: Generator, from_seed: int, to_seed: int, steps: int, label: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The (latents, labels) of a latent walk: ``steps`` points from one seed's latent to another's."""
     if steps < 2:
         raise ValueError("steps must be >= 2")
-    a = latents(1, int(generator.latent_dim), from_seed)[0]
-    b = latents(1, int(generator.latent_dim), to_seed)[0]
+    a = latents(1, generator.latent_dim, from_seed)[0]
+    b = latents(1, generator.latent_dim, to_seed)[0]
     z = slerp(a, b, torch.linspace(0, 1, steps))
     # One class along the whole walk (class 0 unless asked) so only the latent moves.
     return z, default_labels(generator, steps, torch.tensor(label or 0))
 
 
 def interpolate(
-    generator: nn.Module,
+    generator: Generator,
     from_seed: int,
     to_seed: int,
     steps: int,

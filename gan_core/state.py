@@ -29,11 +29,15 @@ class TrainState:
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.g_lr, betas=config.g_betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.d_lr, betas=config.d_betas)
         self.ema = (
-            EMA(self.G, config.ema_decay, config.ema_rampup) if config.ema_decay is not None else None
+            EMA(self.G, config.ema_decay, config.ema_rampup)
+            if config.ema_decay is not None
+            else None
         )
         self.step = 0
 
-    def save(self, run_dir: Path, batcher: Batcher, losses: dict[str, float]) -> ckpt.CheckpointInfo:
+    def save(
+        self, run_dir: Path, batcher: Batcher, losses: dict[str, float]
+    ) -> ckpt.CheckpointInfo:
         """Write a checkpoint of everything needed to continue exactly from here."""
         gen = {f"G.{k}": v for k, v in self.G.state_dict().items()}
         if self.ema is not None:

@@ -164,7 +164,9 @@ class _Monitor:
         self.pending = []
         if bad.numel():
             i = int(bad[0])
-            raise TrainingDiverged(first_step + i, {"d": float(window[i, 0]), "g": float(window[i, 1])})
+            raise TrainingDiverged(
+                first_step + i, {"d": float(window[i, 0]), "g": float(window[i, 1])}
+            )
         self.last_good_losses = {"d": float(window[:, 0].mean()), "g": float(window[:, 1].mean())}
         return self.last_good_losses
 
@@ -180,7 +182,9 @@ class _Monitor:
         self.last_ckpt, self.last_saved_step = info.path, state.step
         if hooks.on_checkpoint:
             hooks.on_checkpoint(info)  # the service records it and forgets the oldest first,
-        ckpt.prune_checkpoints(self.run_dir, state.config.keep_checkpoints)  # so no record outlives its files
+        ckpt.prune_checkpoints(
+            self.run_dir, state.config.keep_checkpoints
+        )  # so no record outlives its files
 
     def report(self, now: float) -> None:
         losses = self.flush()
@@ -188,14 +192,16 @@ class _Monitor:
         if self.hooks.on_progress:
             steps = state.step - self.step_at_report
             elapsed = max(now - self.t_report, 1e-9)
-            self.hooks.on_progress(Progress(
-                step=state.step,
-                total_steps=config.steps,
-                epoch=self.batcher.epoch,
-                losses=losses,
-                images_per_sec=steps * config.batch_size * config.d_steps / elapsed,
-                eta_seconds=(config.steps - state.step) * elapsed / max(steps, 1),
-            ))
+            self.hooks.on_progress(
+                Progress(
+                    step=state.step,
+                    total_steps=config.steps,
+                    epoch=self.batcher.epoch,
+                    losses=losses,
+                    images_per_sec=steps * config.batch_size * config.d_steps / elapsed,
+                    eta_seconds=(config.steps - state.step) * elapsed / max(steps, 1),
+                )
+            )
         self.t_report, self.step_at_report = now, state.step
 
     def after_step(self, losses: torch.Tensor) -> bool:
@@ -209,7 +215,11 @@ class _Monitor:
             self.report(now)
         if state.step % config.checkpoint_every == 0 or done:
             self.save()
-        if hooks.should_stop and not done and now - self.t_stop >= min(hooks.progress_interval, 0.5):
+        if (
+            hooks.should_stop
+            and not done
+            and now - self.t_stop >= min(hooks.progress_interval, 0.5)
+        ):
             self.t_stop = now
             if hooks.should_stop():
                 if self.last_saved_step != state.step:
@@ -229,8 +239,9 @@ def _loop(state: TrainState, batcher: Batcher, run_dir: Path, hooks: TrainHooks)
             break
     if monitor.last_saved_step != state.step:  # e.g. steps already reached when resuming
         monitor.save()
-    return TrainResult(status=status, step=state.step, checkpoint=monitor.last_ckpt,
-                       config=state.config)
+    return TrainResult(
+        status=status, step=state.step, checkpoint=monitor.last_ckpt, config=state.config
+    )
 
 
 __all__ = [

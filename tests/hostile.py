@@ -31,15 +31,40 @@ def overlapping_zip(n: int, payload: bytes, suffix: str = ".png") -> bytes:
     crcs = [0] * n
     for k in reversed(range(n)):
         start, size = spans[k]
-        crcs[k] = zlib.crc32(bytes(blob[start:start + size]))
-        local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, crcs[k], size, size,
-                            len(names[k]), 0) + names[k]
-        blob[offsets[k]:offsets[k] + header_len[k]] = local
+        crcs[k] = zlib.crc32(bytes(blob[start : start + size]))
+        local = (
+            struct.pack(
+                "<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, crcs[k], size, size, len(names[k]), 0
+            )
+            + names[k]
+        )
+        blob[offsets[k] : offsets[k] + header_len[k]] = local
     central = b""
     for k, name in enumerate(names):
         start, size = spans[k]
-        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, crcs[k], size,
-                               size, len(name), 0, 0, 0, 0, 0o100644 << 16, offsets[k]) + name
+        central += (
+            struct.pack(
+                "<4s6H3L5H2L",
+                b"PK\x01\x02",
+                20,
+                20,
+                0,
+                0,
+                0,
+                0,
+                crcs[k],
+                size,
+                size,
+                len(name),
+                0,
+                0,
+                0,
+                0,
+                0o100644 << 16,
+                offsets[k],
+            )
+            + name
+        )
     eocd = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, n, n, len(central), len(blob), 0)
     return bytes(blob) + central + eocd
 
@@ -60,8 +85,9 @@ def zip_of(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -
 
 def npy_header(shape: tuple[int, ...], dtype: str = "|u1") -> bytes:
     buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False,
-                                               "shape": shape})
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": dtype, "fortran_order": False, "shape": shape}
+    )
     return buf.getvalue()
 
 
@@ -83,8 +109,10 @@ def write_big_npz(path: Path, side: int, count: int, seed: int = 0) -> int:
     """
     rng = np.random.default_rng(seed)
     per_chunk = max(1, (1 << 22) // (side * side))
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf, \
-            zf.open("x.npy", "w", force_zip64=True) as f:
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf,
+        zf.open("x.npy", "w", force_zip64=True) as f,
+    ):
         f.write(npy_header((count, side, side)))
         done = 0
         while done < count:

@@ -1,4 +1,5 @@
-"""ruff (lint) over every package and the tests: the same rules as pyproject.toml."""
+"""ruff (lint and format) over every package and the tests, and mypy over the packages:
+the same settings as pyproject.toml."""
 
 from __future__ import annotations
 
@@ -14,6 +15,28 @@ def test_ruff_check_is_clean():
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
     result = subprocess.run(
         [ruff, "check", "gan_core", "app", "worker", "tests", "benchmarks"],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _tool(name: str) -> str:
+    return shutil.which(name) or str(Path(sys.executable).with_name(name))
+
+
+def test_ruff_format_is_clean():
+    result = subprocess.run(
+        [_tool("ruff"), "format", "--check", "gan_core", "app", "worker", "tests", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_is_clean():
+    # files, plugins and strictness come from [tool.mypy] in pyproject.toml
+    result = subprocess.run([_tool("mypy")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -11,8 +11,11 @@ README = (Path(__file__).parents[1] / "README.md").read_text()
 
 
 def test_every_setting_is_documented():
-    missing = [f"GANFORGE_{name.upper()}" for name in Settings.model_fields
-               if f"GANFORGE_{name.upper()}" not in README]
+    missing = [
+        f"GANFORGE_{name.upper()}"
+        for name in Settings.model_fields
+        if f"GANFORGE_{name.upper()}" not in README
+    ]
     assert not missing, f"settings missing from README: {missing}"
 
 

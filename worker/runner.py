@@ -41,7 +41,12 @@ class LeaseKeeper(threading.Thread):
 
     def __init__(self, url: str, job_id: str, worker_id: str, lease_seconds: float):
         super().__init__(daemon=True, name=f"lease-{job_id}")
-        self.url, self.job_id, self.worker_id, self.lease_seconds = url, job_id, worker_id, lease_seconds
+        self.url, self.job_id, self.worker_id, self.lease_seconds = (
+            url,
+            job_id,
+            worker_id,
+            lease_seconds,
+        )
         self.cancel = threading.Event()  # a user asked the job to stop
         self.lost = threading.Event()  # the lease was taken from us: stop, write nothing
         self._done = threading.Event()
@@ -52,7 +57,10 @@ class LeaseKeeper(threading.Thread):
             try:
                 with session_scope(self.url) as s:
                     flag = runs.renew_lease(
-                        s, job_id=self.job_id, worker_id=self.worker_id, lease_seconds=self.lease_seconds
+                        s,
+                        job_id=self.job_id,
+                        worker_id=self.worker_id,
+                        lease_seconds=self.lease_seconds,
                     )
             except Exception:  # database briefly away: keep training, try again
                 log.warning("could not renew lease of %s", self.job_id, exc_info=True)
@@ -70,8 +78,9 @@ class LeaseKeeper(threading.Thread):
 def _load_upload(store: ArtifactStore, row: Dataset, config: TrainConfig) -> ImageTensorDataset:
     path = store.local_path(row.path)
     try:
-        return load_dataset(f"{row.kind}:{path}", image_size=config.image_size,
-                            channels=config.channels)
+        return load_dataset(
+            f"{row.kind}:{path}", image_size=config.image_size, channels=config.channels
+        )
     except OSError as exc:  # a read failure, not the store-write failure reported below
         raise DatasetError(f"uploaded dataset {row.id} cannot be read: {exc}") from exc
 
@@ -87,12 +96,18 @@ def _hand_back(url: str, job_id: str, worker_id: str, queue: JobQueue | None) ->
             queue.enqueue(job_id)
         except Exception:
             runs.mark_unsent(s, job_ids=[job_id])  # the next sweep of any worker sends it
-    log.warning("job %s handed back to the queue for a shutdown; it resumes from its checkpoint",
-                job_id)
+    log.warning(
+        "job %s handed back to the queue for a shutdown; it resumes from its checkpoint", job_id
+    )
 
 
-def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | None = None,
-            queue: JobQueue | None = None) -> str:
+def run_job(
+    job_id: str,
+    *,
+    settings: Settings | None = None,
+    worker_id: str | None = None,
+    queue: JobQueue | None = None,
+) -> str:
     """Train one job to its end; returns the final status, 'skipped' if not ours to run, or
     'released' if a shutdown stopped it (checkpointed and back in the queue)."""
     settings = settings or get_settings()
@@ -103,7 +118,9 @@ def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | N
         queue.enqueue(job_id)
         return "deferred"
     with session_scope(url) as s:
-        job = runs.claim_job(s, job_id=job_id, worker_id=worker_id, lease_seconds=settings.lease_seconds)
+        job = runs.claim_job(
+            s, job_id=job_id, worker_id=worker_id, lease_seconds=settings.lease_seconds
+        )
         if job is None:
             log.info("job %s is not claimable (finished, canceled, or running elsewhere)", job_id)
             return "skipped"
@@ -115,8 +132,9 @@ def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | N
 
     def on_start(resolved: TrainConfig) -> None:
         with session_scope(url) as s:
-            runs.record_resolved_config(s, job_id=job_id, worker_id=worker_id,
-                                        config=resolved.model_dump(mode="json"))
+            runs.record_resolved_config(
+                s, job_id=job_id, worker_id=worker_id, config=resolved.model_dump(mode="json")
+            )
 
     def on_progress(p: Progress) -> None:
         with session_scope(url) as s:
@@ -126,8 +144,14 @@ def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | N
         key = store.publish_checkpoint(job_id, Path(info.path))
         with session_scope(url) as s:
             recorded = runs.record_checkpoint(
-                s, job_id=job_id, step=info.step, key=key, size_bytes=info.size_bytes,
-                files=info.files, losses=info.losses, keep=config.keep_checkpoints,
+                s,
+                job_id=job_id,
+                step=info.step,
+                key=key,
+                size_bytes=info.size_bytes,
+                files=info.files,
+                losses=info.losses,
+                keep=config.keep_checkpoints,
                 worker_id=worker_id,
             )
         if recorded is None:  # the lease went to another worker before we noticed
@@ -150,8 +174,12 @@ def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | N
     try:
         dataset = _load_upload(store, upload, config) if upload is not None else None
         result = train(
-            config, store.run_dir(job_id), hooks, dataset=dataset,
-            data_dirs=settings.dataset_dirs, allow_download=settings.allow_download,
+            config,
+            store.run_dir(job_id),
+            hooks,
+            dataset=dataset,
+            data_dirs=settings.dataset_dirs,
+            allow_download=settings.allow_download,
         )
         status = JobStatus.canceled if result.status == "canceled" else JobStatus.succeeded
         step = result.step
@@ -175,6 +203,8 @@ def run_job(job_id: str, *, settings: Settings | None = None, worker_id: str | N
         _hand_back(url, job_id, worker_id, queue)
         return "released"
     with session_scope(url) as s:
-        runs.finish_job(s, job_id=job_id, worker_id=worker_id, status=status, error=error, step=step)
+        runs.finish_job(
+            s, job_id=job_id, worker_id=worker_id, status=status, error=error, step=step
+        )
     log.info("job %s ended %s%s", job_id, status, f": {error}" if error else "")
     return str(status)

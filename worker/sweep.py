@@ -19,8 +19,9 @@ log = logging.getLogger("ganforge.worker")
 def sweep_once(settings: Settings, queue: JobQueue) -> runs.Sweep:
     """Recover jobs no worker will run (see app.core.runs.sweep_jobs) and send their messages."""
     with session_scope(settings.resolved_database_url) as s:
-        done = runs.sweep_jobs(s, max_attempts=settings.max_attempts,
-                               requeue_after=settings.requeue_after_seconds)
+        done = runs.sweep_jobs(
+            s, max_attempts=settings.max_attempts, requeue_after=settings.requeue_after_seconds
+        )
         for i, job_id in enumerate(done.to_send):
             try:
                 queue.enqueue(job_id)
@@ -32,8 +33,11 @@ def sweep_once(settings: Settings, queue: JobQueue) -> runs.Sweep:
     for job_id in done.requeued:
         log.warning("job %s lost its worker (lease expired); re-queued", job_id)
     for job_id in done.resent:
-        log.warning("job %s was queued for %.0f s; its message was sent again",
-                    job_id, settings.requeue_after_seconds)
+        log.warning(
+            "job %s was queued for %.0f s; its message was sent again",
+            job_id,
+            settings.requeue_after_seconds,
+        )
     for job_id in done.canceled:
         log.warning("job %s was canceled while no worker held it; marked canceled", job_id)
     for job_id in done.failed:

@@ -69,8 +69,11 @@ async def get_principal(
     if not services.settings.auth:
         return auth.Principal(owner_id=auth.ANONYMOUS, admin=True, key_id=None)
     if credentials is None:
-        raise HTTPException(401, "an API key is required: Authorization: Bearer KEY",
-                            headers={"WWW-Authenticate": 'Bearer realm="ganforge"'})
+        raise HTTPException(
+            401,
+            "an API key is required: Authorization: Bearer KEY",
+            headers={"WWW-Authenticate": 'Bearer realm="ganforge"'},
+        )
     token = credentials.credentials
     principal = services.key_cache.get(token)
     if principal is None:
@@ -81,8 +84,11 @@ async def get_principal(
 
         principal = await run_in_threadpool(lookup)
         if principal is None:
-            raise HTTPException(401, "invalid or revoked API key", headers={
-                "WWW-Authenticate": 'Bearer realm="ganforge", error="invalid_token"'})
+            raise HTTPException(
+                401,
+                "invalid or revoked API key",
+                headers={"WWW-Authenticate": 'Bearer realm="ganforge", error="invalid_token"'},
+            )
         services.key_cache.put(token, principal)
     return principal
 
@@ -118,7 +124,9 @@ async def check_parameters(request: Request) -> None:
     for where in (request.path_params, request.query_params):
         for name, value in where.items():
             if "\x00" in value or "\x00" in name:
-                raise InvalidInput(f"{name}: NUL bytes are not allowed", field=name.replace("\x00", ""))
+                raise InvalidInput(
+                    f"{name}: NUL bytes are not allowed", field=name.replace("\x00", "")
+                )
     route = request.scope.get("route")
     if route is None or not hasattr(route, "dependant"):
         return
@@ -128,5 +136,7 @@ async def check_parameters(request: Request) -> None:
     unknown = sorted(set(request.query_params) - known)
     if unknown:
         allowed = ", ".join(sorted(known)) or "none"
-        raise InvalidInput(f"{unknown[0]}: unknown query parameter (this endpoint takes: {allowed})",
-                           field=unknown[0])
+        raise InvalidInput(
+            f"{unknown[0]}: unknown query parameter (this endpoint takes: {allowed})",
+            field=unknown[0],
+        )

@@ -18,8 +18,13 @@ from app.core.limits import retry_after_header
 log = logging.getLogger("ganforge.api")
 PROBLEM = "application/problem+json"
 
-_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again", "required": True,
-                                "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before trying again",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
 _WHAT = {
     400: "the body could not be parsed (not UTF-8 JSON)",
     401: "no API key, or an invalid or revoked one",
@@ -75,9 +80,21 @@ def document_problems(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def problem(status: int, title: str, detail: str, *, field: str | None = None,
-            errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    field: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     if field is not None:
         body["field"] = field
     if errors is not None:
@@ -125,14 +142,25 @@ def install(app: FastAPI) -> None:
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _validation_errors(exc)
         first = errors[0] if errors else {"field": "body", "message": "invalid request"}
-        return problem(422, "Invalid request", f"{first['field']}: {first['message']}",
-                       field=first["field"], errors=errors)
+        return problem(
+            422,
+            "Invalid request",
+            f"{first['field']}: {first['message']}",
+            field=first["field"],
+            errors=errors,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        title = {400: "Bad request", 401: "Unauthorized", 404: "Not found",
-                 405: "Method not allowed"}.get(exc.status_code, "Error")
-        return problem(exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None))
+        title = {
+            400: "Bad request",
+            401: "Unauthorized",
+            404: "Not found",
+            405: "Method not allowed",
+        }.get(exc.status_code, "Error")
+        return problem(
+            exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(DataError)
     async def _data(_req: Request, exc: DataError) -> JSONResponse:
@@ -144,11 +172,18 @@ def install(app: FastAPI) -> None:
     async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
         # Last resort: a bug. Still problem+json, never a plain-text 500 or a dropped connection.
         log.exception("unexpected error on %s %s", req.method, req.url.path)
-        return problem(500, "Internal server error",
-                       "an unexpected error; it has been logged (nothing was changed if it was a write)")
+        return problem(
+            500,
+            "Internal server error",
+            "an unexpected error; it has been logged (nothing was changed if it was a write)",
+        )
 
     @app.exception_handler(OperationalError)
     async def _db_down(_req: Request, exc: OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", exc)
-        return problem(503, "Service unavailable", "the database is not reachable; try again",
-                       headers={"Retry-After": "5"})
+        return problem(
+            503,
+            "Service unavailable",
+            "the database is not reachable; try again",
+            headers={"Retry-After": "5"},
+        )

@@ -30,8 +30,9 @@ def build_services(settings: Settings, local_worker: Callable[[], bool] | None =
     celery = Celery("ganforge-api")
     celery.conf.update(celery_config(settings))
     store = get_store(settings.resolved_store_dir)
-    sampler = Sampler(settings.generator_cache_size, settings.png_cache_size,
-                      settings.png_cache_bytes)
+    sampler = Sampler(
+        settings.generator_cache_size, settings.png_cache_size, settings.png_cache_bytes
+    )
     return Services(
         settings=settings,
         store=store,
@@ -43,8 +44,9 @@ def build_services(settings: Settings, local_worker: Callable[[], bool] | None =
     )
 
 
-def create_app(settings: Settings | None = None, *,
-               local_worker: Callable[[], bool] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, local_worker: Callable[[], bool] | None = None
+) -> FastAPI:
     """The API. ``local_worker`` tells whether embedded serve's own worker process is alive."""
     settings = settings or get_settings()
 
@@ -55,11 +57,17 @@ def create_app(settings: Settings | None = None, *,
         services.store.ping()
         services.store.open_scratch()  # and remove what interrupted uploads left behind
         if not settings.auth:
-            log.warning("GANFORGE_AUTH=false: every request acts as an admin; bind to localhost only")
+            log.warning(
+                "GANFORGE_AUTH=false: every request acts as an admin; bind to localhost only"
+            )
         # The first memory estimate initialises torch's meta device (~1 s): not on a request.
         warm = asyncio.create_task(asyncio.to_thread(estimate_training_memory, TrainConfig()))
-        revocations_task = asyncio.create_task(revocations.listen(
-            settings, lambda key_id: services.key_cache.discard_where(lambda p: p.key_id == key_id)))
+        revocations_task = asyncio.create_task(
+            revocations.listen(
+                settings,
+                lambda key_id: services.key_cache.discard_where(lambda p: p.key_id == key_id),
+            )
+        )
         try:
             yield
         finally:

@@ -38,7 +38,10 @@ class JobResume(BaseModel):
 
     # strict: JSON `true` or "5" is not a step count (lax mode would take true as 1)
     steps: int | None = Field(
-        None, ge=1, le=10_000_000, strict=True,
+        None,
+        ge=1,
+        le=10_000_000,
+        strict=True,
         description="new total step count (default: the job's own)",
     )
 
@@ -176,13 +179,19 @@ class DatasetPublic(BaseModel):
             created_at=ds.created_at,
         )
 
-
     @classmethod
     def of_builtin(cls, info: DatasetInfo, available: bool, where: str) -> DatasetPublic:
         return cls(
-            id=info.name, name=info.name, kind="builtin", builtin=True, available=available,
-            where=where, channels=info.channels, image_size=info.native_size,
-            num_classes=info.num_classes, class_names=list(info.class_names or []) or None,
+            id=info.name,
+            name=info.name,
+            kind="builtin",
+            builtin=True,
+            available=available,
+            where=where,
+            channels=info.channels,
+            image_size=info.native_size,
+            num_classes=info.num_classes,
+            class_names=list(info.class_names or []) or None,
         )
 
 

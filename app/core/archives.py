@@ -13,6 +13,7 @@ import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from app.core.errors import InvalidInput, TooLarge
 from app.core.settings import Settings
@@ -77,11 +78,16 @@ def count_central_directory(path: Path, limit: int) -> None:
     Walks the central directory the way zipfile does (by its byte size, not the count the end
     record claims), reading only the fixed headers; memory stays constant.
     """
+    zf: Any = zipfile  # its private helpers are not in the type stubs
     try:
-        end_rec = zipfile._EndRecData  # private, but stable since Python 2
-        size_cd_i, offset_i, loc_i, sig_i = (zipfile._ECD_SIZE, zipfile._ECD_OFFSET,
-                                             zipfile._ECD_LOCATION, zipfile._ECD_SIGNATURE)
-        fmt, size_hdr = zipfile.structCentralDir, zipfile.sizeCentralDir
+        end_rec = zf._EndRecData  # private, but stable since Python 2
+        size_cd_i, offset_i, loc_i, sig_i = (
+            zf._ECD_SIZE,
+            zf._ECD_OFFSET,
+            zf._ECD_LOCATION,
+            zf._ECD_SIGNATURE,
+        )
+        fmt, size_hdr = zf.structCentralDir, zf.sizeCentralDir
     except AttributeError:  # a future Python: zipfile's own parse, then the count check
         return
     with open(path, "rb") as f:
@@ -90,17 +96,20 @@ def count_central_directory(path: Path, limit: int) -> None:
             raise bad_file("not a readable zip archive (no end of central directory record)")
         size_cd, offset_cd = rec[size_cd_i], rec[offset_i]
         concat = rec[loc_i] - size_cd - offset_cd
-        if rec[sig_i] == zipfile.stringEndArchive64:
-            concat -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
+        if rec[sig_i] == zf.stringEndArchive64:
+            concat -= zf.sizeEndCentDir64 + zf.sizeEndCentDir64Locator
         f.seek(offset_cd + concat)
         seen = count = 0
         while seen < size_cd:
             header = f.read(size_hdr)
-            if len(header) != size_hdr or header[:4] != zipfile.stringCentralDir:
+            if len(header) != size_hdr or header[:4] != zf.stringCentralDir:
                 return  # malformed: let zipfile report it
             fields = struct.unpack(fmt, header)
-            extra = fields[zipfile._CD_FILENAME_LENGTH] + fields[zipfile._CD_EXTRA_FIELD_LENGTH] \
-                + fields[zipfile._CD_COMMENT_LENGTH]
+            extra = (
+                fields[zf._CD_FILENAME_LENGTH]
+                + fields[zf._CD_EXTRA_FIELD_LENGTH]
+                + fields[zf._CD_COMMENT_LENGTH]
+            )
             f.seek(extra, os.SEEK_CUR)
             seen += size_hdr + extra
             count += 1
@@ -144,8 +153,9 @@ def check_archive(zf: zipfile.ZipFile, limits: UploadLimits) -> Entries:
         total += info.file_size
         total_compressed += info.compress_size
         if total > limits.max_unpacked_bytes:
-            raise bad_file("the archive unpacks to more than the limit of "
-                       f"{limits.max_unpacked_bytes} bytes")
+            raise bad_file(
+                f"the archive unpacks to more than the limit of {limits.max_unpacked_bytes} bytes"
+            )
         big = info.file_size >= RATIO_MIN_BYTES
         if big and info.file_size > limits.max_ratio * max(info.compress_size, 1):
             ratio = info.file_size / max(info.compress_size, 1)
@@ -166,6 +176,7 @@ def check_archive(zf: zipfile.ZipFile, limits: UploadLimits) -> Entries:
 
 
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra length (30 bytes)
+_LOCAL_SIGNATURE = b"PK\x03\x04"
 
 
 def check_no_overlap(zf: zipfile.ZipFile) -> None:
@@ -182,9 +193,11 @@ def check_no_overlap(zf: zipfile.ZipFile) -> None:
     for info in zf.infolist():
         fp.seek(info.header_offset)
         raw = fp.read(_LOCAL_HEADER.size)
-        if len(raw) != _LOCAL_HEADER.size or raw[:4] != zipfile.stringFileHeader:
-            raise bad_file(f"archive entry {info.filename!r}: no local header where the "
-                           "central directory says; not a well-formed zip")
+        if len(raw) != _LOCAL_HEADER.size or raw[:4] != _LOCAL_SIGNATURE:
+            raise bad_file(
+                f"archive entry {info.filename!r}: no local header where the "
+                "central directory says; not a well-formed zip"
+            )
         _sig, name_len, extra_len = _LOCAL_HEADER.unpack(raw)
         end = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len + info.compress_size
         if info.flag_bits & 0x08:
@@ -193,8 +206,9 @@ def check_no_overlap(zf: zipfile.ZipFile) -> None:
     spans.sort()
     for (_, end, name), (start, _, other) in zip(spans, spans[1:], strict=False):
         if start < end:
-            raise bad_file(f"archive entries {name!r} and {other!r} overlap; refusing a possible "
-                           "zip bomb")
+            raise bad_file(
+                f"archive entries {name!r} and {other!r} overlap; refusing a possible zip bomb"
+            )
     if spans and spans[-1][1] > zf.start_dir:
         raise bad_file(f"archive entry {spans[-1][2]!r} runs into the central directory")
 
@@ -216,16 +230,26 @@ def extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, budget: Budg
             while True:
                 try:
                     chunk = src.read(1 << 20)
-                except (zipfile.BadZipFile, EOFError, ValueError, OSError, RuntimeError,
-                        NotImplementedError) as exc:  # CRC mismatch, truncation, zlib/lzma errors
+                except (
+                    zipfile.BadZipFile,
+                    EOFError,
+                    ValueError,
+                    OSError,
+                    RuntimeError,
+                    NotImplementedError,
+                ) as exc:  # CRC mismatch, truncation, zlib/lzma errors
                     raise bad_file(f"archive entry {info.filename!r} is corrupt ({exc})") from exc
                 if not chunk:
                     break
                 written += len(chunk)
                 budget.used += len(chunk)
                 if written > info.file_size:
-                    raise bad_file(f"archive entry {info.filename!r} unpacks to more than its declared "
-                               f"{info.file_size} bytes; refusing a possible zip bomb")
+                    raise bad_file(
+                        f"archive entry {info.filename!r} unpacks to more than its declared "
+                        f"{info.file_size} bytes; refusing a possible zip bomb"
+                    )
                 if budget.used > budget.limit:
-                    raise bad_file(f"the archive unpacks to more than the limit of {budget.limit} bytes")
+                    raise bad_file(
+                        f"the archive unpacks to more than the limit of {budget.limit} bytes"
+                    )
                 out.write(chunk)

@@ -18,8 +18,13 @@ class LRU(Generic[V]):
     PNGs range from a few kB to tens of MB, so a count alone bounds nothing.
     """
 
-    def __init__(self, capacity: int, *, max_weight: int | None = None,
-                 weigh: Callable[[V], int] | None = None):
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        max_weight: int | None = None,
+        weigh: Callable[[V], int] | None = None,
+    ):
         self.capacity = capacity
         self.max_weight, self.weigh = max_weight, weigh
         self.weight = 0

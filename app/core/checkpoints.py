@@ -15,12 +15,16 @@ from app.core.models import Checkpoint
 from app.core.store import ArtifactStore
 
 
-def list_checkpoints(session: Session, *, job_id: str, owner_id: str | None = None) -> list[Checkpoint]:
+def list_checkpoints(
+    session: Session, *, job_id: str, owner_id: str | None = None
+) -> list[Checkpoint]:
     """A job's checkpoints, newest first."""
     get_job(session, job_id=job_id, owner_id=owner_id)
-    return list(session.scalars(
-        select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc())
-    ))
+    return list(
+        session.scalars(
+            select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc())
+        )
+    )
 
 
 def get_checkpoint(

@@ -42,7 +42,9 @@ def delete_upload(
     """Delete an upload, record first, then files; 409 while an unfinished job uses it."""
     ds = get_upload(session, dataset_id=dataset_id, owner_id=owner_id)
     users = session.scalars(
-        select(Job.id).where(Job.dataset_id == ds.id, Job.status.not_in([s.value for s in FINISHED]))
+        select(Job.id).where(
+            Job.dataset_id == ds.id, Job.status.not_in([s.value for s in FINISHED])
+        )
     ).all()
     if users:
         raise Conflict(f"dataset {dataset_id} is used by unfinished job(s) {sorted(users)}")
@@ -62,8 +64,9 @@ def check_training_dataset(
     if name in BUILTINS:
         available, where = dataset_availability(name, settings.dataset_dirs)
         if not available and not settings.allow_download:
-            raise InvalidInput(f"built-in dataset {name!r} is not on this server: {where}",
-                               field="config.dataset")
+            raise InvalidInput(
+                f"built-in dataset {name!r} is not on this server: {where}", field="config.dataset"
+            )
         return config, None
     if not name.startswith("ds_"):
         # Server-side paths ('npz:/...', 'image-folder:/...') are for the CLI, never for HTTP
@@ -77,6 +80,8 @@ def check_training_dataset(
     except NotFound as exc:
         raise InvalidInput(f"no uploaded dataset {name}", field="config.dataset") from exc
     if config.conditional and ds.num_classes is None:
-        raise InvalidInput(f"dataset {name} has no labels (upload class subfolders or y)",
-                           field="config.conditional")
+        raise InvalidInput(
+            f"dataset {name} has no labels (upload class subfolders or y)",
+            field="config.conditional",
+        )
     return config, ds

@@ -17,12 +17,17 @@ def workers_seen(settings: Settings) -> int:
     """Worker processes whose heartbeat is at most ``worker_seen_seconds`` old."""
     since = utcnow() - timedelta(seconds=settings.worker_seen_seconds)
     with session_scope(settings.resolved_database_url) as s:
-        return int(s.scalar(select(func.count()).select_from(Worker).where(Worker.last_seen >= since))
-                   or 0)
+        return int(
+            s.scalar(select(func.count()).select_from(Worker).where(Worker.last_seen >= since)) or 0
+        )
 
 
-def readiness(settings: Settings, store: ArtifactStore, broker_ping: Callable[[], None],
-              local_worker: Callable[[], bool] | None = None) -> dict[str, str]:
+def readiness(
+    settings: Settings,
+    store: ArtifactStore,
+    broker_ping: Callable[[], None],
+    local_worker: Callable[[], bool] | None = None,
+) -> dict[str, str]:
     """Each dependency's state: 'ok' or why not. Blocking: call it off the event loop.
 
     ``local_worker`` (embedded serve) says whether its own worker process is running: a dead
@@ -39,8 +44,10 @@ def readiness(settings: Settings, store: ArtifactStore, broker_ping: Callable[[]
         free = store.free_bytes()
         checks["store"] = "ok"
         if free < settings.store_min_free_bytes:
-            checks["store"] = (f"degraded: {free >> 20} MiB free, under GANFORGE_STORE_MIN_FREE_BYTES "
-                               f"({settings.store_min_free_bytes >> 20} MiB); checkpoints may fail")
+            checks["store"] = (
+                f"degraded: {free >> 20} MiB free, under GANFORGE_STORE_MIN_FREE_BYTES "
+                f"({settings.store_min_free_bytes >> 20} MiB); checkpoints may fail"
+            )
     except Exception as exc:
         checks["store"] = f"error: {exc}"
     try:

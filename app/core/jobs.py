@@ -62,7 +62,11 @@ def submit_job(
     if idempotency_key is None or not find_idempotent(session, owner_id=owner, key=idempotency_key):
         limits.check_new_job(session, settings, owner_id=owner, config=config)
     job, created = create_job(
-        session, name=name, config=config, idempotency_key=idempotency_key, dataset=upload,
+        session,
+        name=name,
+        config=config,
+        idempotency_key=idempotency_key,
+        dataset=upload,
         owner_id=owner,
     )
     session.commit()
@@ -119,8 +123,12 @@ def create_job(
             session, owner_id=owner_id, key=idempotency_key
         ):
             return create_job(
-                session, name=name, config=config, owner_id=owner_id,
-                idempotency_key=idempotency_key, dataset=dataset,
+                session,
+                name=name,
+                config=config,
+                owner_id=owner_id,
+                idempotency_key=idempotency_key,
+                dataset=dataset,
             )
         if dataset_id is not None and session.get(Dataset, dataset_id) is None:
             raise Conflict(
@@ -216,10 +224,21 @@ def submit_resume(
     config = TrainConfig.model_validate(job.config)
     if steps is not None:
         config = config.model_copy(update={"steps": steps})
-    limits.check_new_job(session, settings, owner_id=job.owner_id or principal.owner_id,
-                         config=config, field="steps")
-    before = {k: getattr(job, k) for k in ("status", "config", "total_steps", "cancel_requested",
-                                            "error", "finished_at", "enqueued_at")}
+    limits.check_new_job(
+        session, settings, owner_id=job.owner_id or principal.owner_id, config=config, field="steps"
+    )
+    before = {
+        k: getattr(job, k)
+        for k in (
+            "status",
+            "config",
+            "total_steps",
+            "cancel_requested",
+            "error",
+            "finished_at",
+            "enqueued_at",
+        )
+    }
     resume_job(session, job_id=job_id, owner_id=principal.scope, steps=steps)
     session.commit()
     try:

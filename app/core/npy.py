@@ -40,22 +40,34 @@ def _header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, shown: str):
             elif version == (2, 0):
                 shape, _fortran, dtype = fmt.read_array_header_2_0(f)
             else:
-                raise bad_file(f"{shown}: '{key}' uses .npy format {version}; save it with np.savez")
+                raise bad_file(
+                    f"{shown}: '{key}' uses .npy format {version}; save it with np.savez"
+                )
             header_len = f.tell()
     except InvalidInput:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError,
-            RuntimeError) as exc:
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
         raise bad_file(f"{shown}: '{key}' is not a readable .npy array ({exc})") from exc
     if dtype.hasobject:
-        raise bad_file(f"{shown}: '{key}' is an object array (a pickle); only plain numeric "
-                       "arrays are accepted")
+        raise bad_file(
+            f"{shown}: '{key}' is an object array (a pickle); only plain numeric "
+            "arrays are accepted"
+        )
     # numpy allocates what a header declares before reading: a member claiming a terabyte
     # must be refused here, not discovered by the allocator.
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if header_len + nbytes != info.file_size:
-        raise bad_file(f"{shown}: '{key}' declares shape {shape} ({nbytes} bytes) but holds "
-                       f"{info.file_size - header_len} bytes")
+        raise bad_file(
+            f"{shown}: '{key}' declares shape {shape} ({nbytes} bytes) but holds "
+            f"{info.file_size - header_len} bytes"
+        )
     return tuple(int(d) for d in shape), dtype, header_len
 
 
@@ -76,8 +88,9 @@ def inspect_npz(zf: zipfile.ZipFile, limits: UploadLimits, shown: str) -> NpzSum
         raise bad_file(f"{shown}: no array 'x' (members: {sorted(members)})")
     unknown = sorted(set(members) - set(MEMBERS))
     if unknown:
-        raise bad_file(f"{shown}: unknown member(s) {unknown}; an .npz holds only 'x' and "
-                       "optionally 'y'")
+        raise bad_file(
+            f"{shown}: unknown member(s) {unknown}; an .npz holds only 'x' and optionally 'y'"
+        )
     shape, dtype, _ = _header(zf, members["x.npy"], "x", shown)
     if dtype != np.uint8:
         raise bad_file(f"{shown}: 'x' must be uint8, got {dtype}")
@@ -89,19 +102,24 @@ def inspect_npz(zf: zipfile.ZipFile, limits: UploadLimits, shown: str) -> NpzSum
     if h != w or n == 0 or h == 0:
         raise bad_file(f"{shown}: 'x' must hold square images (H == W), got shape {shape}")
     if n * h * w > limits.max_pixels:
-        raise over_limit(f"{shown}: 'x' holds {n * h * w} pixels, over the limit of "
-                       f"{limits.max_pixels} per upload")
+        raise over_limit(
+            f"{shown}: 'x' holds {n * h * w} pixels, over the limit of "
+            f"{limits.max_pixels} per upload"
+        )
     num_classes = None
     if "y.npy" in members:
         y_shape, y_dtype, header_len = _header(zf, members["y.npy"], "y", shown)
         if not np.issubdtype(y_dtype, np.integer) or y_shape != (n,):
-            raise bad_file(f"{shown}: 'y' must be integers of shape ({n},), got {y_dtype} {y_shape}")
+            raise bad_file(
+                f"{shown}: 'y' must be integers of shape ({n},), got {y_dtype} {y_shape}"
+            )
         with zf.open(members["y.npy"]) as f:
             f.seek(header_len)
             y = np.frombuffer(f.read(), dtype=y_dtype)
         if y.min() < 0 or y.max() < 1:
-            raise bad_file(f"{shown}: 'y' must hold labels 0..K-1 with K >= 2, got "
-                           f"{y.min()}..{y.max()}")
+            raise bad_file(
+                f"{shown}: 'y' must hold labels 0..K-1 with K >= 2, got {y.min()}..{y.max()}"
+            )
         num_classes = int(y.max()) + 1
     _stream_through(zf, members["x.npy"], shown)
     return NpzSummary(num_images=n, side=h, channels=c, num_classes=num_classes)

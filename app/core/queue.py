@@ -36,11 +36,20 @@ class JobQueue:
             # A short retry: with the broker down the client gets a 503 in about a second,
             # not a request hanging on kombu's default back-off.
             self.sender.send_task(
-                TRAIN_TASK, args=[job_id], queue=self.queue, retry=True,
-                retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.3,
-                              "interval_max": 0.5},
+                TRAIN_TASK,
+                args=[job_id],
+                queue=self.queue,
+                retry=True,
+                retry_policy={
+                    "max_retries": 2,
+                    "interval_start": 0.2,
+                    "interval_step": 0.3,
+                    "interval_max": 0.5,
+                },
             )
-        except Exception as exc:  # kombu raises OperationalError and friends when the broker is down
+        except (
+            Exception
+        ) as exc:  # kombu raises OperationalError and friends when the broker is down
             log.warning("could not enqueue %s: %s", job_id, exc)
             raise Unavailable("the job queue (broker) is not reachable; try again") from exc
 

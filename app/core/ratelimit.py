@@ -46,13 +46,17 @@ class SamplingLimits:
         self.renders_on = settings.render_megapixels_per_second > 0
         self.request_item = _item(settings.sample_rate or 1, settings.sample_burst)
         mp = 1_000_000 / PIXELS_PER_UNIT
-        self.render_item = _item((settings.render_megapixels_per_second or 1) * mp,
-                                 settings.render_burst_megapixels * mp)
+        self.render_item = _item(
+            (settings.render_megapixels_per_second or 1) * mp, settings.render_burst_megapixels * mp
+        )
         self.max_units = self.render_item.amount
         url = settings.broker_url or ""
         if url.startswith(("redis://", "rediss://")):
-            storage = storage_from_string(f"async+{url}", implementation="redispy",
-                                          key_prefix=f"ganforge:{settings.queue}:limits")
+            storage = storage_from_string(
+                f"async+{url}",
+                implementation="redispy",
+                key_prefix=f"ganforge:{settings.queue}:limits",
+            )
             self.shared = True
         else:
             storage = storage_from_string("async+memory://")
@@ -64,8 +68,13 @@ class SamplingLimits:
         """One sampling request by ``key``."""
         if self.requests_on:
             s = self.settings
-            await self._hit(self.request_item, key, 1, f"sampling is limited to {s.sample_rate:g} "
-                            f"requests/s per key (burst {s.sample_burst})")
+            await self._hit(
+                self.request_item,
+                key,
+                1,
+                f"sampling is limited to {s.sample_rate:g} "
+                f"requests/s per key (burst {s.sample_burst})",
+            )
 
     def render_units(self, pixels: int) -> int:
         return max(1, math.ceil(pixels / PIXELS_PER_UNIT))
@@ -76,10 +85,14 @@ class SamplingLimits:
             return
         s = self.settings
         units = min(self.render_units(pixels), self.max_units)  # the largest request can pass
-        await self._hit(self.render_item, key, units,
-                        f"rendering is limited to {s.render_megapixels_per_second:g} megapixels/s "
-                        f"per key (burst {s.render_burst_megapixels:g}); this request renders "
-                        f"{pixels / 1e6:.2f}")
+        await self._hit(
+            self.render_item,
+            key,
+            units,
+            f"rendering is limited to {s.render_megapixels_per_second:g} megapixels/s "
+            f"per key (burst {s.render_burst_megapixels:g}); this request renders "
+            f"{pixels / 1e6:.2f}",
+        )
 
     async def _hit(self, item: RateLimitItem, key: str, cost: int, detail: str) -> None:
         try:

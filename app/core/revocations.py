@@ -41,8 +41,12 @@ def publish(settings: Settings, key_id: str) -> bool:
             client.publish(channel(settings), key_id)
         return True
     except redis.RedisError as exc:
-        log.warning("could not announce the revocation of %s (%s); API processes drop it from "
-                    "their caches within seconds anyway", key_id, exc)
+        log.warning(
+            "could not announce the revocation of %s (%s); API processes drop it from "
+            "their caches within seconds anyway",
+            key_id,
+            exc,
+        )
         return False
 
 

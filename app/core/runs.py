@@ -9,13 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import CursorResult, Update, and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
 from app.core.models import Checkpoint, Job, JobStatus
+
+
+def _update(session: Session, statement: Update) -> int:
+    """Run an UPDATE; how many rows it changed."""
+    result = session.execute(statement.execution_options(synchronize_session=False))
+    return cast(CursorResult[Any], result).rowcount
 
 
 def claim_job(session: Session, *, job_id: str, worker_id: str, lease_seconds: float) -> Job | None:
@@ -25,7 +31,8 @@ def claim_job(session: Session, *, job_id: str, worker_id: str, lease_seconds: f
         Job.status == JobStatus.queued,
         and_(Job.status == JobStatus.running, Job.lease_expires_at < now),
     )
-    result = session.execute(
+    result = _update(
+        session,
         update(Job)
         .where(Job.id == job_id, claimable, Job.cancel_requested.is_(False))
         .values(
@@ -35,35 +42,39 @@ def claim_job(session: Session, *, job_id: str, worker_id: str, lease_seconds: f
             attempts=Job.attempts + 1,
             started_at=now,  # of the latest attempt (attempts counts them)
             updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
+        ),
     )
     session.commit()
-    if result.rowcount != 1:
+    if result != 1:
         return None
     return session.get(Job, job_id, populate_existing=True)
 
 
-def renew_lease(session: Session, *, job_id: str, worker_id: str, lease_seconds: float) -> bool | None:
+def renew_lease(
+    session: Session, *, job_id: str, worker_id: str, lease_seconds: float
+) -> bool | None:
     """Extend our lease; returns the cancel flag, or None if the job is no longer ours."""
     now = utcnow()
-    result = session.execute(
+    result = _update(
+        session,
         update(Job)
         .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == JobStatus.running)
-        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-        .execution_options(synchronize_session=False)
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds)),
     )
     session.commit()
-    if result.rowcount != 1:
+    if result != 1:
         return None
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
-def record_resolved_config(session: Session, *, job_id: str, worker_id: str,
-                           config: dict[str, Any]) -> None:
+def record_resolved_config(
+    session: Session, *, job_id: str, worker_id: str, config: dict[str, Any]
+) -> None:
     """Store the config as the worker resolved it (channels, num_classes from the dataset)."""
     session.execute(
-        update(Job).where(Job.id == job_id, Job.lease_owner == worker_id).values(config=config)
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == worker_id)
+        .values(config=config)
         .execution_options(synchronize_session=False)
     )
     session.commit()
@@ -96,8 +107,16 @@ def record_progress(session: Session, *, job_id: str, worker_id: str, progress: 
 
 
 def record_checkpoint(
-    session: Session, *, job_id: str, step: int, key: str, size_bytes: int,
-    files: dict[str, Any], losses: dict[str, Any] | None, keep: int, worker_id: str | None = None,
+    session: Session,
+    *,
+    job_id: str,
+    step: int,
+    key: str,
+    size_bytes: int,
+    files: dict[str, Any],
+    losses: dict[str, Any] | None,
+    keep: int,
+    worker_id: str | None = None,
 ) -> Checkpoint | None:
     """Record a checkpoint that has landed, and forget the ones the trainer is about to prune.
 
@@ -106,23 +125,32 @@ def record_checkpoint(
     """
     if worker_id is not None:
         # Update the job row first: it is locked until commit, so a concurrent claim waits.
-        held = session.execute(
-            update(Job).where(Job.id == job_id, Job.lease_owner == worker_id)
-            .values(updated_at=utcnow()).execution_options(synchronize_session=False)
+        held = _update(
+            session,
+            update(Job)
+            .where(Job.id == job_id, Job.lease_owner == worker_id)
+            .values(updated_at=utcnow())
+            .execution_options(synchronize_session=False),
         )
-        if held.rowcount != 1:
+        if held != 1:
             session.rollback()
             return None
-    ckpt = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step))
+    ckpt = session.scalar(
+        select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step)
+    )
     if ckpt is None:
         ckpt = Checkpoint(job_id=job_id, step=step)
         session.add(ckpt)
     ckpt.path, ckpt.size_bytes, ckpt.files, ckpt.losses = key, size_bytes, files, losses
     ckpt.created_at = utcnow()
     session.flush()
-    steps = list(session.scalars(
-        select(Checkpoint.step).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc())
-    ))
+    steps = list(
+        session.scalars(
+            select(Checkpoint.step)
+            .where(Checkpoint.job_id == job_id)
+            .order_by(Checkpoint.step.desc())
+        )
+    )
     # Rows go before files: a listed checkpoint always exists on disk.
     if len(steps) > keep:
         session.execute(
@@ -130,29 +158,36 @@ def record_checkpoint(
         )
     session.execute(
         update(Job).where(Job.id == job_id).values(step=max(step, 0), updated_at=utcnow())
-        .execution_options(synchronize_session=False)
     )
     session.commit()
     return ckpt
 
 
 def finish_job(
-    session: Session, *, job_id: str, worker_id: str, status: JobStatus, error: str | None = None,
+    session: Session,
+    *,
+    job_id: str,
+    worker_id: str,
+    status: JobStatus,
+    error: str | None = None,
     step: int | None = None,
 ) -> bool:
     """Set the final status if we still hold the job; False if it was taken from us."""
     values: dict[str, Any] = {
-        "status": status, "error": error, "finished_at": utcnow(), "updated_at": utcnow(),
-        "lease_owner": None, "lease_expires_at": None,
+        "status": status,
+        "error": error,
+        "finished_at": utcnow(),
+        "updated_at": utcnow(),
+        "lease_owner": None,
+        "lease_expires_at": None,
     }
     if step is not None:
         values["step"] = step
-    result = session.execute(
-        update(Job).where(Job.id == job_id, Job.lease_owner == worker_id).values(**values)
-        .execution_options(synchronize_session=False)
+    result = _update(
+        session, update(Job).where(Job.id == job_id, Job.lease_owner == worker_id).values(**values)
     )
     session.commit()
-    return result.rowcount == 1
+    return result == 1
 
 
 def release_job(session: Session, *, job_id: str, worker_id: str) -> bool:
@@ -161,15 +196,20 @@ def release_job(session: Session, *, job_id: str, worker_id: str) -> bool:
     The caller sends its message; False if the job was no longer ours.
     """
     now = utcnow()
-    result = session.execute(
+    result = _update(
+        session,
         update(Job)
         .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == JobStatus.running)
-        .values(status=JobStatus.queued, lease_owner=None, lease_expires_at=None,
-                enqueued_at=now, updated_at=now)
-        .execution_options(synchronize_session=False)
+        .values(
+            status=JobStatus.queued,
+            lease_owner=None,
+            lease_expires_at=None,
+            enqueued_at=now,
+            updated_at=now,
+        ),
     )
     session.commit()
-    return result.rowcount == 1
+    return result == 1
 
 
 @dataclass
@@ -185,11 +225,8 @@ class Sweep:
 
 def _flip(session: Session, job_id: str, where: Any, values: dict[str, Any]) -> bool:
     """A conditional update of one job: when several workers sweep at once, one of them wins."""
-    result = session.execute(
-        update(Job).where(Job.id == job_id, where).values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
+    result = _update(session, update(Job).where(Job.id == job_id, where).values(**values))
+    return result == 1
 
 
 def sweep_jobs(session: Session, *, max_attempts: int, requeue_after: float) -> Sweep:
@@ -209,27 +246,56 @@ def sweep_jobs(session: Session, *, max_attempts: int, requeue_after: float) -> 
     for job in session.scalars(select(Job).where(stale_lease)):
         end = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
         if job.cancel_requested:
-            if _flip(session, job.id, stale_lease, {**end, "status": JobStatus.canceled,
-                                                     "finished_at": now}):
+            if _flip(
+                session,
+                job.id,
+                stale_lease,
+                {**end, "status": JobStatus.canceled, "finished_at": now},
+            ):
                 done.canceled.append(job.id)
         elif job.worker_losses + 1 >= max_attempts:
-            error = (f"its worker died {job.worker_losses + 1} times (last at step {job.step}; "
-                     "out of memory?); not retried again. Resume it to try once more.")
-            if _flip(session, job.id, stale_lease, {**end, "status": JobStatus.failed,
-                                                     "error": error, "finished_at": now,
-                                                     "worker_losses": job.worker_losses + 1}):
+            error = (
+                f"its worker died {job.worker_losses + 1} times (last at step {job.step}; "
+                "out of memory?); not retried again. Resume it to try once more."
+            )
+            if _flip(
+                session,
+                job.id,
+                stale_lease,
+                {
+                    **end,
+                    "status": JobStatus.failed,
+                    "error": error,
+                    "finished_at": now,
+                    "worker_losses": job.worker_losses + 1,
+                },
+            ):
                 done.failed.append(job.id)
-        elif _flip(session, job.id, stale_lease, {**end, "status": JobStatus.queued,
-                                                   "enqueued_at": now,
-                                                   "worker_losses": job.worker_losses + 1}):
+        elif _flip(
+            session,
+            job.id,
+            stale_lease,
+            {
+                **end,
+                "status": JobStatus.queued,
+                "enqueued_at": now,
+                "worker_losses": job.worker_losses + 1,
+            },
+        ):
             done.requeued.append(job.id)
     queued = Job.status == JobStatus.queued
     for job_id in session.scalars(select(Job.id).where(queued, Job.cancel_requested.is_(True))):
-        if _flip(session, job_id, and_(queued, Job.cancel_requested.is_(True)),
-                 {"status": JobStatus.canceled, "finished_at": now, "updated_at": now}):
+        if _flip(
+            session,
+            job_id,
+            and_(queued, Job.cancel_requested.is_(True)),
+            {"status": JobStatus.canceled, "finished_at": now, "updated_at": now},
+        ):
             done.canceled.append(job_id)
-    lost = and_(queued, or_(Job.enqueued_at.is_(None),
-                            Job.enqueued_at < now - timedelta(seconds=requeue_after)))
+    lost = and_(
+        queued,
+        or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - timedelta(seconds=requeue_after)),
+    )
     for job_id in session.scalars(select(Job.id).where(lost)):
         if _flip(session, job_id, lost, {"enqueued_at": now}):
             done.resent.append(job_id)
@@ -242,7 +308,9 @@ def mark_unsent(session: Session, *, job_ids: list[str]) -> None:
     """Messages that could not be sent (broker down): the next sweep sends them again."""
     if job_ids:
         session.execute(
-            update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.queued)
-            .values(enqueued_at=None).execution_options(synchronize_session=False)
+            update(Job)
+            .where(Job.id.in_(job_ids), Job.status == JobStatus.queued)
+            .values(enqueued_at=None)
+            .execution_options(synchronize_session=False)
         )
         session.commit()

@@ -30,6 +30,7 @@ from app.core.render_queue import FairSlots, SingleFlight
 from app.core.settings import Settings
 from app.core.store import ArtifactStore
 from gan_core.checkpoint import CheckpointError, load_generator
+from gan_core.nets import Generator
 from gan_core.sampling import generate, interpolation_inputs, png_grid, sample_inputs
 
 
@@ -50,9 +51,14 @@ class SampleRequest:
 class Sampler:
     """Loaded generators and rendered PNGs (bounded LRUs), and the threads that render."""
 
-    def __init__(self, generator_cache_size: int = 8, png_cache_size: int = 256,
-                 png_cache_bytes: int = 128 << 20, render_slots: int | None = None):
-        self.generators: LRU[torch.nn.Module] = LRU(generator_cache_size)
+    def __init__(
+        self,
+        generator_cache_size: int = 8,
+        png_cache_size: int = 256,
+        png_cache_bytes: int = 128 << 20,
+        render_slots: int | None = None,
+    ):
+        self.generators: LRU[Generator] = LRU(generator_cache_size)
         self.pngs: LRU[bytes] = LRU(png_cache_size, max_weight=png_cache_bytes, weigh=len)
         # Renders running at once. Each already uses torch's intra-op threads; more renders
         # than cores / threads only fight over the cores (16 concurrent renders measured
@@ -72,19 +78,19 @@ class Sampler:
         raw = f"{checkpoint_sha}|{req}"
         return '"' + hashlib.sha256(raw.encode()).hexdigest()[:32] + '"'
 
-    def generator(self, ckpt_dir: Path, ema: bool) -> torch.nn.Module:
+    def generator(self, ckpt_dir: Path, ema: bool) -> Generator:
         return self.generators.get_or_load(
             (str(ckpt_dir), ema), lambda: load_generator(ckpt_dir, ema=ema)
         )
 
     @staticmethod
-    def inputs(G: torch.nn.Module, req: SampleRequest) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def inputs(G: Generator, req: SampleRequest) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The latents and labels a request renders (seeded: the same every time)."""
         if req.kind == "interpolation":
             return interpolation_inputs(G, req.from_seed, req.to_seed, req.steps, label=req.label)
         return sample_inputs(G, req.n, req.seed, labels=req.label, truncation=req.truncation)
 
-    def generate(self, G: torch.nn.Module, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def generate(self, G: Generator, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         self.renders += 1
         return generate(G, z, labels)
 
@@ -138,8 +144,12 @@ class SamplingService:
             row = checkpoints.get_checkpoint(session, job_id=job_id, ref=ref, owner_id=owner_id)
             config = row.job.config or {}
             session.expunge(row)  # used after the session closes
-        return _Ref(row, bool(config.get("conditional")), config.get("num_classes"),
-                    int(config.get("image_size") or 0))
+        return _Ref(
+            row,
+            bool(config.get("conditional")),
+            config.get("num_classes"),
+            int(config.get("image_size") or 0),
+        )
 
     async def checkpoint(self, job_id: str, ref: str, owner_id: str | None) -> _Ref:
         key = (job_id, ref, owner_id)
@@ -150,19 +160,28 @@ class SamplingService:
                 self.refs.put(key, hit)
         return hit
 
-    async def png(self, *, job_id: str, ref: str, req: SampleRequest, principal: Principal,
-                  if_none_match: str | None = None) -> Png:
+    async def png(
+        self,
+        *,
+        job_id: str,
+        ref: str,
+        req: SampleRequest,
+        principal: Principal,
+        if_none_match: str | None = None,
+    ) -> Png:
         """The PNG for a request: from the caches, joined to an identical render in flight, or
         rendered in fair turns off the event loop (charged to the key by its pixels)."""
         self.check(req)
         found = await self.checkpoint(job_id, ref, principal.scope)
         if req.label is not None:
             if not found.conditional:
-                raise InvalidInput("label: this model is unconditional (it takes no label)",
-                                   field="label")
+                raise InvalidInput(
+                    "label: this model is unconditional (it takes no label)", field="label"
+                )
             if found.num_classes is not None and req.label >= found.num_classes:
-                raise InvalidInput(f"label must be < {found.num_classes} (the model's classes)",
-                                   field="label")
+                raise InvalidInput(
+                    f"label must be < {found.num_classes} (the model's classes)", field="label"
+                )
         row = found.row
         etag = self.sampler.etag(checkpoints.content_hash(row), req)
         unchanged = Png(etag, None, row.id, row.step, immutable=ref != "latest")
@@ -171,15 +190,18 @@ class SamplingService:
         cached = self.sampler.pngs.get(etag)  # a repeat: no thread hop, no disk access
         if cached is None:
             images = req.n if req.kind == "samples" else req.steps
-            await self.limits.render(principal.key_id or principal.owner_id,
-                                     images * found.image_size ** 2)
+            await self.limits.render(
+                principal.key_id or principal.owner_id, images * found.image_size**2
+            )
             path = checkpoints.checkpoint_path(self.store, row)
             cached = await self.flights.run(
-                etag, lambda: self._render(path, req, etag, owner=principal.owner_id, row=row))
+                etag, lambda: self._render(path, req, etag, owner=principal.owner_id, row=row)
+            )
         return replace(unchanged, body=cached)
 
-    async def _render(self, path: Path, req: SampleRequest, etag: str, *, owner: str,
-                      row: Checkpoint) -> bytes:
+    async def _render(
+        self, path: Path, req: SampleRequest, etag: str, *, owner: str, row: Checkpoint
+    ) -> bytes:
         loop = asyncio.get_running_loop()
         try:
             G = await asyncio.to_thread(self.sampler.generator, path, req.ema)
@@ -190,12 +212,16 @@ class SamplingService:
             raise InvalidInput(str(exc), field="label") from exc
         parts, chunk = [], self.settings.render_chunk
         for i in range(0, z.shape[0], chunk):
-            part_labels = None if labels is None else labels[i:i + chunk]
+            part_labels = None if labels is None else labels[i : i + chunk]
             async with self.slots.slot(owner):
-                parts.append(await loop.run_in_executor(
-                    self.sampler.pool, self.sampler.generate, G, z[i:i + chunk], part_labels))
+                parts.append(
+                    await loop.run_in_executor(
+                        self.sampler.pool, self.sampler.generate, G, z[i : i + chunk], part_labels
+                    )
+                )
         async with self.slots.slot(owner):
-            data = await loop.run_in_executor(self.sampler.pool, png_grid, torch.cat(parts),
-                                              req.nrow)
+            data = await loop.run_in_executor(
+                self.sampler.pool, png_grid, torch.cat(parts), req.nrow
+            )
         self.sampler.pngs.put(etag, data)
         return data

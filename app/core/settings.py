@@ -41,14 +41,20 @@ class Settings(BaseSettings):
     # for hours, so this is long; a job whose worker died is found sooner by its lease.
     visibility_timeout: int = Field(6 * 3600, ge=60)
     lease_seconds: float = Field(
-        60.0, gt=0, description="a running job whose worker has not renewed its lease for this long is stale"
+        60.0,
+        gt=0,
+        description="a running job whose worker has not renewed its lease for this long is stale",
     )
     max_attempts: int = Field(
-        3, ge=1, description="a job whose worker dies this many times (e.g. out of memory) is "
+        3,
+        ge=1,
+        description="a job whose worker dies this many times (e.g. out of memory) is "
         "failed instead of re-queued again",
     )
     requeue_after_seconds: float = Field(
-        600.0, gt=0, description="a job queued this long since its message was sent gets the "
+        600.0,
+        gt=0,
+        description="a job queued this long since its message was sent gets the "
         "message again (a broker restarted without persistence loses messages); duplicates "
         "are harmless",
     )
@@ -69,26 +75,33 @@ class Settings(BaseSettings):
         4 << 30, ge=1024, description="largest total size an uploaded archive may unpack to"
     )
     max_upload_ratio: float = Field(
-        200.0, gt=1,
+        200.0,
+        gt=1,
         description="largest expansion ratio (unpacked/packed) of an uploaded archive and of each "
         "member of 1 MiB or more; above it the archive is refused as a likely zip bomb",
     )
     max_upload_pixels: int = Field(
-        1 << 30, ge=1, description="decoded pixels per upload, summed over its images (read "
+        1 << 30,
+        ge=1,
+        description="decoded pixels per upload, summed over its images (read "
         "from the image headers before anything is decoded; 413 past it)",
     )
     max_concurrent_uploads: int = Field(
         4, ge=1, description="uploads one API process receives at once (503 past it)"
     )
     upload_validation_workers: int = Field(
-        1, ge=1, description="uploads unpacked and decoded at once per API process; the "
+        1,
+        ge=1,
+        description="uploads unpacked and decoded at once per API process; the "
         "others wait their turn (CPU and memory stay bounded)",
     )
     upload_idle_timeout_seconds: float = Field(
         30.0, gt=0, description="an upload body that sends nothing for this long is cut off (408)"
     )
     upload_min_bytes_per_second: float = Field(
-        16384.0, ge=0, description="after the first idle timeout, an upload body slower than "
+        16384.0,
+        ge=0,
+        description="after the first idle timeout, an upload body slower than "
         "this on average is cut off (408)",
     )
     auth: bool = Field(
@@ -97,23 +110,32 @@ class Settings(BaseSettings):
     max_jobs_per_owner: int = Field(4, ge=1, description="queued + running jobs per owner")
     max_steps_per_job: int = Field(1_000_000, ge=1, description="largest config.steps")
     max_job_memory_bytes: int = Field(
-        64 << 30, ge=1 << 20, description="largest estimated training memory of a job's config "
+        64 << 30,
+        ge=1 << 20,
+        description="largest estimated training memory of a job's config "
         "(gan_core.memory: weights, optimizer state, activations); refused past it",
     )
     max_stored_bytes_per_owner: int = Field(
         50 << 30, ge=0, description="datasets + checkpoints per owner"
     )
-    sample_rate: float = Field(20.0, ge=0, description="sampling requests per second per key (0 = off)")
+    sample_rate: float = Field(
+        20.0, ge=0, description="sampling requests per second per key (0 = off)"
+    )
     sample_burst: int = Field(40, ge=1, description="sampling requests allowed in a burst")
     render_megapixels_per_second: float = Field(
-        2.0, ge=0, description="rendering per key, priced by pixels generated (images x H x W), "
+        2.0,
+        ge=0,
+        description="rendering per key, priced by pixels generated (images x H x W), "
         "shared by all API replicas through Redis (0 = no limit)",
     )
     render_burst_megapixels: float = Field(
         20.0, gt=0, description="rendering a key may do in a burst (a request costs at most this)"
     )
     render_chunk: int = Field(
-        32, ge=1, le=256, description="images rendered per slot turn: a large render yields to "
+        32,
+        ge=1,
+        le=256,
+        description="images rendered per slot turn: a large render yields to "
         "other owners between chunks",
     )
     max_samples: int = Field(256, ge=1, description="largest n for samples.png")

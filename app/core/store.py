@@ -155,11 +155,11 @@ class LocalStore(ArtifactStore):
 
     def close_scratch(self) -> None:
         """Remove this process's scratch area and release its lock (at shutdown)."""
-        if self._scratch is not None:
+        if self._scratch is not None and self._scratch_lock is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             Path(self._scratch_lock.name).unlink(missing_ok=True)
             self._scratch_lock.close()
-            self._scratch = None
+            self._scratch = self._scratch_lock = None
 
     def usage_bytes(self, key: str) -> int:
         total = 0

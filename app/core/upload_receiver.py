@@ -53,8 +53,14 @@ class UploadReceiver:
     the scratch directory and must always be called.
     """
 
-    def __init__(self, scratch: Path, limits: UploadLimits, *, multipart_boundary: bytes | None,
-                 filename: str | None):
+    def __init__(
+        self,
+        scratch: Path,
+        limits: UploadLimits,
+        *,
+        multipart_boundary: bytes | None,
+        filename: str | None,
+    ):
         self.scratch = scratch
         self.limits = limits
         self.path = scratch / "upload.bin"
@@ -66,16 +72,19 @@ class UploadReceiver:
         self.body_limit = limits.max_bytes + (FORM_OVERHEAD if multipart_boundary else 0)
         self._parser = None
         if multipart_boundary is not None:
-            self._parser = MultipartParser(multipart_boundary, {
-                "on_part_begin": self._part_begin,
-                "on_header_field": self._header_field,
-                "on_header_value": self._header_value,
-                "on_header_end": self._header_end,
-                "on_headers_finished": self._headers_finished,
-                "on_part_data": self._part_data,
-                "on_part_end": self._part_end,
-                "on_end": self._end,
-            })
+            self._parser = MultipartParser(
+                multipart_boundary,
+                {
+                    "on_part_begin": self._part_begin,
+                    "on_header_field": self._header_field,
+                    "on_header_value": self._header_value,
+                    "on_header_end": self._header_end,
+                    "on_headers_finished": self._headers_finished,
+                    "on_part_data": self._part_data,
+                    "on_part_end": self._part_end,
+                    "on_end": self._end,
+                },
+            )
             self._seen_file = False
             self._ended = False
             self._part: str | None = None  # "file", a field name, or None (ignored part)
@@ -172,24 +181,33 @@ class UploadReceiver:
         elif self._part is not None:
             self._field += data[start:end]
             if len(self._field) > MAX_FIELD_BYTES:
-                raise InvalidInput(f"form field {self._part!r} is longer than {MAX_FIELD_BYTES} bytes",
-                                   field=self._part)
+                raise InvalidInput(
+                    f"form field {self._part!r} is longer than {MAX_FIELD_BYTES} bytes",
+                    field=self._part,
+                )
 
     def _part_end(self) -> None:
         if self._part not in (None, "file"):
             try:
                 self.fields[self._part] = self._field.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise InvalidInput(f"form field {self._part!r} is not UTF-8 text",
-                                   field=self._part) from exc
+                raise InvalidInput(
+                    f"form field {self._part!r} is not UTF-8 text", field=self._part
+                ) from exc
         self._part = None
 
     def _end(self) -> None:
         self._ended = True
 
 
-def open_upload(store: ArtifactStore, settings: Settings, *, content_type: str | None,
-                content_length: str | None, filename: str | None) -> UploadReceiver:
+def open_upload(
+    store: ArtifactStore,
+    settings: Settings,
+    *,
+    content_type: str | None,
+    content_length: str | None,
+    filename: str | None,
+) -> UploadReceiver:
     """A receiver for one upload body: a raw file, or multipart/form-data with a 'file' field.
 
     413 before anything is read when the declared Content-Length is over the cap.
@@ -211,7 +229,9 @@ def open_upload(store: ArtifactStore, settings: Settings, *, content_type: str |
             raise too_large(limits.max_bytes)
     if filename is not None:
         filename = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    return UploadReceiver(store.scratch_dir(), limits, multipart_boundary=boundary, filename=filename)
+    return UploadReceiver(
+        store.scratch_dir(), limits, multipart_boundary=boundary, filename=filename
+    )
 
 
 async def _timed(chunks: AsyncIterator[bytes], settings: Settings) -> AsyncIterator[bytes]:
@@ -229,27 +249,41 @@ async def _timed(chunks: AsyncIterator[bytes], settings: Settings) -> AsyncItera
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise RequestTimeout(f"the upload sent nothing for {idle:g} s "
-                                 "(GANFORGE_UPLOAD_IDLE_TIMEOUT_SECONDS)", field="file") from None
+            raise RequestTimeout(
+                f"the upload sent nothing for {idle:g} s (GANFORGE_UPLOAD_IDLE_TIMEOUT_SECONDS)",
+                field="file",
+            ) from None
         seen += len(chunk)
         elapsed = time.monotonic() - start
         if elapsed > idle and seen < min_rate * elapsed:
             raise RequestTimeout(
                 f"the upload arrived at {seen / elapsed:.0f} bytes/s, under the minimum of "
-                f"{min_rate:g} (GANFORGE_UPLOAD_MIN_BYTES_PER_SECOND)", field="file")
+                f"{min_rate:g} (GANFORGE_UPLOAD_MIN_BYTES_PER_SECOND)",
+                field="file",
+            )
         yield chunk
 
 
-async def receive(chunks: AsyncIterator[bytes], store: ArtifactStore, settings: Settings, *,
-                  content_type: str | None, content_length: str | None,
-                  filename: str | None) -> ReceivedUpload:
+async def receive(
+    chunks: AsyncIterator[bytes],
+    store: ArtifactStore,
+    settings: Settings,
+    *,
+    content_type: str | None,
+    content_length: str | None,
+    filename: str | None,
+) -> ReceivedUpload:
     """Stream a request body to scratch; the caller removes ``result.scratch`` when done.
 
     Chunks are counted as they arrive (413 at once past the cap), written in batches off the
     event loop, and cut off (408) when the body is idle or too slow.
     """
     receiver = await asyncio.to_thread(
-        open_upload, store, settings, content_type=content_type, content_length=content_length,
+        open_upload,
+        store,
+        settings,
+        content_type=content_type,
+        content_length=content_length,
         filename=filename,
     )
     try:

@@ -97,8 +97,10 @@ def _plan_images(entries: Entries) -> Entries:
         raise bad_file(f"the archive holds no images; upload {ACCEPTED}")
     for info, parts in files:
         if PurePosixPath(parts[-1]).suffix.lower() not in IMAGE_EXTENSIONS:
-            raise bad_file(f"archive entry {info.filename!r} is not an image "
-                       f"(accepted: {', '.join(IMAGE_EXTENSIONS)})")
+            raise bad_file(
+                f"archive entry {info.filename!r} is not an image "
+                f"(accepted: {', '.join(IMAGE_EXTENSIONS)})"
+            )
     # Images inside one top-level folder (or a chain of them): that folder is the root.
     while all(len(p) >= 2 for _, p in files) and len({p[0] for _, p in files}) == 1:
         files = [(info, parts[1:]) for info, parts in files]
@@ -110,22 +112,28 @@ def _plan_images(entries: Entries) -> Entries:
     nested = [info.filename for info, p in files if len(p) == 2]
     deep = [info.filename for info, p in files if len(p) > 2]
     if deep:
-        raise bad_file(f"archive entry {deep[0]!r} is nested too deeply: put images directly in the "
-                   "archive (unlabelled) or in one folder per class (labelled)")
+        raise bad_file(
+            f"archive entry {deep[0]!r} is nested too deeply: put images directly in the "
+            "archive (unlabelled) or in one folder per class (labelled)"
+        )
     if loose and nested:
-        raise bad_file(f"the archive mixes loose images ({loose[0]!r}) with class folders "
-                   f"({nested[0]!r}): use one layout or the other")
+        raise bad_file(
+            f"the archive mixes loose images ({loose[0]!r}) with class folders "
+            f"({nested[0]!r}): use one layout or the other"
+        )
     return files
 
 
-def _dataset_error(exc: DatasetError, root: Path, names: dict[str, str], shown: str) -> InvalidInput:
+def _dataset_error(
+    exc: DatasetError, root: Path, names: dict[str, str], shown: str
+) -> InvalidInput:
     """The loader's message with server paths replaced by the names the user uploaded."""
     msg, prefix = str(exc), f"{root}/"
     if msg.startswith(prefix):
-        rest = msg[len(prefix):]
+        rest = msg[len(prefix) :]
         for rel, original in names.items():
             if rest.startswith(rel + ":"):
-                msg = f"archive entry {original!r}{rest[len(rel):]}"
+                msg = f"archive entry {original!r}{rest[len(rel) :]}"
                 break
     return bad_file(msg.replace(prefix, "").replace(str(root), shown))
 
@@ -147,12 +155,15 @@ def _check_pixels(root: Path, plan: Entries, limit: int) -> None:
             continue  # the loader names the unreadable file
         total += w * h
         if total > limit:
-            raise over_limit(f"the archive's images hold more than {limit} pixels (the limit per "
-                             f"upload; reached at {info.filename!r})")
+            raise over_limit(
+                f"the archive's images hold more than {limit} pixels (the limit per "
+                f"upload; reached at {info.filename!r})"
+            )
 
 
-def _build_image_folder(upload: ReceivedUpload, zf: zipfile.ZipFile, limits: UploadLimits,
-                        build: Path) -> _Summary:
+def _build_image_folder(
+    upload: ReceivedUpload, zf: zipfile.ZipFile, limits: UploadLimits, build: Path
+) -> _Summary:
     plan = _plan_images(check_archive(zf, limits))
     root = build / "images"
     root.mkdir()
@@ -168,7 +179,7 @@ def _build_image_folder(upload: ReceivedUpload, zf: zipfile.ZipFile, limits: Upl
         names["/".join(parts)] = info.filename
     _check_pixels(root, plan, limits.max_pixels)
     try:
-        images, _labels, info = load_image_folder(root, VALIDATE_SIZE)
+        images, _labels, loaded = load_image_folder(root, VALIDATE_SIZE)
     except DatasetError as exc:
         raise _dataset_error(exc, root, names, "the archive") from exc
     from PIL import Image  # lazy; the loader has just decoded every file with it
@@ -176,19 +187,27 @@ def _build_image_folder(upload: ReceivedUpload, zf: zipfile.ZipFile, limits: Upl
     first = min(root.joinpath(*parts) for _, parts in plan)
     with Image.open(first) as im:
         side = min(im.size)
-    return _Summary("images", len(images), info.channels, side, info.num_classes,
-                    list(info.class_names) if info.class_names else None)
+    return _Summary(
+        "images",
+        len(images),
+        loaded.channels,
+        side,
+        loaded.num_classes,
+        list(loaded.class_names) if loaded.class_names else None,
+    )
 
 
-def _build_npz(upload: ReceivedUpload, zf: zipfile.ZipFile, limits: UploadLimits,
-               build: Path) -> _Summary:
+def _build_npz(
+    upload: ReceivedUpload, zf: zipfile.ZipFile, limits: UploadLimits, build: Path
+) -> _Summary:
     shown = upload.filename or "the upload"
     check_archive(zf, limits)
     summary = inspect_npz(zf, limits, shown)
     zf.close()
     upload.path.rename(build / "data.npz")
-    return _Summary("data.npz", summary.num_images, summary.channels, summary.side,
-                    summary.num_classes, None)
+    return _Summary(
+        "data.npz", summary.num_images, summary.channels, summary.side, summary.num_classes, None
+    )
 
 
 def _dataset_name(name: str | None, filename: str | None) -> str:
@@ -201,8 +220,15 @@ def _dataset_name(name: str | None, filename: str | None) -> str:
     return name
 
 
-def create_dataset(session: Session, store: LocalStore, settings: Settings, upload: ReceivedUpload,
-                   *, name: str | None = None, owner_id: str | None = None) -> Dataset:
+def create_dataset(
+    session: Session,
+    store: LocalStore,
+    settings: Settings,
+    upload: ReceivedUpload,
+    *,
+    name: str | None = None,
+    owner_id: str | None = None,
+) -> Dataset:
     """Validate a received upload, move it into ``datasets/<id>`` and record it (committed).
 
     Raises UnsupportedMedia (415) or InvalidInput (422); then nothing new is in the store or
@@ -234,10 +260,16 @@ def create_dataset(session: Session, store: LocalStore, settings: Settings, uplo
         if owner_id is not None:
             check_storage(session, settings, owner_id=owner_id, adding=store.usage_bytes(key))
         row = Dataset(
-            id=dataset_id, owner_id=owner_id, name=name, kind=kind,
-            path=f"{key}/{summary.entry}", size_bytes=store.usage_bytes(key),
-            num_images=summary.num_images, channels=summary.channels,
-            image_size=summary.image_size, num_classes=summary.num_classes,
+            id=dataset_id,
+            owner_id=owner_id,
+            name=name,
+            kind=kind,
+            path=f"{key}/{summary.entry}",
+            size_bytes=store.usage_bytes(key),
+            num_images=summary.num_images,
+            channels=summary.channels,
+            image_size=summary.image_size,
+            num_classes=summary.num_classes,
             class_names=summary.class_names,
         )
         session.add(row)
@@ -261,13 +293,16 @@ class UploadGate:
     def __init__(self, settings: Settings):
         self.capacity = settings.max_concurrent_uploads
         self.active = 0  # touched only on the event loop
-        self.pool = ThreadPoolExecutor(settings.upload_validation_workers,
-                                       thread_name_prefix="ganforge-upload")
+        self.pool = ThreadPoolExecutor(
+            settings.upload_validation_workers, thread_name_prefix="ganforge-upload"
+        )
 
     def admit(self) -> None:
         if self.active >= self.capacity:
-            raise Unavailable(f"{self.active} uploads are being received (the limit per API "
-                              "process); try again shortly")
+            raise Unavailable(
+                f"{self.active} uploads are being received (the limit per API "
+                "process); try again shortly"
+            )
         self.active += 1
 
     def leave(self) -> None:
@@ -280,20 +315,35 @@ class UploadGate:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-async def upload_dataset(chunks: AsyncIterator[bytes], store: LocalStore, settings: Settings,
-                         gate: UploadGate, *, content_type: str | None,
-                         content_length: str | None, filename: str | None, name: str | None,
-                         owner_id: str) -> Dataset:
+async def upload_dataset(
+    chunks: AsyncIterator[bytes],
+    store: LocalStore,
+    settings: Settings,
+    gate: UploadGate,
+    *,
+    content_type: str | None,
+    content_length: str | None,
+    filename: str | None,
+    name: str | None,
+    owner_id: str,
+) -> Dataset:
     """Receive an upload body, then build and record the dataset; scratch is always removed."""
     gate.admit()
     try:
-        upload = await receive(chunks, store, settings, content_type=content_type,
-                               content_length=content_length, filename=filename)
+        upload = await receive(
+            chunks,
+            store,
+            settings,
+            content_type=content_type,
+            content_length=content_length,
+            filename=filename,
+        )
 
         def create() -> Dataset:
             with session_scope(settings.resolved_database_url) as session:
-                return create_dataset(session, store, settings, upload, name=name,
-                                      owner_id=owner_id)
+                return create_dataset(
+                    session, store, settings, upload, name=name, owner_id=owner_id
+                )
 
         try:
             return await gate.run(create)

@@ -91,6 +91,7 @@ def load_dataset(
     if max_items is not None and max_items < 1:
         raise DatasetError(f"max_items must be at least 1, got {max_items}")
     dirs = [Path(d).expanduser() for d in data_dirs]
+    labels: torch.Tensor | None
     if name == "shapes":
         n = SHAPES_SIZE if max_items is None else min(max_items, SHAPES_SIZE)
         images, labels = _cached_shapes(n, image_size, seed, channels or 1)  # colour when asked
@@ -212,8 +213,10 @@ def _load_builtin(
     if found is None or name == "cifar10":
         return _torchvision_builtin(name, found.parent if found else None, data_dirs)
     # Read IDX ourselves: handles torchvision's raw files and Debian's .gz ones alike, no copies.
-    images = read_idx(_idx_path(found, _IDX_FILES[0]), 3, max_items)
-    labels = read_idx(_idx_path(found, _IDX_FILES[1]), 1, max_items)
+    image_file, label_file = (_idx_path(found, stem) for stem in _IDX_FILES)
+    assert image_file is not None and label_file is not None  # _find_builtin checked both
+    images = read_idx(image_file, 3, max_items)
+    labels = read_idx(label_file, 1, max_items)
     if len(images) != len(labels) or images.shape[1:] != (28, 28) or labels.max() > 9:
         raise DatasetError(f"{found}: the image and label files do not belong together")
     return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels)

@@ -103,7 +103,9 @@ def load_image_folder(
         raise DatasetError(f"image folder {root} does not exist or is not a directory")
     loose = _images_in(root)
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    classes = [(d.name, files) for d in subdirs if (files := _images_in(d))]
+    classes = [(d.name, found) for d in subdirs if (found := _images_in(d))]
+    files: list[tuple[Path, int]]
+    class_names: tuple[str, ...] | None
     if not loose and len(classes) >= 2:
         files = [(f, label) for label, (_, fs) in enumerate(classes) for f in fs]
         class_names = tuple(name for name, _ in classes)
@@ -144,14 +146,14 @@ def _read_image(path: Path, size: int) -> np.ndarray:
     from PIL import Image  # lazy: only image folders need Pillow
 
     try:
-        with Image.open(path, formats=_PIL_FORMATS) as im:
-            w, h = im.size
+        with Image.open(path, formats=_PIL_FORMATS) as opened:
+            w, h = opened.size
             if w * h > MAX_IMAGE_PIXELS:  # known from the header, before any pixel is decoded
                 raise DatasetError(
                     f"{path}: {w}x{h} pixels is over the limit of {MAX_IMAGE_PIXELS} (4096x4096)"
                 )
-            im.load()
-            im = im.convert("L" if _is_gray(im) else "RGB")
+            opened.load()
+            im = opened.convert("L" if _is_gray(opened) else "RGB")
     except DatasetError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:

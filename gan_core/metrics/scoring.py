@@ -14,7 +14,7 @@ from typing import Any, Literal, cast
 
 import torch
 from safetensors.torch import save as st_save
-from torch import Tensor, nn
+from torch import Tensor
 
 from gan_core.metrics.distances import frechet_distance, kid, mean_cov, precision_recall
 from gan_core.metrics.features import (
@@ -27,6 +27,7 @@ from gan_core.metrics.features import (
     train_classifier,
 )
 from gan_core.metrics.files import atomic_write, extractor_digest, read_safetensors
+from gan_core.nets import Generator
 from gan_core.sampling import default_labels, generate, latents
 
 LabelPolicy = Literal["uniform", "balanced"]
@@ -190,7 +191,7 @@ def _derived_seed(seed: int, purpose: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{purpose}:{seed}".encode()).digest()[:8], "little") >> 1
 
 
-def _labels(generator: nn.Module, n: int, policy: LabelPolicy | Tensor, seed: int) -> Tensor | None:
+def _labels(generator: Generator, n: int, policy: LabelPolicy | Tensor, seed: int) -> Tensor | None:
     num_classes = getattr(generator, "num_classes", None)
     if num_classes is None:
         return None
@@ -206,7 +207,7 @@ def _labels(generator: nn.Module, n: int, policy: LabelPolicy | Tensor, seed: in
 
 @torch.no_grad()
 def score_generator(
-    generator: nn.Module,
+    generator: Generator,
     extractor: Extractor,
     reference: RealReference,
     *,

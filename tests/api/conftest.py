@@ -7,18 +7,9 @@ from fastapi.testclient import TestClient
 
 from app.api.main import create_app
 from app.core.settings import Settings
+from tests.tiny import tiny
 
-TINY = {
-    "dataset": "shapes",
-    "image_size": 16,
-    "g_width": 8,
-    "d_width": 8,
-    "batch_size": 8,
-    # enough steps for BatchNorm's running stats to settle, so eval-mode samples are not flat
-    "steps": 24,
-    "checkpoint_every": 12,
-    "latent_dim": 16,
-}
+TINY = tiny()
 
 
 @pytest.fixture

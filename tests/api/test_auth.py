@@ -33,8 +33,13 @@ def test_missing_or_wrong_key_is_401_with_www_authenticate(settings, trained_job
     revoked = make_key(settings, "carol")
     with session_scope(settings.resolved_database_url) as s:
         auth.revoke_key(s, key_id="key_" + revoked.split("_")[2])
-    urls = ["/v1/jobs", f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/checkpoints",
-            f"/v1/jobs/{job_id}/checkpoints/latest/samples.png", "/v1/datasets"]
+    urls = [
+        "/v1/jobs",
+        f"/v1/jobs/{job_id}",
+        f"/v1/jobs/{job_id}/checkpoints",
+        f"/v1/jobs/{job_id}/checkpoints/latest/samples.png",
+        "/v1/datasets",
+    ]
     for key in (None, "nonsense", good[:-1] + ("A" if good[-1] != "A" else "B"), revoked):
         with _client(settings, key) as c:
             for url in urls:
@@ -65,17 +70,23 @@ def test_other_owners_ids_are_404_everywhere(settings, client, trained_job):
     bob = make_key(settings, "bob")
     with _client(settings, bob) as c:
         for method, url in [
-            ("get", f"/v1/jobs/{job_id}"), ("post", f"/v1/jobs/{job_id}/cancel"),
-            ("post", f"/v1/jobs/{job_id}/resume"), ("delete", f"/v1/jobs/{job_id}"),
-            ("get", f"/v1/jobs/{job_id}/events"), ("get", f"/v1/jobs/{job_id}/checkpoints"),
+            ("get", f"/v1/jobs/{job_id}"),
+            ("post", f"/v1/jobs/{job_id}/cancel"),
+            ("post", f"/v1/jobs/{job_id}/resume"),
+            ("delete", f"/v1/jobs/{job_id}"),
+            ("get", f"/v1/jobs/{job_id}/events"),
+            ("get", f"/v1/jobs/{job_id}/checkpoints"),
             ("get", f"/v1/jobs/{job_id}/checkpoints/{ckpt}"),
             ("get", f"/v1/jobs/{job_id}/checkpoints/{ckpt}/download"),
             ("get", f"/v1/jobs/{job_id}/checkpoints/latest/samples.png"),
             ("get", f"/v1/jobs/{job_id}/checkpoints/{ckpt}/interpolation.png"),
-            ("get", f"/v1/datasets/{ds}"), ("delete", f"/v1/datasets/{ds}"),
+            ("get", f"/v1/datasets/{ds}"),
+            ("delete", f"/v1/datasets/{ds}"),
         ]:
             r = getattr(c, method)(url)
-            nobody = getattr(c, method)(url.replace(job_id, "job_0000000000000000").replace(ds, "ds_0000"))
+            nobody = getattr(c, method)(
+                url.replace(job_id, "job_0000000000000000").replace(ds, "ds_0000")
+            )
             assert r.status_code == 404, (method, url, r.text)
             assert r.json()["title"] == nobody.json()["title"]  # same answer as a missing id
         assert c.get("/v1/jobs").json()["items"] == []
@@ -98,17 +109,31 @@ def test_admin_sees_all_owners(settings, client, trained_job):
 
 def test_keys_cli_creates_a_working_key(tmp_path):
     env = {**os.environ, "GANFORGE_DATA_DIR": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-m", "app.cli", "keys", "create", "--name", "erin"],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli", "keys", "create", "--name", "erin"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     key = out.stdout.strip()
     assert key.startswith("gf_key_") and "erin" in out.stderr
-    listed = subprocess.run([sys.executable, "-m", "app.cli", "keys", "list"], env=env,
-                            capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        [sys.executable, "-m", "app.cli", "keys", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "erin" in listed and key.split("_", 3)[3] not in listed
     with _client(Settings(data_dir=tmp_path), key) as c:
         assert c.get("/v1/jobs").status_code == 200
-    bad = subprocess.run([sys.executable, "-m", "app.cli", "keys", "create", "--name", "no spaces"],
-                         env=env, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "app.cli", "keys", "create", "--name", "no spaces"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "name" in bad.stderr
 
 
@@ -169,8 +194,9 @@ def test_sampling_is_rate_limited_per_key(settings, trained_job, path):
     limited = settings.model_copy(update={"sample_rate": 0.5, "sample_burst": 2})
     key = make_key(settings, "alice")
     with _client(limited, key) as c:
-        codes = [c.get(f"/v1/jobs/{job_id}/checkpoints/latest/{path}{i}").status_code
-                 for i in range(3)]
+        codes = [
+            c.get(f"/v1/jobs/{job_id}/checkpoints/latest/{path}{i}").status_code for i in range(3)
+        ]
         assert codes[:2] == [200, 200] and codes[2] == 429
         r = c.get(f"/v1/jobs/{job_id}/checkpoints/latest/{path}9")
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1

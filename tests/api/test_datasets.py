@@ -19,10 +19,10 @@ from PIL import Image
 from app.api.main import create_app
 from app.core.settings import Settings
 from tests.api.conftest import make_key
+from tests.tiny import tiny
 
 PROBLEM = "application/problem+json"
-TINY = {"image_size": 16, "g_width": 8, "d_width": 8, "batch_size": 8, "steps": 4,
-        "checkpoint_every": 2, "latent_dim": 16}
+TINY = tiny(steps=4, checkpoint_every=2)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -93,8 +93,16 @@ def store_entries(settings: Settings, sub: str) -> list:
 def scratch_entries(settings: Settings) -> list:
     """What uploads left in the scratch areas of the store (each process has its own)."""
     tmp = settings.resolved_store_dir / "tmp"
-    return sorted(str(p.relative_to(tmp)) for area in tmp.iterdir() if area.is_dir()
-                  for p in area.iterdir()) if tmp.exists() else []
+    return (
+        sorted(
+            str(p.relative_to(tmp))
+            for area in tmp.iterdir()
+            if area.is_dir()
+            for p in area.iterdir()
+        )
+        if tmp.exists()
+        else []
+    )
 
 
 def assert_nothing_left(client, settings: Settings, uploads_before=0):
@@ -137,7 +145,12 @@ def test_npz_with_labels_as_raw_body(client):
     assert r.status_code == 201, r.text
     ds = r.json()
     assert (ds["name"], ds["kind"], ds["channels"], ds["image_size"], ds["num_classes"]) == (
-        "rgb", "npz", 3, 8, 3)
+        "rgb",
+        "npz",
+        3,
+        8,
+        3,
+    )
 
 
 def test_zip_with_class_folders(client, settings):
@@ -159,7 +172,12 @@ def test_zip_of_loose_images_as_raw_body(client):
     assert r.status_code == 201, r.text
     ds = r.json()
     assert (ds["name"], ds["kind"], ds["num_images"], ds["channels"], ds["num_classes"]) == (
-        "upload", "image-folder", 5, 1, None)
+        "upload",
+        "image-folder",
+        5,
+        1,
+        None,
+    )
 
 
 def test_list_get_delete(client, settings):
@@ -217,8 +235,13 @@ def test_jobs_train_on_uploads(client, run_job):
     npz = upload(client, make_npz(x=x), filename="noise.npz").json()
     pets = upload(client, labelled_zip(per_class=8), filename="pets.zip").json()
     for ds, conditional in ((npz, False), (pets, True)):
-        r = client.post("/v1/jobs", json={
-            "name": ds["name"], "config": {**TINY, "dataset": ds["id"], "conditional": conditional}})
+        r = client.post(
+            "/v1/jobs",
+            json={
+                "name": ds["name"],
+                "config": {**TINY, "dataset": ds["id"], "conditional": conditional},
+            },
+        )
         assert r.status_code == 202, r.text
         job_id = r.json()["id"]
         assert run_job(job_id) == "succeeded", client.get(f"/v1/jobs/{job_id}").json()["error"]
@@ -255,16 +278,29 @@ def test_streamed_body_over_cap_is_refused_while_streaming(tmp_path):
             sent.append(message)
 
         scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-            "scheme": "http", "path": "/v1/datasets", "raw_path": b"/v1/datasets",
-            "query_string": b"", "root_path": "", "client": ("test", 1), "server": ("test", 80),
-            "headers": [(b"host", b"test"), (b"content-type", b"application/zip"),
-                        (b"authorization", client.headers["authorization"].encode())],
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/datasets",
+            "raw_path": b"/v1/datasets",
+            "query_string": b"",
+            "root_path": "",
+            "client": ("test", 1),
+            "server": ("test", 80),
+            "headers": [
+                (b"host", b"test"),
+                (b"content-type", b"application/zip"),
+                (b"authorization", client.headers["authorization"].encode()),
+            ],
             "state": {},
         }
         asyncio.run(app(scope, receive, send))
         start = next(m for m in sent if m["type"] == "http.response.start")
-        body = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+        body = json.loads(
+            b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        )
         assert start["status"] == 413 and body["field"] == "file" and "8192 bytes" in body["detail"]
         assert len(received) <= 10  # stopped right after the cap, not at the end of the body
         assert_nothing_left(client, settings)
@@ -309,10 +345,17 @@ def test_truncated_zip(client, settings):
 # --------------------------------------------------------------------------- unsafe archives
 
 
-@pytest.mark.parametrize("evil", [
-    "../evil.png", "pets/../../evil.png", "/tmp/evil.png", "C:/evil.png", "..\\evil.png",
-    "pets\\..\\..\\evil.png",
-])
+@pytest.mark.parametrize(
+    "evil",
+    [
+        "../evil.png",
+        "pets/../../evil.png",
+        "/tmp/evil.png",
+        "C:/evil.png",
+        "..\\evil.png",
+        "pets\\..\\..\\evil.png",
+    ],
+)
 def test_path_traversal_is_refused(client, settings, tmp_path, evil):
     data = make_zip({"pets/cats/a.png": png(), "pets/dogs/b.png": png(), evil: png()})
     body = assert_problem(upload(client, data), 422, "file")
@@ -368,8 +411,8 @@ def test_member_bigger_than_declared_is_stopped(client, settings):
     # Patch b.png's uncompressed size in its local header and central directory entry.
     local, central = data.find(b"PK\x03\x04", 1), data.rfind(b"PK\x01\x02")
     for pos, offset in ((local, 22), (central, 24)):
-        assert data[pos + offset:pos + offset + 4] == size
-        data[pos + offset:pos + offset + 4] = small
+        assert data[pos + offset : pos + offset + 4] == size
+        data[pos + offset : pos + offset + 4] = small
     body = assert_problem(upload(client, bytes(data)), 422, "file", "b.png")
     assert "declared" in body["detail"] or "corrupt" in body["detail"]
     assert_nothing_left(client, settings)
@@ -386,17 +429,28 @@ def test_non_image_file_is_named(client, settings):
 
 def test_unreadable_image_is_named(client, settings):
     data = make_zip({"pets/cats/a.png": png(), "pets/dogs/b.png": b"not really a png"})
-    body = assert_problem(upload(client, data), 422, "file", "pets/dogs/b.png", "not a readable image")
+    body = assert_problem(
+        upload(client, data), 422, "file", "pets/dogs/b.png", "not a readable image"
+    )
     assert str(settings.resolved_store_dir) not in body["detail"]  # no server paths
     assert_nothing_left(client, settings)
 
 
 def _png_header(w: int, h: int) -> bytes:
     """A PNG whose header declares w x h pixels, with no real pixel data (cheap to make)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_decompression_bomb_images(client, settings):
@@ -439,12 +493,15 @@ def test_npz_with_pickled_object_array(client, settings, tmp_path):
     assert_nothing_left(client, settings)
 
 
-@pytest.mark.parametrize("arrays,words", [
-    ({"x": np.zeros((4, 8, 8), np.float32)}, ["uint8", "float32"]),
-    ({"x": np.zeros((4, 8, 6), np.uint8)}, ["square"]),
-    ({"x": np.zeros((4, 8, 8), np.uint8), "y": np.zeros(3, np.int64)}, ["'y'"]),
-    ({"images": np.zeros((4, 8, 8), np.uint8)}, ["no array 'x'"]),
-])
+@pytest.mark.parametrize(
+    "arrays,words",
+    [
+        ({"x": np.zeros((4, 8, 8), np.float32)}, ["uint8", "float32"]),
+        ({"x": np.zeros((4, 8, 6), np.uint8)}, ["square"]),
+        ({"x": np.zeros((4, 8, 8), np.uint8), "y": np.zeros(3, np.int64)}, ["'y'"]),
+        ({"images": np.zeros((4, 8, 8), np.uint8)}, ["no array 'x'"]),
+    ],
+)
 def test_npz_refused_by_the_loader(client, settings, arrays, words):
     r = upload(client, make_npz(**arrays), filename="bad.npz")
     body = assert_problem(r, 422, "file", "bad.npz", *words)
@@ -455,9 +512,12 @@ def test_npz_refused_by_the_loader(client, settings, arrays, words):
 def test_npz_header_declaring_a_huge_array(client, settings):
     head = io.BytesIO()
     np.lib.format.write_array_header_1_0(
-        head, {"descr": "|u1", "fortran_order": False, "shape": (10**9, 1000, 1000)})
+        head, {"descr": "|u1", "fortran_order": False, "shape": (10**9, 1000, 1000)}
+    )
     data = make_zip({"x.npy": head.getvalue() + b"\0" * 64})
-    assert_problem(upload(client, data, filename="huge.npz"), 422, "file", "huge.npz", "declares shape")
+    assert_problem(
+        upload(client, data, filename="huge.npz"), 422, "file", "huge.npz", "declares shape"
+    )
     assert_nothing_left(client, settings)
 
 
@@ -489,8 +549,9 @@ def test_decoded_pixels_are_budgeted_from_the_headers_before_decoding(tmp_path):
         three = zip_of({f"{i}.png": blank(64) for i in range(3)})
         assert upload(client, three, filename="ok.zip").status_code == 201
         four = zip_of({f"{i}.png": blank(64) for i in range(4)})
-        body = assert_problem(upload(client, four, filename="big.zip"), 413, "file", "pixels",
-                              str(3 * 64 * 64))
+        body = assert_problem(
+            upload(client, four, filename="big.zip"), 413, "file", "pixels", str(3 * 64 * 64)
+        )
         assert "3.png" in body["detail"]  # where the budget ran out
         x = np.zeros((4, 64, 64), np.uint8)
         assert_problem(upload(client, make_npz(x=x), filename="big.npz"), 413, "file", "pixels")

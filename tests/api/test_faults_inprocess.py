@@ -34,14 +34,26 @@ from tests.api.conftest import TINY
 # rate and Adam with beta2 = 0 (each step divides by the latest |grad| alone). With seed 0
 # it writes finite checkpoints at steps 10 and 20, then a loss goes NaN at step 24. The tests
 # read the step from the error rather than trusting that number.
-DIVERGES = {**TINY, "steps": 200, "checkpoint_every": 10, "keep_checkpoints": 50, "loss": "wgan-gp",
-            "gp_weight": 0.0, "g_lr": 0.1, "d_lr": 0.1, "g_betas": [0.99, 0.0], "d_betas": [0.99, 0.0]}
+DIVERGES = {
+    **TINY,
+    "steps": 200,
+    "checkpoint_every": 10,
+    "keep_checkpoints": 50,
+    "loss": "wgan-gp",
+    "gp_weight": 0.0,
+    "g_lr": 0.1,
+    "d_lr": 0.1,
+    "g_betas": [0.99, 0.0],
+    "d_betas": [0.99, 0.0],
+}
 
 
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     # A short lease, so a crashed run's job is claimable again within a test.
-    return Settings(data_dir=tmp_path, progress_interval=0.05, max_jobs_per_owner=20, lease_seconds=1.0)
+    return Settings(
+        data_dir=tmp_path, progress_interval=0.05, max_jobs_per_owner=20, lease_seconds=1.0
+    )
 
 
 def _create(client, **config) -> str:
@@ -88,7 +100,9 @@ def _run_when_claimable(run_job, job_id: str, timeout: float = 30) -> str:
 # ----------------------------------------------------------------- leases: one runner at a time
 
 
-def test_a_fresh_lease_refuses_a_second_claimer_and_a_redelivered_message_is_skipped(client, settings, run_job):
+def test_a_fresh_lease_refuses_a_second_claimer_and_a_redelivered_message_is_skipped(
+    client, settings, run_job
+):
     job_id = _create(client)
     url = settings.resolved_database_url
     with session_scope(url) as s:
@@ -102,7 +116,11 @@ def test_a_fresh_lease_refuses_a_second_claimer_and_a_redelivered_message_is_ski
         # A renews; the lease stays A's
         assert runs.renew_lease(s, job_id=job_id, worker_id="A", lease_seconds=60) is False
         # A goes silent: its lease runs out, and only then can B take the job
-        s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
         s.commit()
         assert runs.claim_job(s, job_id=job_id, worker_id="B", lease_seconds=60) is not None
         assert runs.claim_job(s, job_id=job_id, worker_id="C", lease_seconds=60) is None
@@ -126,7 +144,11 @@ def test_a_run_that_lost_its_lease_stops_and_writes_nothing(client, settings, ru
         assert time.monotonic() < deadline and runner.is_alive(), "training never started"
         time.sleep(0.05)
     with session_scope(url) as s:  # the lease ran out and worker B claimed the job
-        s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
         s.commit()
         assert runs.claim_job(s, job_id=job_id, worker_id="B", lease_seconds=600) is not None
     runner.join(30)
@@ -143,8 +165,15 @@ def test_a_checkpoint_is_recorded_only_by_the_lease_holder(client, settings):
     job_id = _create(client)
     with session_scope(settings.resolved_database_url) as s:
         runs.claim_job(s, job_id=job_id, worker_id="B", lease_seconds=60)
-        kwargs = dict(job_id=job_id, step=12, key=f"jobs/{job_id}/checkpoints/step-00000012",
-                      size_bytes=1, files={}, losses=None, keep=5)
+        kwargs = dict(
+            job_id=job_id,
+            step=12,
+            key=f"jobs/{job_id}/checkpoints/step-00000012",
+            size_bytes=1,
+            files={},
+            losses=None,
+            keep=5,
+        )
         assert runs.record_checkpoint(s, worker_id="A", **kwargs) is None
         assert s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)).all() == []
         assert runs.record_checkpoint(s, worker_id="B", **kwargs) is not None
@@ -164,7 +193,9 @@ def test_a_diverging_run_fails_naming_the_step_and_its_last_good_checkpoint_serv
     bad_step = int(job["error"].removeprefix("training diverged at step ").split(":")[0])
     assert bad_step < DIVERGES["steps"]
     steps = _assert_every_listed_checkpoint_serves(client, job_id)
-    assert steps, "no checkpoint was written before the divergence; pick a config that diverges later"
+    assert steps, (
+        "no checkpoint was written before the divergence; pick a config that diverges later"
+    )
     assert all(step < bad_step for step in steps)
     for item in _listed(client, job_id):
         assert all(v == v and abs(v) != float("inf") for v in item["losses"].values()), item
@@ -175,7 +206,10 @@ def test_a_diverging_run_fails_naming_the_step_and_its_last_good_checkpoint_serv
             for name in zf.namelist():
                 if name.endswith(".safetensors"):
                     for key, t in st_load(zf.read(name)).items():
-                        assert not t.is_floating_point() or bool(torch.isfinite(t).all()), (item["step"], key)
+                        assert not t.is_floating_point() or bool(torch.isfinite(t).all()), (
+                            item["step"],
+                            key,
+                        )
 
 
 # ----------------------------------------------------------------- crashes while checkpointing
@@ -220,7 +254,9 @@ def _child_run(settings: Settings, job_id: str, crash_at: str) -> None:
 
 
 def _crash_a_run(settings: Settings, job_id: str, crash_at: str) -> None:
-    proc = multiprocessing.get_context("fork").Process(target=_child_run, args=(settings, job_id, crash_at))
+    proc = multiprocessing.get_context("fork").Process(
+        target=_child_run, args=(settings, job_id, crash_at)
+    )
     proc.start()
     proc.join(120)
     if proc.is_alive():
@@ -229,22 +265,34 @@ def _crash_a_run(settings: Settings, job_id: str, crash_at: str) -> None:
     assert proc.exitcode == 137, f"the worker did not crash where intended (exit {proc.exitcode})"
 
 
-def test_a_crash_halfway_through_writing_a_checkpoint_leaves_only_whole_ones_listed(client, settings, run_job):
+def test_a_crash_halfway_through_writing_a_checkpoint_leaves_only_whole_ones_listed(
+    client, settings, run_job
+):
     job_id = _create(client, steps=36, checkpoint_every=12)
     _crash_a_run(settings, job_id, "mid-file")
     root = _ckpt_root(settings, job_id)
-    assert [p.name for p in root.iterdir() if p.name.startswith(".tmp-")], "no half-written temp dir"
+    assert [p.name for p in root.iterdir() if p.name.startswith(".tmp-")], (
+        "no half-written temp dir"
+    )
     assert _assert_every_listed_checkpoint_serves(client, job_id) == [12]
-    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "running"  # until its lease runs out
+    assert (
+        client.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
+    )  # until its lease runs out
     # another worker takes the job over, clears the half-written dir and resumes from step 12
     assert _run_when_claimable(run_job, job_id) == "succeeded"
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert (job["progress"]["step"], job["attempts"]) == (36, 2)
     assert _assert_every_listed_checkpoint_serves(client, job_id) == [36, 24, 12]
-    assert sorted(p.name for p in root.iterdir()) == ["step-00000012", "step-00000024", "step-00000036"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "step-00000012",
+        "step-00000024",
+        "step-00000036",
+    ]
 
 
-def test_a_crash_between_writing_and_recording_a_checkpoint_lists_no_missing_files(client, settings, run_job):
+def test_a_crash_between_writing_and_recording_a_checkpoint_lists_no_missing_files(
+    client, settings, run_job
+):
     # keep 1: writing checkpoint 2 makes checkpoint 1 go; its record must not outlive its files
     job_id = _create(client, steps=36, checkpoint_every=12, keep_checkpoints=1)
     _crash_a_run(settings, job_id, "before-record")
@@ -257,7 +305,9 @@ def test_a_crash_between_writing_and_recording_a_checkpoint_lists_no_missing_fil
 # ----------------------------------------------------------------- a full disk, an unwritable store
 
 
-def test_disk_full_while_checkpointing_fails_the_job_with_the_reason(client, settings, run_job, monkeypatch):
+def test_disk_full_while_checkpointing_fails_the_job_with_the_reason(
+    client, settings, run_job, monkeypatch
+):
     import gan_core.checkpoint as ckpt
 
     real, writes = ckpt._write_file, [0]
@@ -352,7 +402,9 @@ def test_resume_while_the_broker_is_down_is_a_503_and_can_be_retried(client, run
     assert client.get(f"/v1/jobs/{job_id}").json()["progress"]["step"] == 30
 
 
-def test_a_stale_job_found_while_the_broker_is_down_is_requeued_once_it_is_back(client, settings, monkeypatch):
+def test_a_stale_job_found_while_the_broker_is_down_is_requeued_once_it_is_back(
+    client, settings, monkeypatch
+):
     """The heartbeat sweep re-queues a dead worker's job; if sending its message fails, the next
     sweep must try again instead of leaving it 'queued' with no message."""
     import worker.sweep as sweep
@@ -445,8 +497,11 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again_after_the_bound(clien
     queue = _Recording()
     assert _sweep(settings, queue).resent == []  # just sent: not yet
     with session_scope(settings.resolved_database_url) as s:  # an hour passes, nobody runs it
-        s.execute(update(Job).where(Job.id == job_id)
-                  .values(enqueued_at=utcnow() - timedelta(seconds=3600)))
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(enqueued_at=utcnow() - timedelta(seconds=3600))
+        )
     assert _sweep(settings, queue).resent == [job_id]
     assert _sweep(settings, queue).resent == []  # once per bound, not every sweep
     assert queue.sent == [job_id]

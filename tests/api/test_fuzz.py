@@ -55,6 +55,7 @@ def world(settings, run_job):
     """Real rows to aim at: one finished job with checkpoints, others queued and canceled, an upload."""
     key = make_key(settings, "fuzz")
     with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as c:
+
         def new_job(name: str) -> str:
             r = c.post("/v1/jobs", json={"name": name, "config": TINY})
             assert r.status_code == 202, r.text
@@ -75,8 +76,15 @@ def world(settings, run_job):
             s.add(Worker(id="fuzz-worker", hostname="localhost", last_seen=utcnow()))
         ckpts = [x["id"] for x in c.get(f"/v1/jobs/{trained}/checkpoints").json()["items"]]
         assert ckpts
-    return {"key": key, "trained": trained, "queued": queued, "canceled": canceled,
-            "doomed": doomed, "dataset": dataset, "ckpts": ckpts}
+    return {
+        "key": key,
+        "trained": trained,
+        "queued": queued,
+        "canceled": canceled,
+        "doomed": doomed,
+        "dataset": dataset,
+        "ckpts": ckpts,
+    }
 
 
 def _real_path_parameters(world: dict, method: str, path: str) -> list[dict[str, str]]:
@@ -102,34 +110,65 @@ def _real_path_parameters(world: dict, method: str, path: str) -> list[dict[str,
 
 @pytest.fixture
 def api_schema(settings, world):
-    config = SchemathesisConfig.from_dict({
-        "seed": SEED,
-        "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none",
-                       # Unknown query parameters are refused (422), so negative cases may add them.
-                       "allow-extra-parameters": False,
-                       # The key is sent explicitly with every request (see _run), not generated.
-                       "with-security-parameters": False},
-        "operations": [
-            # Values JSON Schema cannot express, refused with a 422 (or 413/415) naming the field:
-            # an opaque cursor, the config's cross-field rules and dataset names, a file's content.
-            {"include-name": "GET /v1/jobs",
-             "checks": {"positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}}},
-            {"include-name": "POST /v1/jobs",
-             "checks": {"positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}}},
-            {"include-name": "POST /v1/jobs/{job_id}/resume",  # the deployment's steps limit
-             "checks": {"positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}}},
-            # A label only a conditional model takes, below its number of classes.
-            {"include-name": "GET /v1/jobs/{job_id}/checkpoints/{ckpt}/samples.png",
-             "checks": {"positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}}},
-            {"include-name": "GET /v1/jobs/{job_id}/checkpoints/{ckpt}/interpolation.png",
-             "checks": {"positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}}},
-            {"include-name": "POST /v1/datasets",
-             "checks": {"positive_data_acceptance": {
-                 "expected-statuses": [*_ACCEPTED, 413, 415, 422]}}},
-        ],
-        "phases": {"stateful": {"enabled": False}},
-        "request-timeout": 5,
-    })
+    config = SchemathesisConfig.from_dict(
+        {
+            "seed": SEED,
+            "generation": {
+                "max-examples": MAX_EXAMPLES,
+                "deterministic": True,
+                "database": "none",
+                # Unknown query parameters are refused (422), so negative cases may add them.
+                "allow-extra-parameters": False,
+                # The key is sent explicitly with every request (see _run), not generated.
+                "with-security-parameters": False,
+            },
+            "operations": [
+                # Values JSON Schema cannot express, refused with a 422 (or 413/415) naming the field:
+                # an opaque cursor, the config's cross-field rules and dataset names, a file's content.
+                {
+                    "include-name": "GET /v1/jobs",
+                    "checks": {
+                        "positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}
+                    },
+                },
+                {
+                    "include-name": "POST /v1/jobs",
+                    "checks": {
+                        "positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}
+                    },
+                },
+                {
+                    "include-name": "POST /v1/jobs/{job_id}/resume",  # the deployment's steps limit
+                    "checks": {
+                        "positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}
+                    },
+                },
+                # A label only a conditional model takes, below its number of classes.
+                {
+                    "include-name": "GET /v1/jobs/{job_id}/checkpoints/{ckpt}/samples.png",
+                    "checks": {
+                        "positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}
+                    },
+                },
+                {
+                    "include-name": "GET /v1/jobs/{job_id}/checkpoints/{ckpt}/interpolation.png",
+                    "checks": {
+                        "positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}
+                    },
+                },
+                {
+                    "include-name": "POST /v1/datasets",
+                    "checks": {
+                        "positive_data_acceptance": {
+                            "expected-statuses": [*_ACCEPTED, 413, 415, 422]
+                        }
+                    },
+                },
+            ],
+            "phases": {"stateful": {"enabled": False}},
+            "request-timeout": 5,
+        }
+    )
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(settings), config=config)
 
     @schema.hook
@@ -148,8 +187,12 @@ def _run(operation, mode: GenerationMode, headers: dict[str, str]) -> str | None
     """Fuzz one operation in one mode; the failure report, or None."""
 
     @hypothesis.settings(
-        max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=DEADLINE,
-        suppress_health_check=list(hypothesis.HealthCheck), print_blob=False,
+        max_examples=MAX_EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=DEADLINE,
+        suppress_health_check=list(hypothesis.HealthCheck),
+        print_blob=False,
     )
     @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
     def fuzz(case):

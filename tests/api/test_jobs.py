@@ -100,7 +100,9 @@ def _cancel_midway(client, run_job) -> tuple[str, dict]:
 def test_resume_canceled_job_with_more_steps(client, run_job):
     job_id = _create(client).json()["id"]
     assert run_job(job_id) == "succeeded"
-    assert client.post(f"/v1/jobs/{job_id}/resume").status_code == 409  # succeeded: nothing to resume
+    assert (
+        client.post(f"/v1/jobs/{job_id}/resume").status_code == 409
+    )  # succeeded: nothing to resume
     # a job canceled mid-run resumes from its checkpoint and trains on to the new total ...
     job2, stopped = _cancel_midway(client, run_job)
     total = stopped["step"] + 6
@@ -113,7 +115,9 @@ def test_resume_canceled_job_with_more_steps(client, run_job):
     # deterministic per seed): a restart from step 0 would not.
     straight = _create(client, steps=total).json()["id"]
     assert run_job(straight) == "succeeded"
-    final = [client.get(f"/v1/jobs/{j}/checkpoints/latest").json()["files"] for j in (job2, straight)]
+    final = [
+        client.get(f"/v1/jobs/{j}/checkpoints/latest").json()["files"] for j in (job2, straight)
+    ]
     assert final[0]["generator.safetensors"] == final[1]["generator.safetensors"]
     assert final[0]["train_state.safetensors"] == final[1]["train_state.safetensors"]
 
@@ -148,10 +152,14 @@ def test_delete_running_job_is_409(client, settings):
 
 
 def test_unknown_job_is_problem_404(client):
-    for method, url in [("get", "/v1/jobs/job_nope"), ("post", "/v1/jobs/job_nope/cancel"),
-                        ("post", "/v1/jobs/job_nope/resume"), ("delete", "/v1/jobs/job_nope"),
-                        ("get", "/v1/jobs/job_nope/checkpoints"),
-                        ("get", "/v1/jobs/job_nope/checkpoints/latest/samples.png")]:
+    for method, url in [
+        ("get", "/v1/jobs/job_nope"),
+        ("post", "/v1/jobs/job_nope/cancel"),
+        ("post", "/v1/jobs/job_nope/resume"),
+        ("delete", "/v1/jobs/job_nope"),
+        ("get", "/v1/jobs/job_nope/checkpoints"),
+        ("get", "/v1/jobs/job_nope/checkpoints/latest/samples.png"),
+    ]:
         r = getattr(client, method)(url)
         assert r.status_code == 404, (method, url, r.text)
         assert r.headers["content-type"].startswith("application/problem+json")
@@ -204,7 +212,7 @@ def test_events_stream_ends_with_finished_job(client, trained_job):
     with client.stream("GET", f"/v1/jobs/{job_id}/events") as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in r.iter_lines() if line.startswith("data: ")]
-    last = json.loads(lines[-1][len("data: "):])
+    last = json.loads(lines[-1][len("data: ") :])
     assert last["status"] == "succeeded"
 
 
@@ -222,9 +230,11 @@ def test_failed_job_records_the_error(client, run_job, settings):
 
 def test_unknown_query_parameters_are_422_naming_them(client, trained_job):
     job_id, _ = trained_job
-    for url, name in [("/v1/jobs?limt=5", "limt"),
-                      (f"/v1/jobs/{job_id}/checkpoints/latest/samples.png?seeds=3", "seeds"),
-                      (f"/v1/jobs/{job_id}?verbose=1", "verbose")]:
+    for url, name in [
+        ("/v1/jobs?limt=5", "limt"),
+        (f"/v1/jobs/{job_id}/checkpoints/latest/samples.png?seeds=3", "seeds"),
+        (f"/v1/jobs/{job_id}?verbose=1", "verbose"),
+    ]:
         r = client.get(url)
         assert r.status_code == 422 and r.json()["field"] == name, (url, r.text)
         assert "unknown query parameter" in r.json()["detail"]
@@ -243,8 +253,11 @@ def test_an_unexpected_error_is_a_problem_json_500_not_plain_text(settings, monk
 
     monkeypatch.setattr(jobs, "list_jobs", broken)
     key = make_key(settings, "alice")
-    with TestClient(create_app(settings), raise_server_exceptions=False,
-                    headers={"Authorization": f"Bearer {key}"}) as c:
+    with TestClient(
+        create_app(settings),
+        raise_server_exceptions=False,
+        headers={"Authorization": f"Bearer {key}"},
+    ) as c:
         r = c.get("/v1/jobs")
         assert r.status_code == 500
         assert r.headers["content-type"].startswith("application/problem+json")

@@ -72,7 +72,9 @@ def test_generator_loaded_once_across_requests(client, trained_job):
 
 def test_interpolation_png(client, trained_job):
     job_id, _ = trained_job
-    r = client.get(f"/v1/jobs/{job_id}/checkpoints/latest/interpolation.png?from_seed=1&to_seed=2&steps=5")
+    r = client.get(
+        f"/v1/jobs/{job_id}/checkpoints/latest/interpolation.png?from_seed=1&to_seed=2&steps=5"
+    )
     img = _png(r)
     side = TINY["image_size"] + 2
     assert img.size == (5 * side + 2, side + 2)

@@ -66,14 +66,15 @@ def test_another_owner_is_not_stuck_behind_one_owners_big_renders(settings, trai
     log = list(slots.log)
     waited = log.index(("wait", "bob-admin"))
     grants = [owner for event, owner in log[waited:] if event == "grant"]
-    assert grants[0] == "bob-admin", log[waited:waited + 6]
+    assert grants[0] == "bob-admin", log[waited : waited + 6]
 
 
 def test_renders_are_priced_by_pixels_not_requests(settings, trained_job):
     job_id, _ = trained_job
     # 16 px images: n=256 is 65.5 kpx; the burst is 20 kpx (capped: one big render still fits)
-    limited = settings.model_copy(update={"render_megapixels_per_second": 0.001,
-                                          "render_burst_megapixels": 0.02})
+    limited = settings.model_copy(
+        update={"render_megapixels_per_second": 0.001, "render_burst_megapixels": 0.02}
+    )
     alice, bob = make_key(settings, "alice"), make_key(settings, "root", admin=True)  # sees all
     base = f"/v1/jobs/{job_id}/checkpoints/latest/samples.png"
     with TestClient(create_app(limited)) as client:

@@ -29,9 +29,9 @@ from gan_core.checkpoint import (
 from gan_core.config import TrainConfig
 from gan_core.data import load_dataset
 from gan_core.sampling import latents
+from tests.tiny import tiny
 
-TINY = {"image_size": 16, "g_width": 8, "d_width": 8, "batch_size": 8, "latent_dim": 16,
-        "device": "cpu", "steps": 4, "checkpoint_every": 2}
+TINY = tiny(device="cpu", steps=4, checkpoint_every=2)
 
 
 def _train_capturing_run(run_dir: Path, **kw):
@@ -101,8 +101,11 @@ def test_generator_without_ema_loads_raw_for_both(tmp_path):
 def test_meta_contents_and_file_set(trained):
     result, _ = trained
     path = result.checkpoint
-    assert {p.name for p in path.iterdir()} == set(ALLOWED_FILES) == {
-        "generator.safetensors", "train_state.safetensors", "meta.json"}
+    assert (
+        {p.name for p in path.iterdir()}
+        == set(ALLOWED_FILES)
+        == {"generator.safetensors", "train_state.safetensors", "meta.json"}
+    )
     meta = json.loads((path / "meta.json").read_text())
     assert meta["format"] == ckpt.FORMAT
     assert meta["step"] == 4
@@ -162,7 +165,10 @@ def test_pickle_in_place_of_weights_is_refused_unexecuted(ckpt_copy, tmp_path):
     data = pickle.dumps(_Payload(marker))
     (ckpt_copy / "generator.safetensors").write_bytes(data)
     meta = json.loads((ckpt_copy / "meta.json").read_text())
-    meta["files"]["generator.safetensors"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    meta["files"]["generator.safetensors"] = {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+    }
     (ckpt_copy / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="generator.safetensors"):
         load_generator(ckpt_copy)
@@ -318,7 +324,11 @@ def _fail_on_call(monkeypatch, n: int) -> None:
 
 
 def _snapshot(run_dir: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(run_dir)): p.read_bytes()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("failing_call", [1, 2, 3])
@@ -366,7 +376,11 @@ def test_crash_during_training_save_keeps_earlier_checkpoints_and_resumes(tmp_pa
 def test_stale_temp_dirs_are_never_listed_and_are_removed(tmp_path):
     _write(tmp_path, 2)
     root = tmp_path / "checkpoints"
-    stale = [root / ".tmp-step-00000004-123-456", root / ".old-step-00000002-9", root / ".del-step-00000001-9"]
+    stale = [
+        root / ".tmp-step-00000004-123-456",
+        root / ".old-step-00000002-9",
+        root / ".del-step-00000001-9",
+    ]
     for d in stale:
         d.mkdir()
         (d / "meta.json").write_text("{}")
@@ -392,8 +406,14 @@ def test_listing_is_in_step_order(tmp_path):
     for step in (10, 9, 100, 1):
         _write(tmp_path, step)
     assert [p.name for p in list_checkpoints(tmp_path)] == [
-        "step-00000001", "step-00000009", "step-00000010", "step-00000100"]
-    assert list_checkpoints(tmp_path / "empty") == [] and latest_checkpoint(tmp_path / "empty") is None
+        "step-00000001",
+        "step-00000009",
+        "step-00000010",
+        "step-00000100",
+    ]
+    assert (
+        list_checkpoints(tmp_path / "empty") == [] and latest_checkpoint(tmp_path / "empty") is None
+    )
 
 
 def test_prune_keeps_newest(tmp_path):
@@ -403,11 +423,17 @@ def test_prune_keeps_newest(tmp_path):
     assert [p.name for p in removed] == ["step-00000001", "step-00000002", "step-00000003"]
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000004", "step-00000005"]
     assert prune_checkpoints(tmp_path, 5) == []
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000004", "step-00000005"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step-00000004",
+        "step-00000005",
+    ]
 
 
 def test_write_with_keep_prunes(tmp_path):
     for step in range(1, 6):
         _write(tmp_path, step, keep=3)
     assert [p.name for p in list_checkpoints(tmp_path)] == [
-        "step-00000003", "step-00000004", "step-00000005"]
+        "step-00000003",
+        "step-00000004",
+        "step-00000005",
+    ]

@@ -16,10 +16,10 @@ from PIL import Image
 from app.cli import main
 from gan_core.checkpoint import latest_checkpoint, list_checkpoints, load_generator, read_meta
 from gan_core.sampling import png_grid, sample
+from tests.tiny import tiny
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = {"dataset": "shapes", "image_size": 16, "g_width": 8, "d_width": 8, "batch_size": 8,
-        "latent_dim": 16, "steps": 4, "checkpoint_every": 10, "device": "cpu"}
+TINY = tiny(steps=4, checkpoint_every=10, device="cpu")
 # The trained run takes 30 steps: enough for BatchNorm's running statistics to settle, so
 # eval-mode samples differ by seed (after a handful of steps they are nearly flat).
 
@@ -34,7 +34,11 @@ def ganforge(*args: str) -> subprocess.CompletedProcess:
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -44,8 +48,18 @@ def trained_run(tmp_path_factory) -> Path:
     cfg = tmp / "cfg.json"
     cfg.write_text(json.dumps(TINY))
     out = tmp / "run"
-    proc = ganforge("train", "--config", str(cfg), "--out", str(out), "--no-progress",
-                    "--set", "steps=30", "--set", "seed=3")
+    proc = ganforge(
+        "train",
+        "--config",
+        str(cfg),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "steps=30",
+        "--set",
+        "seed=3",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "succeeded at step 30" in proc.stdout
     return out
@@ -53,7 +67,10 @@ def trained_run(tmp_path_factory) -> Path:
 
 def test_train_writes_checkpoints_with_overrides_applied(trained_run):
     assert [p.name for p in list_checkpoints(trained_run)] == [
-        "step-00000010", "step-00000020", "step-00000030"]
+        "step-00000010",
+        "step-00000020",
+        "step-00000030",
+    ]
     config = read_meta(latest_checkpoint(trained_run))["config"]
     assert config["steps"] == 30 and config["seed"] == 3  # --set wins over the file
     assert config["g_width"] == 8 and config["channels"] == 1  # the file, then resolved
@@ -61,16 +78,31 @@ def test_train_writes_checkpoints_with_overrides_applied(trained_run):
 
 def test_sample_writes_a_deterministic_png(trained_run, tmp_path):
     out = tmp_path / "grid.png"
-    proc = ganforge("sample", "--checkpoint", str(trained_run), "--n", "16", "--seed", "0",
-                    "-o", str(out))
+    proc = ganforge(
+        "sample", "--checkpoint", str(trained_run), "--n", "16", "--seed", "0", "-o", str(out)
+    )
     assert proc.returncode == 0, proc.stderr
     data = out.read_bytes()
     img = Image.open(io.BytesIO(data))
     assert img.size == (8 * 18 + 2, 2 * 18 + 2) and img.mode == "L"
     # a second run (here in-process) gives the same bytes ...
     again = tmp_path / "again.png"
-    assert main(["sample", "--checkpoint", str(trained_run), "--n", "16", "--seed", "0",
-                 "-o", str(again)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(trained_run),
+                "--n",
+                "16",
+                "--seed",
+                "0",
+                "-o",
+                str(again),
+            ]
+        )
+        == 0
+    )
     assert again.read_bytes() == data
     # ... which are exactly the library's grid of the latest checkpoint's EMA generator
     G = load_generator(latest_checkpoint(trained_run))
@@ -98,8 +130,12 @@ def test_train_again_resumes(trained_run, tmp_path, capsys):
     assert "succeeded at step 40" in capsys.readouterr().out
     assert read_meta(latest_checkpoint(run))["step"] == 40
     # a changed architecture is refused with the field named
-    assert main(["train", "--out", str(run), "--no-progress",
-                 *tiny_sets(steps=50, seed=3, g_width=16)]) == 1
+    assert (
+        main(
+            ["train", "--out", str(run), "--no-progress", *tiny_sets(steps=50, seed=3, g_width=16)]
+        )
+        == 1
+    )
     assert "g_width" in capsys.readouterr().err
 
 
@@ -114,31 +150,53 @@ def test_invalid_config_exits_2_naming_the_field(tmp_path):
 
 @pytest.mark.parametrize(
     ("overrides", "field"),
-    [(["--set", "loss=wasserstein"], "loss"), (["--set", "learning_rate=0.1"], "learning_rate"),
-     (["--set", "precision=bf16", "--set", "device=cpu"], "precision")],
+    [
+        (["--set", "loss=wasserstein"], "loss"),
+        (["--set", "learning_rate=0.1"], "learning_rate"),
+        (["--set", "precision=bf16", "--set", "device=cpu"], "precision"),
+    ],
 )
 def test_invalid_overrides_exit_2(tmp_path, capsys, overrides, field):
     # tiny otherwise, so that a validation gap fails fast instead of training the defaults
-    assert main(["train", "--out", str(tmp_path / "run"), "--no-progress", *tiny_sets(steps=1),
-                 *overrides]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(tmp_path / "run"),
+                "--no-progress",
+                *tiny_sets(steps=1),
+                *overrides,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "invalid config" in err and field in err
 
 
 def test_sample_from_missing_checkpoint_fails_cleanly(tmp_path, capsys):
-    assert main(["sample", "--checkpoint", str(tmp_path / "nope"), "-o", str(tmp_path / "x.png")]) == 1
+    assert (
+        main(["sample", "--checkpoint", str(tmp_path / "nope"), "-o", str(tmp_path / "x.png")]) == 1
+    )
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
 
 
 def test_sample_bad_label_fails_cleanly(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--out", str(run), "--no-progress",
-                 *tiny_sets(conditional=True, steps=1)]) == 0
+    assert (
+        main(["train", "--out", str(run), "--no-progress", *tiny_sets(conditional=True, steps=1)])
+        == 0
+    )
     out = tmp_path / "x.png"
-    assert main(["sample", "--checkpoint", str(run), "--n", "4", "--label", "7", "-o", str(out)]) == 1
+    assert (
+        main(["sample", "--checkpoint", str(run), "--n", "4", "--label", "7", "-o", str(out)]) == 1
+    )
     assert "labels" in capsys.readouterr().err and not out.exists()
-    assert main(["sample", "--checkpoint", str(run), "--n", "4", "--label", "4", "-o", str(out)]) == 0
+    assert (
+        main(["sample", "--checkpoint", str(run), "--n", "4", "--label", "4", "-o", str(out)]) == 0
+    )
 
 
 # --- train --score ------------------------------------------------------------------------
@@ -224,13 +282,39 @@ def test_train_score_retrains_when_the_data_changed(tmp_path, capsys, quick_extr
 
 def test_train_score_without_ema_scores_the_raw_generator_only(tmp_path, capsys, quick_extractor):
     data = npz_dataset(tmp_path / "data.npz", labelled=True)
-    assert main(["train", "--out", str(tmp_path / "run"), "--no-progress", "--score",
-                 "--score-samples", "50", *tiny_sets(dataset=data, steps=10, ema_decay=None)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(tmp_path / "run"),
+                "--no-progress",
+                "--score",
+                "--score-samples",
+                "50",
+                *tiny_sets(dataset=data, steps=10, ema_decay=None),
+            ]
+        )
+        == 0
+    )
     (line,) = score_lines(capsys.readouterr().out)
     assert " raw fd " in line and "ema" not in line and " | " not in line
 
 
 def test_train_score_samples_must_be_at_least_two(tmp_path, capsys):
-    assert main(["train", "--out", str(tmp_path / "run"), "--no-progress", "--score",
-                 "--score-samples", "1", *tiny_sets()]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(tmp_path / "run"),
+                "--no-progress",
+                "--score",
+                "--score-samples",
+                "1",
+                *tiny_sets(),
+            ]
+        )
+        == 2
+    )
     assert "--score-samples" in capsys.readouterr().err

@@ -120,8 +120,14 @@ def test_conditional_on_unlabeled_data_fails_at_train(tmp_path):
     images = torch.zeros(16, 1, 16, 16, dtype=torch.uint8)
     ds = ImageTensorDataset(images, None, DatasetInfo("unlabeled", 1, None, 16))
     c = TrainConfig(
-        dataset="npz:/nowhere.npz", conditional=True, image_size=16,
-        g_width=8, d_width=8, batch_size=8, steps=1, latent_dim=8,
+        dataset="npz:/nowhere.npz",
+        conditional=True,
+        image_size=16,
+        g_width=8,
+        d_width=8,
+        batch_size=8,
+        steps=1,
+        latent_dim=8,
     )
     with pytest.raises(DatasetError, match="conditional"):
         train(c, tmp_path / "run", dataset=ds)
@@ -130,9 +136,20 @@ def test_conditional_on_unlabeled_data_fails_at_train(tmp_path):
 
 def test_json_round_trip():
     c = TrainConfig(
-        arch="dcgan", image_size=28, channels=1, conditional=True, num_classes=10,
-        loss="wgan-gp", gp_weight=5.0, d_steps=3, g_betas=(0.0, 0.9), augment="color,cutout",
-        ema_decay=None, seed=2**40, precision="bf16", device="auto",
+        arch="dcgan",
+        image_size=28,
+        channels=1,
+        conditional=True,
+        num_classes=10,
+        loss="wgan-gp",
+        gp_weight=5.0,
+        d_steps=3,
+        g_betas=(0.0, 0.9),
+        augment="color,cutout",
+        ema_decay=None,
+        seed=2**40,
+        precision="bf16",
+        device="auto",
     )
     dumped = c.model_dump(mode="json")
     again = TrainConfig.model_validate(dumped)

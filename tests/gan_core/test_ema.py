@@ -143,8 +143,16 @@ def test_saved_ema_generator_has_its_own_batchnorm_stats(tmp_path):
     from gan_core.data import load_dataset
     from gan_core.training import train
 
-    c = TrainConfig(image_size=16, g_width=8, d_width=8, latent_dim=16, batch_size=8, steps=6,
-                    checkpoint_every=6, device="cpu")
+    c = TrainConfig(
+        image_size=16,
+        g_width=8,
+        d_width=8,
+        latent_dim=16,
+        batch_size=8,
+        steps=6,
+        checkpoint_every=6,
+        device="cpu",
+    )
     result = train(c, tmp_path, dataset=load_dataset("shapes", image_size=16, max_items=64))
     ema_g, raw_g = load_generator(result.checkpoint), load_generator(result.checkpoint, ema=False)
     expected = load_generator(result.checkpoint)

@@ -28,12 +28,13 @@ from gan_core.export import TORCHSCRIPT_META_FILE, export_onnx, export_torchscri
 from gan_core.nets import build_generator
 from gan_core.sampling import generate, latents
 from gan_core.training import train
+from tests.tiny import tiny
 
 # TorchScript is deprecated in torch 2.14; loading the file is what is under test here.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 
 ORT_ERRORS = (Fail, InvalidArgument, ValueError)
-TINY = {"image_size": 16, "latent_dim": 16, "g_width": 8, "d_width": 8}
+TINY = tiny()
 NAMES = ["mlp", "dcgan", "conditional-dcgan"]
 
 
@@ -59,9 +60,7 @@ def generators(tmp_path_factory) -> dict[str, torch.nn.Module]:
     dcgan = _settled(build_generator(TrainConfig(channels=3, **TINY)))
     # The conditional one comes from a real (short) run's checkpoint, as the service loads it.
     run_dir = tmp_path_factory.mktemp("run")
-    cfg = TrainConfig(
-        conditional=True, batch_size=8, steps=4, checkpoint_every=4, device="cpu", **TINY
-    )
+    cfg = TrainConfig(**tiny(conditional=True, steps=4, checkpoint_every=4, device="cpu"))
     result = train(cfg, run_dir, dataset=load_dataset("shapes", image_size=16, max_items=64))
     cond = load_generator(result.checkpoint)
     gens = {"mlp": mlp, "dcgan": dcgan, "conditional-dcgan": cond}

@@ -22,8 +22,20 @@ MODULES = [
     "gan_core.cli",
     "gan_core.export",
 ]
-FORBIDDEN = ["fastapi", "celery", "redis", "sqlalchemy", "starlette", "app", "worker",
-             "uvicorn", "alembic", "kombu", "psycopg", "pydantic_settings"]
+FORBIDDEN = [
+    "fastapi",
+    "celery",
+    "redis",
+    "sqlalchemy",
+    "starlette",
+    "app",
+    "worker",
+    "uvicorn",
+    "alembic",
+    "kombu",
+    "psycopg",
+    "pydantic_settings",
+]
 
 SCRIPT = f"""
 import importlib, json, sys
@@ -47,7 +59,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_engine_imports_no_service_modules_and_no_cuda():
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", SCRIPT],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     engine, control = (json.loads(line) for line in proc.stdout.strip().splitlines()[-2:])

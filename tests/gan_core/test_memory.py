@@ -16,8 +16,9 @@ def test_the_estimate_scales_with_batch_and_image_size():
     assert double.weight_bytes == small.weight_bytes
     assert abs(double.activation_bytes - 2 * small.activation_bytes) <= 8
     assert estimate_training_memory(TrainConfig(image_size=64)).total_bytes > double.total_bytes
-    absurd = estimate_training_memory(TrainConfig(image_size=256, g_width=1024, d_width=1024,
-                                                  batch_size=4096))
+    absurd = estimate_training_memory(
+        TrainConfig(image_size=256, g_width=1024, d_width=1024, batch_size=4096)
+    )
     assert absurd.total_bytes > 1 << 40  # over a terabyte: refused before any worker tries
     assert "GiB" in absurd.describe()
 
@@ -30,8 +31,7 @@ def _peak_rss_bytes() -> int:
 
 
 def test_the_estimate_is_near_what_training_takes(tmp_path):
-    config = TrainConfig(image_size=64, batch_size=32, steps=2, checkpoint_every=100,
-                         device="cpu")
+    config = TrainConfig(image_size=64, batch_size=32, steps=2, checkpoint_every=100, device="cpu")
     data = load_dataset("shapes", image_size=64, max_items=256)
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
     before = _peak_rss_bytes()

@@ -8,13 +8,14 @@ from torch import nn
 
 from gan_core.config import TrainConfig
 from gan_core.nets import build_discriminator, build_generator, init_weights
+from tests.tiny import tiny
 
 SIZES = [28, 32, 48, 64, 96, 128, 256]
 
 
 def cfg(**kw) -> TrainConfig:
     """A resolved config with tiny widths unless overridden."""
-    base = {"channels": 1, "latent_dim": 16, "g_width": 8, "d_width": 8}
+    base = tiny(channels=1)
     return TrainConfig(**(base | kw))
 
 

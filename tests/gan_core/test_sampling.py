@@ -19,8 +19,15 @@ LATENT = 16
 
 def make_g(conditional: bool = False, channels: int = 1, size: int = 16):
     torch.manual_seed(0)
-    c = TrainConfig(image_size=size, channels=channels, g_width=8, d_width=8, latent_dim=LATENT,
-                    conditional=conditional, num_classes=5 if conditional else None)
+    c = TrainConfig(
+        image_size=size,
+        channels=channels,
+        g_width=8,
+        d_width=8,
+        latent_dim=LATENT,
+        conditional=conditional,
+        num_classes=5 if conditional else None,
+    )
     G = build_generator(c)
     # DCGAN init (std 0.02) makes an untrained G output ~1e-4 everywhere, which would let
     # almost any two images compare "close"; He init spreads outputs over most of [-1, 1].

@@ -18,15 +18,9 @@ from gan_core.checkpoint import (
 from gan_core.config import TrainConfig
 from gan_core.data import load_dataset
 from gan_core.training import Progress, TrainHooks, TrainingDiverged, train
+from tests.tiny import tiny
 
-TINY = {
-    "image_size": 16,
-    "g_width": 8,
-    "d_width": 8,
-    "batch_size": 8,
-    "latent_dim": 16,
-    "device": "cpu",  # bitwise comparisons below need the deterministic CPU kernels
-}
+TINY = tiny(device="cpu")
 
 
 def cfg(**kw) -> TrainConfig:
@@ -76,7 +70,10 @@ def test_run_hooks_cadence_and_pruning(tmp_path, shapes16):
     # every checkpoint_every steps, plus the final step; on_checkpoint once for each
     assert [i.step for i in saved] == [3, 6, 9, 10]
     assert [i.path.name for i in saved] == [step_dir_name(s) for s in (3, 6, 9, 10)]
-    assert all(i.size_bytes > 0 and set(i.files) == {"generator.safetensors", "train_state.safetensors"} for i in saved)
+    assert all(
+        i.size_bytes > 0 and set(i.files) == {"generator.safetensors", "train_state.safetensors"}
+        for i in saved
+    )
     # pruned to the newest keep_checkpoints
     assert ckpt_steps(tmp_path) == [9, 10]
     assert result.checkpoint == tmp_path / "checkpoints" / step_dir_name(10)
@@ -171,8 +168,12 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, shapes16, ex
     assert_same_checkpoint(a6.checkpoint, b1.checkpoint, ignore_config=("steps",))
 
     seen.clear()
-    b2 = train(c, tmp_path / "b", TrainHooks(on_progress=lambda p: seen.append(p.step), progress_interval=0),
-               dataset=shapes16)
+    b2 = train(
+        c,
+        tmp_path / "b",
+        TrainHooks(on_progress=lambda p: seen.append(p.step), progress_interval=0),
+        dataset=shapes16,
+    )
     assert b2.status == "succeeded" and b2.step == 12
     assert seen == list(range(7, 13))  # continued, not restarted
     assert ckpt_steps(tmp_path / "b") == [4, 6, 8, 12]
@@ -183,7 +184,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, shapes16, ex
         assert any(k.startswith("G_ema.") for k in gen)
         assert any(
             not torch.equal(gen[k], gen["G_ema." + k[2:]])
-            for k in gen if k.startswith("G.") and gen[k].is_floating_point()
+            for k in gen
+            if k.startswith("G.") and gen[k].is_floating_point()
         )
 
 
@@ -201,12 +203,20 @@ def test_a_run_that_crashed_resumes_from_its_last_periodic_checkpoint(tmp_path, 
             raise Crash
 
     with pytest.raises(Crash):
-        train(c, tmp_path / "b", TrainHooks(on_progress=crash_at_7, progress_interval=0),
-              dataset=shapes16)
+        train(
+            c,
+            tmp_path / "b",
+            TrainHooks(on_progress=crash_at_7, progress_interval=0),
+            dataset=shapes16,
+        )
     assert ckpt_steps(tmp_path / "b") == [4]  # steps 5..7 were lost with the process
     seen: list[int] = []
-    b = train(c, tmp_path / "b", TrainHooks(on_progress=lambda p: seen.append(p.step),
-                                            progress_interval=0), dataset=shapes16)
+    b = train(
+        c,
+        tmp_path / "b",
+        TrainHooks(on_progress=lambda p: seen.append(p.step), progress_interval=0),
+        dataset=shapes16,
+    )
     assert seen == list(range(5, 13))  # from the step-4 checkpoint, not from 0 or 7
     assert_same_checkpoint(a.checkpoint, b.checkpoint)
 
@@ -230,7 +240,12 @@ def test_resume_when_already_done_writes_nothing(tmp_path, shapes16):
     done = train(cfg(steps=3, checkpoint_every=2), tmp_path, dataset=shapes16)
     before = {p: (p / "meta.json").read_bytes() for p in list_checkpoints(tmp_path)}
     seen: list[Progress] = []
-    again = train(cfg(steps=3, checkpoint_every=2), tmp_path, TrainHooks(on_progress=seen.append), dataset=shapes16)
+    again = train(
+        cfg(steps=3, checkpoint_every=2),
+        tmp_path,
+        TrainHooks(on_progress=seen.append),
+        dataset=shapes16,
+    )
     assert again.status == "succeeded" and again.step == 3
     assert again.checkpoint == done.checkpoint
     assert seen == []
@@ -239,8 +254,12 @@ def test_resume_when_already_done_writes_nothing(tmp_path, shapes16):
 
 @pytest.mark.parametrize(
     ("change", "field"),
-    [({"g_width": 16}, "g_width"), ({"loss": "bce"}, "loss"), ({"seed": 1}, "seed"),
-     ({"latent_dim": 8}, "latent_dim")],
+    [
+        ({"g_width": 16}, "g_width"),
+        ({"loss": "bce"}, "loss"),
+        ({"seed": 1}, "seed"),
+        ({"latent_dim": 8}, "latent_dim"),
+    ],
 )
 def test_resume_with_changed_model_field_is_refused(tmp_path, shapes16, change, field):
     train(cfg(steps=2), tmp_path, dataset=shapes16)
@@ -324,8 +343,9 @@ def test_nan_loss_raises_and_keeps_no_later_checkpoint(tmp_path, shapes16, monke
     assert not any(p.name.startswith(".") for p in (tmp_path / "checkpoints").iterdir())
 
 
-def test_non_finite_weights_with_finite_losses_fail_before_the_checkpoint(tmp_path, shapes16,
-                                                                          monkeypatch):
+def test_non_finite_weights_with_finite_losses_fail_before_the_checkpoint(
+    tmp_path, shapes16, monkeypatch
+):
     """Weights can overflow while losses stay finite: no checkpoint is written then."""
 
     class OverflowingEMA(state.EMA):  # the averaged G is never used in training
@@ -347,8 +367,17 @@ def test_non_finite_weights_with_finite_losses_fail_before_the_checkpoint(tmp_pa
 
 def test_mlp_baseline_trains_at_28px(tmp_path):
     ds = load_dataset("shapes", image_size=28, max_items=128)
-    c = TrainConfig(arch="mlp", image_size=28, latent_dim=100, loss="bce", batch_size=16,
-                    steps=4, checkpoint_every=4, device="cpu", augment=None)
+    c = TrainConfig(
+        arch="mlp",
+        image_size=28,
+        latent_dim=100,
+        loss="bce",
+        batch_size=16,
+        steps=4,
+        checkpoint_every=4,
+        device="cpu",
+        augment=None,
+    )
     result = train(c, tmp_path, dataset=ds)
     assert result.status == "succeeded"
     assert result.config.channels == 1

@@ -76,8 +76,14 @@ class Proc:
 
     def start(self) -> None:
         self._fh = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(self.args, env=self.env, stdout=self._fh, stderr=subprocess.STDOUT,
-                                      start_new_session=True, cwd=self.cwd)
+        self.popen = subprocess.Popen(
+            self.args,
+            env=self.env,
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.cwd,
+        )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
         if self.popen and self.popen.poll() is None:
@@ -103,14 +109,21 @@ class Proc:
 class Stack:
     """`ganforge serve` (fleet mode) and `ganforge worker`s sharing Redis, a database and a store."""
 
-    def __init__(self, tmp: Path, database_url: str | None, extra_env: dict[str, str] | None = None):
+    def __init__(
+        self, tmp: Path, database_url: str | None, extra_env: dict[str, str] | None = None
+    ):
         self.tmp = tmp
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         if database_url is None:  # embedded: only the port is set, like a newcomer's first run
             self.env = {k: v for k, v in os.environ.items() if not k.startswith("GANFORGE_")}
-            self.env.update({"GANFORGE_PORT": str(self.port), "OMP_NUM_THREADS": "1",
-                             "PYTHONPATH": str(Path(__file__).parents[2])})
+            self.env.update(
+                {
+                    "GANFORGE_PORT": str(self.port),
+                    "OMP_NUM_THREADS": "1",
+                    "PYTHONPATH": str(Path(__file__).parents[2]),
+                }
+            )
             self.api, self.workers = None, []
             self.client = httpx.Client(base_url=self.url, timeout=30)
             return
@@ -130,13 +143,17 @@ class Stack:
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
     def start_api(self) -> None:
-        self.api = Proc([sys.executable, "-m", "app.cli", "serve"], self.env, self.tmp / "api.log",
-                        cwd=self.tmp)
+        self.api = Proc(
+            [sys.executable, "-m", "app.cli", "serve"], self.env, self.tmp / "api.log", cwd=self.tmp
+        )
 
     def start_worker(self) -> Proc:
         n = len(self.workers)
-        proc = Proc([sys.executable, "-m", "app.cli", "worker", "--hostname", f"w{n}@it"], self.env,
-                    self.tmp / f"worker{n}.log")
+        proc = Proc(
+            [sys.executable, "-m", "app.cli", "worker", "--hostname", f"w{n}@it"],
+            self.env,
+            self.tmp / f"worker{n}.log",
+        )
         self.workers.append(proc)
         return proc
 
@@ -146,8 +163,14 @@ class Stack:
     def create_key(self, name: str, admin: bool = False) -> str:
         """`ganforge keys create`, as an operator runs it."""
         args = [sys.executable, "-m", "app.cli", "keys", "create", "--name", name]
-        out = subprocess.run(args + (["--admin"] if admin else []), env=self.env, cwd=self.tmp,
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            args + (["--admin"] if admin else []),
+            env=self.env,
+            cwd=self.tmp,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return out.stdout.strip()
 
     def wait_ready(self, timeout: float = 120) -> None:

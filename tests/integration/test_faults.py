@@ -20,13 +20,13 @@ import psycopg
 import pytest
 
 from tests.integration.conftest import Proc, Stack, free_port, fresh_database
+from tests.tiny import tiny
 
 pytestmark = pytest.mark.integration
 
 LEASE = 3.0
 REQUEUE_AFTER = 6.0  # a queued job's message is re-sent after this long
-JOB = {"dataset": "shapes", "image_size": 16, "g_width": 8, "d_width": 8, "batch_size": 8,
-       "latent_dim": 16, "steps": 400, "checkpoint_every": 50, "keep_checkpoints": 20}
+JOB = tiny(steps=400, checkpoint_every=50, keep_checkpoints=20)
 
 
 def _redis_up(port: int, timeout: float = 20) -> None:
@@ -60,11 +60,20 @@ class FaultStack(Stack):
 
     def row(self, job_id: str) -> dict:
         with psycopg.connect(self.db_url) as conn:
-            cur = conn.execute("SELECT status, step, attempts, lease_owner, started_at, worker_losses "
-                               "FROM jobs WHERE id = %s", (job_id,))
+            cur = conn.execute(
+                "SELECT status, step, attempts, lease_owner, started_at, worker_losses "
+                "FROM jobs WHERE id = %s",
+                (job_id,),
+            )
             status, step, attempts, owner, started, losses = cur.fetchone()
-        return {"status": status, "step": step, "attempts": attempts, "lease_owner": owner,
-                "started_at": started, "worker_losses": losses}
+        return {
+            "status": status,
+            "step": step,
+            "attempts": attempts,
+            "lease_owner": owner,
+            "started_at": started,
+            "worker_losses": losses,
+        }
 
     def runner_of(self, job_id: str) -> Proc:
         """The worker whose pool child holds the job's lease ('<host>:<pid>:<rand>')."""
@@ -109,12 +118,33 @@ class FaultStack(Stack):
 def fs(tmp_path_factory, db_url):
     tmp = tmp_path_factory.mktemp("faults")
     port = free_port()
-    redis = Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                  "--appendonly", "no", "--daemonize", "no"], dict(os.environ), tmp / "redis.log")
-    s = FaultStack(tmp, db_url, extra_env={"GANFORGE_BROKER_URL": f"redis://127.0.0.1:{port}/0",
-                                           "GANFORGE_LEASE_SECONDS": str(LEASE),
-                                           "GANFORGE_REQUEUE_AFTER_SECONDS": str(REQUEUE_AFTER),
-                                           "GANFORGE_MAX_ATTEMPTS": "3"})
+    redis = Proc(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ],
+        dict(os.environ),
+        tmp / "redis.log",
+    )
+    s = FaultStack(
+        tmp,
+        db_url,
+        extra_env={
+            "GANFORGE_BROKER_URL": f"redis://127.0.0.1:{port}/0",
+            "GANFORGE_LEASE_SECONDS": str(LEASE),
+            "GANFORGE_REQUEUE_AFTER_SECONDS": str(REQUEUE_AFTER),
+            "GANFORGE_MAX_ATTEMPTS": "3",
+        },
+    )
     s.redis, s.redis_port, s.db_url = redis, port, db_url
     try:
         _redis_up(port)
@@ -232,7 +262,9 @@ def test_redis_killed_and_restarted_mid_job(fs):
     assert done["progress"]["step"] == 400 and done["attempts"] == 1
     # the API and the workers reconnect: a new job is accepted and runs
     deadline = time.monotonic() + 30
-    while (r := fs.client.post("/v1/jobs", json={"name": "after", "config": {**JOB, "steps": 20}})).status_code == 503:
+    while (
+        r := fs.client.post("/v1/jobs", json={"name": "after", "config": {**JOB, "steps": 20}})
+    ).status_code == 503:
         assert time.monotonic() < deadline, r.text
         time.sleep(1)
     assert r.status_code == 202, r.text
@@ -283,8 +315,12 @@ def test_a_job_canceled_while_its_worker_is_frozen_and_then_killed_ends_canceled
     assert done["status"] == "canceled", (done, seen[-5:])
     assert all(status != "queued" for _, status, _ in seen), seen
     assert fs.checkpoints(job_id)  # what it had trained is kept, and can be resumed
-    assert fs.client.post(f"/v1/jobs/{job_id}/resume", json={"steps": done["progress"]["step"] + 10}
-                          ).status_code == 202
+    assert (
+        fs.client.post(
+            f"/v1/jobs/{job_id}/resume", json={"steps": done["progress"]["step"] + 10}
+        ).status_code
+        == 202
+    )
     done, _ = fs.watch(job_id, {"succeeded", "failed", "canceled"}, timeout=90)
     assert done["status"] == "succeeded", done
 
@@ -316,7 +352,9 @@ def _kill_runner(fs: FaultStack, job_id: str) -> tuple[Proc, datetime, list[dict
     victim = fs.runner_of(job_id)
     victim.kill()  # SIGKILL to the group: the Celery parent and its pool child, no cleanup
     killed_at = datetime.utcnow()
-    assert fs.row(job_id)["status"] == "running"  # the database still says so, until the lease runs out
+    assert (
+        fs.row(job_id)["status"] == "running"
+    )  # the database still says so, until the lease runs out
     return victim, killed_at, fs.checkpoints(job_id)  # all the dead run recorded
 
 
@@ -395,13 +433,18 @@ def test_worker_sigterm_mid_training_checkpoints_and_hands_the_job_back(fs, targ
     exited_in = time.monotonic() - t0
     victim.stop()  # closes its log
     assert f"job {job_id} handed back to the queue" in victim.tail(200)
-    assert len(handed_back) == 1 and handed_back[0]["step"] >= step_at_term, (handed_back, step_at_term)
+    assert len(handed_back) == 1 and handed_back[0]["step"] >= step_at_term, (
+        handed_back,
+        step_at_term,
+    )
     done, _ = fs.watch(job_id, {"succeeded", "failed", "canceled"})
     assert done["status"] == "succeeded" and done["progress"]["step"] == 600, done
     assert done["attempts"] == 2
     # handed back, not recovered by a sweep after its lease ran out (that counts a loss)
     assert fs.row(job_id)["worker_losses"] == 0
     _assert_resumed(fs, job_id, config, handed_back)  # from the shutdown's checkpoint
-    print(f"SIGTERM to the {target} at step {step_at_term}: checkpoint at step "
-          f"{handed_back[0]['step']} (0 steps lost), resumed elsewhere after {resumed_after:.2f} s, "
-          f"worker exited after {exited_in:.1f} s")
+    print(
+        f"SIGTERM to the {target} at step {step_at_term}: checkpoint at step "
+        f"{handed_back[0]['step']} (0 steps lost), resumed elsewhere after {resumed_after:.2f} s, "
+        f"worker exited after {exited_in:.1f} s"
+    )

@@ -8,10 +8,11 @@ import psycopg
 import pytest
 from PIL import Image
 
+from tests.tiny import tiny
+
 pytestmark = pytest.mark.integration
 
-TINY = {"dataset": "shapes", "image_size": 16, "g_width": 8, "d_width": 8, "batch_size": 8,
-        "latent_dim": 16, "steps": 24, "checkpoint_every": 12}
+TINY = tiny()
 LONG = {**TINY, "steps": 1_000_000, "checkpoint_every": 50}
 
 
@@ -39,7 +40,9 @@ def test_records_live_in_postgres(stack, pg_url):
     job_id = r.json()["id"]
     stack.wait_status(job_id, {"succeeded"})
     with psycopg.connect(pg_url) as conn:
-        status, step = conn.execute("SELECT status, step FROM jobs WHERE id = %s", (job_id,)).fetchone()
+        status, step = conn.execute(
+            "SELECT status, step FROM jobs WHERE id = %s", (job_id,)
+        ).fetchone()
         ckpts = conn.execute(
             "SELECT step FROM checkpoints WHERE job_id = %s ORDER BY step", (job_id,)
         ).fetchall()
@@ -61,7 +64,9 @@ def test_cancel_running_job_then_resume_it(stack):
     ckpts = stack.client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]
     assert ckpts and ckpts[0]["step"] == stopped_at  # the stop kept its work
     # samples work from the canceled job's checkpoint
-    assert stack.client.get(f"/v1/jobs/{job_id}/checkpoints/latest/samples.png?n=4").status_code == 200
+    assert (
+        stack.client.get(f"/v1/jobs/{job_id}/checkpoints/latest/samples.png?n=4").status_code == 200
+    )
 
     r = stack.client.post(f"/v1/jobs/{job_id}/resume", json={"steps": stopped_at + 10})
     assert r.status_code == 202, r.text
@@ -72,9 +77,13 @@ def test_cancel_running_job_then_resume_it(stack):
     # It continued from its checkpoint: the weights are those of a run never stopped (a
     # restart from step 0 would end elsewhere), and the stop's checkpoint is untouched.
     straight = stack.client.post("/v1/jobs", json={"config": {**LONG, "steps": stopped_at + 10}})
-    assert stack.wait_status(straight.json()["id"], {"succeeded", "failed"})["status"] == "succeeded"
-    files = [stack.client.get(f"/v1/jobs/{j}/checkpoints/latest").json()["files"]
-             for j in (job_id, straight.json()["id"])]
+    assert (
+        stack.wait_status(straight.json()["id"], {"succeeded", "failed"})["status"] == "succeeded"
+    )
+    files = [
+        stack.client.get(f"/v1/jobs/{j}/checkpoints/latest").json()["files"]
+        for j in (job_id, straight.json()["id"])
+    ]
     assert files[0] == files[1]
     after = {c["id"]: c for c in stack.client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]}
     assert after[ckpts[0]["id"]] == ckpts[0]
@@ -85,10 +94,13 @@ def test_time_from_post_to_first_step_is_recorded(stack):
     job = stack.wait_status(job_id, {"succeeded"})
     from datetime import datetime
 
-    stamps = [datetime.fromisoformat(job[k])
-              for k in ("created_at", "started_at", "first_step_at", "finished_at")]
-    first_ckpt = min(c["created_at"] for c in
-                     stack.client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"])
+    stamps = [
+        datetime.fromisoformat(job[k])
+        for k in ("created_at", "started_at", "first_step_at", "finished_at")
+    ]
+    first_ckpt = min(
+        c["created_at"] for c in stack.client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]
+    )
     # Not a timing assertion (benchmarks/ measures it): the first step is recorded when it
     # happens -- after the worker started the job, before its first checkpoint (step 12).
     assert stamps == sorted(stamps), stamps

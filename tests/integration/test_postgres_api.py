@@ -29,8 +29,13 @@ ENC = "%00"  # in a URL path, as a client sends it
 def settings(tmp_path):
     with fresh_database("ganforge_api") as url:
         # sample_rate 0: the fuzz (imported above) must see the same responses on every run
-        yield Settings(data_dir=tmp_path, database_url=url, progress_interval=0.05,
-                       max_jobs_per_owner=20, sample_rate=0)
+        yield Settings(
+            data_dir=tmp_path,
+            database_url=url,
+            progress_interval=0.05,
+            max_jobs_per_owner=20,
+            sample_rate=0,
+        )
 
 
 @pytest.fixture
@@ -75,16 +80,27 @@ def test_nul_bytes_anywhere_are_a_422_naming_the_field(client, run_job):
         ("post", "/v1/jobs", {"json": {"name": "a" + NUL, "config": TINY}}, "name"),
         ("post", "/v1/jobs", {"json": {"config": {**TINY, "dataset": ds + NUL}}}, "config.dataset"),
         ("post", "/v1/jobs", {"json": {"config": {**TINY, "dataset": NUL}}}, "config.dataset"),
-        ("post", "/v1/datasets", {"params": {"name": "n" + NUL},
-                                  "files": {"file": ("a.npz", _npz())}}, "name"),
-        ("post", "/v1/datasets", {"data": {"name": "n" + NUL},
-                                  "files": {"file": ("a.npz", _npz())}}, "name"),
+        (
+            "post",
+            "/v1/datasets",
+            {"params": {"name": "n" + NUL}, "files": {"file": ("a.npz", _npz())}},
+            "name",
+        ),
+        (
+            "post",
+            "/v1/datasets",
+            {"data": {"name": "n" + NUL}, "files": {"file": ("a.npz", _npz())}},
+            "name",
+        ),
     ]
     failures = []
     for method, url, kwargs, field in probes:
         r = getattr(client, method)(url, **kwargs)
-        ok = (r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
-              and r.json().get("field") == field)
+        ok = (
+            r.status_code == 422
+            and r.headers["content-type"].startswith("application/problem+json")
+            and r.json().get("field") == field
+        )
         if not ok:
             failures.append((method, url, r.status_code, r.text[:200]))
     assert not failures, failures

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from tests.integration.conftest import Proc, Stack, _need_redis, free_port
+from tests.tiny import tiny
 
 pytestmark = pytest.mark.integration
-TINY = {"dataset": "shapes", "image_size": 16, "g_width": 8, "d_width": 8, "batch_size": 8,
-        "latent_dim": 16, "steps": 20, "checkpoint_every": 10}
+TINY = tiny(steps=20, checkpoint_every=10)
 
 
 @pytest.fixture(scope="module")
@@ -25,18 +25,31 @@ def replicas(tmp_path_factory, pg_url):
     _need_redis()
     tmp = tmp_path_factory.mktemp("replicas")
     # 16 px, n=64: 16.4 kpx (17 units) per render; a burst of 100 units holds 5 renders
-    s = Stack(tmp, pg_url, extra_env={"GANFORGE_RENDER_MEGAPIXELS_PER_SECOND": "0.001",
-                                      "GANFORGE_RENDER_BURST_MEGAPIXELS": "0.1",
-                                      "GANFORGE_SAMPLE_RATE": "0"})
+    s = Stack(
+        tmp,
+        pg_url,
+        extra_env={
+            "GANFORGE_RENDER_MEGAPIXELS_PER_SECOND": "0.001",
+            "GANFORGE_RENDER_BURST_MEGAPIXELS": "0.1",
+            "GANFORGE_SAMPLE_RATE": "0",
+        },
+    )
     s.start_api()
     s.start_worker()
     port2 = free_port()
-    second = Proc([sys.executable, "-m", "app.cli", "serve"], {**s.env, "GANFORGE_PORT": str(port2)},
-                  tmp / "api2.log", cwd=tmp)
+    second = Proc(
+        [sys.executable, "-m", "app.cli", "serve"],
+        {**s.env, "GANFORGE_PORT": str(port2)},
+        tmp / "api2.log",
+        cwd=tmp,
+    )
     try:
         s.wait_ready()
-        other = httpx.Client(base_url=f"http://127.0.0.1:{port2}", timeout=30,
-                             headers={"Authorization": s.client.headers["Authorization"]})
+        other = httpx.Client(
+            base_url=f"http://127.0.0.1:{port2}",
+            timeout=30,
+            headers={"Authorization": s.client.headers["Authorization"]},
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -69,8 +82,14 @@ def test_a_revoked_key_stops_working_at_once_on_every_replica(replicas):
     for client in (s.client, other):  # each replica verifies and remembers the key
         assert client.get("/v1/jobs", headers=headers).status_code == 200
     key_id = "key_" + key.split("_")[2]
-    out = subprocess.run([sys.executable, "-m", "app.cli", "keys", "revoke", key_id], env=s.env,
-                         cwd=s.tmp, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli", "keys", "revoke", key_id],
+        env=s.env,
+        cwd=s.tmp,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == f"revoked {key_id}", out  # announced, not "within 5 s"
     time.sleep(0.3)  # the announcement crosses Redis; the cache's own expiry is 5 s
     for client in (s.client, other):

@@ -62,9 +62,13 @@ class Cost:
 def serve(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hostile")
     stack = Stack(tmp, None)
-    stack.env.update({"GANFORGE_UPLOAD_IDLE_TIMEOUT_SECONDS": str(IDLE),
-                      "GANFORGE_UPLOAD_MIN_BYTES_PER_SECOND": str(MIN_RATE),
-                      "GANFORGE_MAX_CONCURRENT_UPLOADS": "3"})
+    stack.env.update(
+        {
+            "GANFORGE_UPLOAD_IDLE_TIMEOUT_SECONDS": str(IDLE),
+            "GANFORGE_UPLOAD_MIN_BYTES_PER_SECOND": str(MIN_RATE),
+            "GANFORGE_MAX_CONCURRENT_UPLOADS": "3",
+        }
+    )
     stack.start_api()
     try:
         stack.wait_ready()
@@ -82,8 +86,10 @@ def test_overlapping_entries_cost_nothing(serve):
     bomb = overlapping_zip(2000, png(64) + bytes(1 << 20))  # 1 MB file, ~2 GB if unpacked
     with Cost(serve.api.popen.pid) as cost:
         r = _post_file(serve, "bomb.zip", bomb)
-    print(f"overlapping zip ({len(bomb) / 1e6:.2f} MB): {r.status_code}, "
-          f"{cost.cpu:.2f} s CPU, peak RSS +{cost.peak_growth:.0f} MB")
+    print(
+        f"overlapping zip ({len(bomb) / 1e6:.2f} MB): {r.status_code}, "
+        f"{cost.cpu:.2f} s CPU, peak RSS +{cost.peak_growth:.0f} MB"
+    )
     assert r.status_code == 422 and "overlap" in r.json()["detail"]
     assert cost.cpu < 3
 
@@ -93,8 +99,10 @@ def test_a_pixel_bomb_of_blank_images_is_refused_before_decoding(serve):
     images = zip_of({f"{i:03d}.png": blank for i in range(200)}, zipfile.ZIP_STORED)  # 3.4 G px
     with Cost(serve.api.popen.pid) as cost:
         r = _post_file(serve, "blank.zip", images)
-    print(f"200 blank 4096² PNGs ({len(images) / 1e6:.1f} MB): {r.status_code}, "
-          f"{cost.cpu:.2f} s CPU, peak RSS +{cost.peak_growth:.0f} MB")
+    print(
+        f"200 blank 4096² PNGs ({len(images) / 1e6:.1f} MB): {r.status_code}, "
+        f"{cost.cpu:.2f} s CPU, peak RSS +{cost.peak_growth:.0f} MB"
+    )
     assert r.status_code == 413 and "pixels" in r.json()["detail"]
     assert cost.cpu < 5
 
@@ -104,9 +112,11 @@ def test_concurrent_large_npz_uploads_keep_memory_flat(serve, tmp_path):
     nbytes = write_big_npz(path, side=64, count=131_072)  # x: 512 MiB
     with Cost(serve.api.popen.pid) as cost, ThreadPoolExecutor(3) as pool:
         results = list(pool.map(lambda i: _post_file(serve, f"big{i}.npz", path), range(3)))
-    print(f"3 concurrent npz of {path.stat().st_size / 1e6:.0f} MB (x {nbytes >> 20} MiB each): "
-          f"{[r.status_code for r in results]}, {cost.cpu:.1f} s CPU, "
-          f"peak RSS +{cost.peak_growth:.0f} MB")
+    print(
+        f"3 concurrent npz of {path.stat().st_size / 1e6:.0f} MB (x {nbytes >> 20} MiB each): "
+        f"{[r.status_code for r in results]}, {cost.cpu:.1f} s CPU, "
+        f"peak RSS +{cost.peak_growth:.0f} MB"
+    )
     assert [r.status_code for r in results] == [201, 201, 201], [r.text for r in results]
     assert all(r.json()["num_images"] == 131_072 for r in results)
     assert cost.peak_growth < 250  # was +3 GB for three 1 GiB arrays (each loaded whole)
@@ -117,14 +127,23 @@ def test_an_npz_with_an_unknown_member_is_refused(serve):
     assert r.status_code == 422 and "z.npy" in r.json()["detail"]
 
 
-def _slow_upload(stack: Stack, total: int, rate: float, stop: threading.Event | None = None,
-                 max_seconds: float = 30) -> tuple[float, bytes]:
+def _slow_upload(
+    stack: Stack,
+    total: int,
+    rate: float,
+    stop: threading.Event | None = None,
+    max_seconds: float = 30,
+) -> tuple[float, bytes]:
     """POST a raw body of `total` bytes at about `rate` bytes/s; (seconds, response bytes)."""
     key = stack.client.headers["Authorization"]
     sock = socket.create_connection(("127.0.0.1", stack.port))
-    sock.sendall((f"POST /v1/datasets?filename=x.npz HTTP/1.1\r\nHost: x\r\n"
-                  f"Authorization: {key}\r\nContent-Type: application/octet-stream\r\n"
-                  f"Content-Length: {total}\r\n\r\n").encode())
+    sock.sendall(
+        (
+            f"POST /v1/datasets?filename=x.npz HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: {key}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {total}\r\n\r\n"
+        ).encode()
+    )
     sock.settimeout(0.05)
     t0, sent, reply = time.monotonic(), 0, b""
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 
@@ -12,60 +12,87 @@ from app.api.schemas import CheckpointPublic, CheckpointsPublic
 from app.core import checkpoints
 from app.core.sampling import Png, SampleRequest
 
-router = APIRouter(prefix="/v1/jobs/{job_id}/checkpoints", tags=["checkpoints"],
-                   responses=problem_responses(401, 404, 422, 503))
+router = APIRouter(
+    prefix="/v1/jobs/{job_id}/checkpoints",
+    tags=["checkpoints"],
+    responses=problem_responses(401, 404, 422, 503),
+)
 _FILES_GONE = "the checkpoint's files are missing from the store"
-PNG = {
-    200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-          "description": "a PNG image"},
+PNG: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "a PNG image",
+    },
     304: {"description": "If-None-Match named this image's ETag"},
-    **problem_responses(409, 429, described={
-        409: _FILES_GONE, 429: "the per-key sampling rate; see Retry-After"}),
+    **problem_responses(
+        409, 429, described={409: _FILES_GONE, 429: "the per-key sampling rate; see Retry-After"}
+    ),
 }
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 @router.get("", response_model=CheckpointsPublic)
-def list_checkpoints(job_id: str, session: SessionDep, principal: PrincipalDep) -> CheckpointsPublic:
+def list_checkpoints(
+    job_id: str, session: SessionDep, principal: PrincipalDep
+) -> CheckpointsPublic:
     """A job's checkpoints, newest first."""
     items = checkpoints.list_checkpoints(session, job_id=job_id, owner_id=principal.scope)
     return CheckpointsPublic(items=[CheckpointPublic.of(c) for c in items])
 
 
 @router.get("/{ckpt}", response_model=CheckpointPublic)
-def get_checkpoint(job_id: str, ckpt: str, session: SessionDep,
-                   principal: PrincipalDep) -> CheckpointPublic:
+def get_checkpoint(
+    job_id: str, ckpt: str, session: SessionDep, principal: PrincipalDep
+) -> CheckpointPublic:
     """One checkpoint (an id, or 'latest'): step, size, file hashes."""
     return CheckpointPublic.of(
         checkpoints.get_checkpoint(session, job_id=job_id, ref=ckpt, owner_id=principal.scope)
     )
 
 
-@router.get("/{ckpt}/download", response_class=Response, responses={
-    200: {"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
-          "description": "a zip of the checkpoint's files"},
-    **problem_responses(409, described={409: _FILES_GONE}),
-})
-def download_checkpoint(job_id: str, ckpt: str, session: SessionDep, services: ServicesDep,
-                        principal: PrincipalDep) -> Response:
+@router.get(
+    "/{ckpt}/download",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "a zip of the checkpoint's files",
+        },
+        **problem_responses(409, described={409: _FILES_GONE}),
+    },
+)
+def download_checkpoint(
+    job_id: str, ckpt: str, session: SessionDep, services: ServicesDep, principal: PrincipalDep
+) -> Response:
     """The checkpoint's files (safetensors weights + meta.json) as a zip."""
     row = checkpoints.get_checkpoint(session, job_id=job_id, ref=ckpt, owner_id=principal.scope)
     data = checkpoints.checkpoint_zip(services.store, row)
     filename = f"{job_id}-step{row.step}.zip"
-    return Response(data, media_type="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 def _png_response(png: Png) -> Response:
-    headers = {"ETag": png.etag, "Cache-Control": IMMUTABLE if png.immutable else "no-cache",
-               "X-Checkpoint-Id": png.checkpoint_id, "X-Checkpoint-Step": str(png.step)}
+    headers = {
+        "ETag": png.etag,
+        "Cache-Control": IMMUTABLE if png.immutable else "no-cache",
+        "X-Checkpoint-Id": png.checkpoint_id,
+        "X-Checkpoint-Step": str(png.step),
+    }
     if png.body is None:
         return Response(status_code=304, headers=headers)
     return Response(png.body, media_type="image/png", headers=headers)
 
 
-@router.get("/{ckpt}/samples.png", response_class=Response, responses=PNG,
-            dependencies=[Depends(limit_sampling)])
+@router.get(
+    "/{ckpt}/samples.png",
+    response_class=Response,
+    responses=PNG,
+    dependencies=[Depends(limit_sampling)],
+)
 async def samples_png(
     job_id: str,
     ckpt: str,
@@ -74,19 +101,30 @@ async def samples_png(
     n: Annotated[int, Query(ge=1, le=256, description="number of images")] = 64,
     seed: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     nrow: Annotated[int, Query(ge=1, le=64, description="images per grid row")] = 8,
-    label: Annotated[int | None, Query(ge=0, le=999, description="class (conditional models)")] = None,
+    label: Annotated[
+        int | None, Query(ge=0, le=999, description="class (conditional models)")
+    ] = None,
     ema: bool = True,
     truncation: Annotated[float | None, Query(gt=0, le=10)] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """A PNG grid of n samples; the same URL always returns the same bytes."""
-    req = SampleRequest("samples", n=n, seed=seed, nrow=nrow, label=label, ema=ema, truncation=truncation)
-    return _png_response(await services.sampling.png(
-        job_id=job_id, ref=ckpt, req=req, principal=principal, if_none_match=if_none_match))
+    req = SampleRequest(
+        "samples", n=n, seed=seed, nrow=nrow, label=label, ema=ema, truncation=truncation
+    )
+    return _png_response(
+        await services.sampling.png(
+            job_id=job_id, ref=ckpt, req=req, principal=principal, if_none_match=if_none_match
+        )
+    )
 
 
-@router.get("/{ckpt}/interpolation.png", response_class=Response, responses=PNG,
-            dependencies=[Depends(limit_sampling)])
+@router.get(
+    "/{ckpt}/interpolation.png",
+    response_class=Response,
+    responses=PNG,
+    dependencies=[Depends(limit_sampling)],
+)
 async def interpolation_png(
     job_id: str,
     ckpt: str,
@@ -101,7 +139,17 @@ async def interpolation_png(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """A latent walk from one seed's image to another's, as one PNG row (or grid)."""
-    req = SampleRequest("interpolation", nrow=nrow or steps, label=label, ema=ema,
-                        from_seed=from_seed, to_seed=to_seed, steps=steps)
-    return _png_response(await services.sampling.png(
-        job_id=job_id, ref=ckpt, req=req, principal=principal, if_none_match=if_none_match))
+    req = SampleRequest(
+        "interpolation",
+        nrow=nrow or steps,
+        label=label,
+        ema=ema,
+        from_seed=from_seed,
+        to_seed=to_seed,
+        steps=steps,
+    )
+    return _png_response(
+        await services.sampling.png(
+            job_id=job_id, ref=ckpt, req=req, principal=principal, if_none_match=if_none_match
+        )
+    )

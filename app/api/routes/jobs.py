@@ -30,10 +30,20 @@ _EVENT = {  # one server-sent event, as OpenAPI 3.2's itemSchema (what FastAPI e
 _STATE = problem_responses(404, 409)
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic,
-             responses=problem_responses(400, 409, 429, described={
-                 409: "the Idempotency-Key was used for a different request, or the storage quota is full",
-                 429: "the owner's queued + running job limit; see Retry-After"}))
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    responses=problem_responses(
+        400,
+        409,
+        429,
+        described={
+            409: "the Idempotency-Key was used for a different request, or the storage quota is full",
+            429: "the owner's queued + running job limit; see Retry-After",
+        },
+    ),
+)
 def create_job(
     body: JobCreate,
     session: SessionDep,
@@ -43,8 +53,15 @@ def create_job(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobPublic:
     """Queue a training job; 202 with its Location. A repeated Idempotency-Key returns the same job."""
-    job = jobs.submit_job(session, services.settings, services.queue, principal=principal,
-                          name=body.name, config=body.config, idempotency_key=idempotency_key)
+    job = jobs.submit_job(
+        session,
+        services.settings,
+        services.queue,
+        principal=principal,
+        name=body.name,
+        config=body.config,
+        idempotency_key=idempotency_key,
+    )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobPublic.of(job)
 
@@ -58,7 +75,9 @@ def list_jobs(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobsPublic:
     """Jobs, newest first; pass next_cursor back as cursor for the next page."""
-    page = jobs.list_jobs(session, owner_id=principal.scope, status=status_, limit=limit, cursor=cursor)
+    page = jobs.list_jobs(
+        session, owner_id=principal.scope, status=status_, limit=limit, cursor=cursor
+    )
     return JobsPublic(items=[JobPublic.of(j) for j in page.items], next_cursor=page.next_cursor)
 
 
@@ -67,41 +86,68 @@ def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobPub
     return JobPublic.of(jobs.get_job(session, job_id=job_id, owner_id=principal.scope))
 
 
-@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic,
-             responses=_STATE)
+@router.post(
+    "/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    responses=_STATE,
+)
 def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobPublic:
     """Stop a job: a queued one at once, a running one at its next check (it keeps a checkpoint)."""
     return JobPublic.of(jobs.request_cancel(session, job_id=job_id, owner_id=principal.scope))
 
 
-@router.post("/{job_id}/resume", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic,
-             responses=problem_responses(400, 404, 409, 429))
+@router.post(
+    "/{job_id}/resume",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    responses=problem_responses(400, 404, 409, 429),
+)
 def resume_job(
-    job_id: str, session: SessionDep, services: ServicesDep, response: Response,
-    principal: PrincipalDep, body: JobResume | None = None,
+    job_id: str,
+    session: SessionDep,
+    services: ServicesDep,
+    response: Response,
+    principal: PrincipalDep,
+    body: JobResume | None = None,
 ) -> JobPublic:
     """Continue a failed or canceled job from its last checkpoint, optionally to more steps."""
-    job = jobs.submit_resume(session, services.settings, services.queue, job_id=job_id,
-                             principal=principal, steps=body.steps if body else None)
+    job = jobs.submit_resume(
+        session,
+        services.settings,
+        services.queue,
+        job_id=job_id,
+        principal=principal,
+        steps=body.steps if body else None,
+    )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobPublic.of(job)
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_STATE)
-def delete_job(job_id: str, session: SessionDep, services: ServicesDep,
-               principal: PrincipalDep) -> Response:
+def delete_job(
+    job_id: str, session: SessionDep, services: ServicesDep, principal: PrincipalDep
+) -> Response:
     """Delete a job that is not running, with its checkpoints."""
     jobs.delete_job(session, services.store, job_id=job_id, owner_id=principal.scope)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{job_id}/events", response_class=StreamingResponse, responses={
-    200: {"description": "`event: job` with the job's JSON whenever it changes, until it finishes; "
-                         "`event: deleted` if it is deleted meanwhile",
-          "content": {"text/event-stream": {"itemSchema": _EVENT}}},
-    **_ONE,
-})
-async def job_events(job_id: str, services: ServicesDep, principal: PrincipalDep) -> StreamingResponse:
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "`event: job` with the job's JSON whenever it changes, until it finishes; "
+            "`event: deleted` if it is deleted meanwhile",
+            "content": {"text/event-stream": {"itemSchema": _EVENT}},
+        },
+        **_ONE,
+    },
+)
+async def job_events(
+    job_id: str, services: ServicesDep, principal: PrincipalDep
+) -> StreamingResponse:
     """Server-sent events: the job as JSON whenever it changes, until it finishes."""
     url = services.settings.resolved_database_url
 
@@ -127,5 +173,6 @@ async def job_events(job_id: str, services: ServicesDep, principal: PrincipalDep
                 yield f"event: deleted\ndata: {json.dumps({'id': job_id})}\n\n"
                 return
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
