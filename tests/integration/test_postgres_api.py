@@ -110,3 +110,16 @@ def test_nul_bytes_anywhere_are_a_422_naming_the_field(client, run_job):
 
 def test_a_job_racing_the_delete_of_its_dataset_is_a_409(client, settings, monkeypatch):
     job_racing_dataset_delete(client, settings, monkeypatch)
+
+
+def test_migrations_match_the_models_on_postgres(settings):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from app.core.db import get_engine, migrate
+    from app.core.models import Base
+
+    url = settings.resolved_database_url
+    migrate(url)
+    with get_engine(url).connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
