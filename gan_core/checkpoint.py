@@ -22,6 +22,7 @@ import platform
 import re
 import shutil
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,6 +75,11 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name))]
     return [p for _, p in sorted(found)]
+
+
+def _step_of(path: Path) -> int:
+    match = _STEP_DIR.match(path.name)
+    return int(match.group(1)) if match else -1
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -202,10 +208,10 @@ def write_checkpoint(
     return CheckpointInfo(step=step, path=final, files=files, size_bytes=size, losses=losses)
 
 
-def prune_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` checkpoints; returns what was removed."""
+def prune_checkpoints(run_dir: str | Path, keep: int, protect: Collection[int] = ()) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints and those of the ``protect`` steps."""
     ckpts = list_checkpoints(run_dir)
-    doomed = ckpts[: max(0, len(ckpts) - keep)]
+    doomed = [p for p in ckpts[: max(0, len(ckpts) - keep)] if _step_of(p) not in protect]
     for path in doomed:
         # Rename first so a crash mid-delete never leaves a half checkpoint that lists as valid.
         trash = path.with_name(f".del-{path.name}-{time.monotonic_ns()}")

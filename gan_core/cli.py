@@ -12,12 +12,9 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 if TYPE_CHECKING:  # torch-heavy imports stay lazy: `ganforge --help` should be instant
-    import torch
-
     from gan_core.checkpoint import CheckpointInfo
     from gan_core.config import TrainConfig
     from gan_core.data import ImageTensorDataset
-    from gan_core.metrics import FeatureClassifier, GeneratorScore, RealReference
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -162,10 +159,6 @@ def _run_dataset(config: TrainConfig, args: argparse.Namespace) -> ImageTensorDa
     )
 
 
-# Every checkpoint is scored with the same latents, so scores along a run compare.
-SCORE_SEED = 0
-
-
 def _checkpoint_scorer(
     config: TrainConfig,
     dataset: ImageTensorDataset,
@@ -175,89 +168,23 @@ def _checkpoint_scorer(
 ) -> Callable[[CheckpointInfo], None]:
     """An on_checkpoint hook printing the EMA and raw generators' scores; trains or reuses the
     dataset's extractor and reference in `directory` first."""
-    import time
-
-    from gan_core import metrics
-    from gan_core.checkpoint import config_from_meta, load_generator, read_meta
+    from gan_core.metrics import DEFAULT_NUM_SAMPLES
+    from gan_core.metrics.scorer import CheckpointScorer, build_scorer, format_scores, load_scorer
     from gan_core.training import resolve_device
 
     device = resolve_device(config.device)
-    fingerprint = metrics.dataset_fingerprint(dataset.images, dataset.labels)
-    kind = "rotation" if dataset.labels is None else "classifier"
-    extractor_path = directory / "extractor.safetensors"
-    reference_path = directory / "reference.safetensors"
-    cached = _cached_scorer(extractor_path, reference_path, fingerprint, kind, device, write)
-    if cached is not None:
-        extractor, reference = cached
-        write(f"scorer: reusing the {kind} extractor in {directory}")
-    else:
-        write(
-            f"scorer: training a {kind} feature extractor on {len(dataset)} images "
-            "(once per dataset) ..."
-        )
-        t0 = time.monotonic()
-        extractor = metrics.train_extractor(
-            dataset.images, dataset.labels, num_classes=dataset.info.num_classes, device=device
-        )
-        reference = metrics.build_reference(
-            extractor, dataset.images, dataset_fingerprint=fingerprint
-        )
-        directory.mkdir(parents=True, exist_ok=True)
-        metrics.save_extractor(
-            extractor, extractor_path, metadata={"dataset_fingerprint": fingerprint}
-        )
-        metrics.save_reference(reference, reference_path)
-        write(f"scorer: ready in {time.monotonic() - t0:.0f}s, saved in {directory}")
-    n = metrics.DEFAULT_NUM_SAMPLES if num_samples is None else num_samples
+    found = load_scorer(directory, dataset, device, write)
+    if found is not None:
+        write(f"scorer: reusing the extractor in {directory}")
+    extractor, reference = found or build_scorer(directory, dataset, device, write)
+    n = DEFAULT_NUM_SAMPLES if num_samples is None else num_samples
+    scorer = CheckpointScorer(extractor, reference, device, num_samples=n)
 
     def on_checkpoint(info: CheckpointInfo) -> None:
-        t0 = time.monotonic()
-        has_ema = config_from_meta(read_meta(info.path, verify=False)).ema_decay is not None
-        parts = []
-        for name, ema in ((("ema", True),) if has_ema else ()) + (("raw", False),):
-            G = load_generator(info.path, ema=ema, device=device)
-            score = metrics.score_generator(G, extractor, reference, num_samples=n, seed=SCORE_SEED)
-            parts.append(f"{name} {_format_score(score)}")
-        write(f"step {info.step} scores: {' | '.join(parts)} ({time.monotonic() - t0:.1f}s)")
+        scores = scorer.score(info.path)
+        write(f"step {info.step} scores: {format_scores(scores)} ({scores['seconds']:.1f}s)")
 
     return on_checkpoint
-
-
-def _cached_scorer(
-    extractor_path: Path,
-    reference_path: Path,
-    fingerprint: str,
-    kind: str,
-    device: torch.device,
-    write: Callable[[str], object],
-) -> tuple[FeatureClassifier, RealReference] | None:
-    """(extractor, reference) from earlier files when they fit this data and library; else None."""
-    from gan_core import metrics
-
-    if not (extractor_path.is_file() and reference_path.is_file()):
-        return None
-    try:
-        meta = metrics.read_extractor_metadata(extractor_path)
-        if meta.get("dataset_fingerprint") != fingerprint or meta.get("kind") != kind:
-            raise ValueError("made for other data")
-        extractor = metrics.load_extractor(extractor_path, device)  # refuses other versions
-        reference = metrics.load_reference(reference_path)
-        if reference.extractor_digest != metrics.extractor_digest(extractor):
-            raise ValueError("the reference belongs to another extractor")
-    except ValueError as exc:
-        write(f"scorer: not reusing {extractor_path.parent} ({exc})")
-        return None
-    return extractor, reference
-
-
-def _format_score(s: GeneratorScore) -> str:
-    text = (
-        f"fd {s.fd:.3f} kid {s.kid_mean:.4f}+-{s.kid_std:.4f} "
-        f"precision {s.precision:.3f} recall {s.recall:.3f}"
-    )
-    if s.classes_covered is not None:
-        text += f" classes {s.classes_covered}/{s.num_classes}"
-    return text
 
 
 def sample_command(args: argparse.Namespace) -> int:

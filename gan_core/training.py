@@ -10,7 +10,7 @@ the stop check); the run's networks and optimizers are a ``TrainState`` (gan_cor
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -44,7 +44,10 @@ class TrainHooks:
     on_progress: Callable[[Progress], None] | None = None
     should_stop: Callable[[], bool] | None = None  # cooperative cancel
     on_checkpoint: Callable[[ckpt.CheckpointInfo], None] | None = None
-    on_start: Callable[[TrainConfig], None] | None = None  # the resolved config, before step 1
+    # the resolved config and the data, before step 1 (e.g. to prepare a scorer for it)
+    on_start: Callable[[TrainConfig, ImageTensorDataset], None] | None = None
+    # steps of checkpoints to keep beyond the newest keep_checkpoints (e.g. the best one)
+    keep_also: Callable[[], Collection[int]] | None = None
     progress_interval: float = 1.0  # seconds between progress reports (and stop checks)
 
 
@@ -133,7 +136,7 @@ def train(
         raise DatasetError(f"image_size: dataset images are {tuple(dataset.images.shape[2:])}")
 
     if hooks.on_start:
-        hooks.on_start(config)
+        hooks.on_start(config, dataset)
     state = TrainState(config, device)
     batcher = Batcher(dataset, config.batch_size, seed=config.seed, device=device)
     if latest is not None:
@@ -182,9 +185,8 @@ class _Monitor:
         self.last_ckpt, self.last_saved_step = info.path, state.step
         if hooks.on_checkpoint:
             hooks.on_checkpoint(info)  # the service records it and forgets the oldest first,
-        ckpt.prune_checkpoints(
-            self.run_dir, state.config.keep_checkpoints
-        )  # so no record outlives its files
+        protect = hooks.keep_also() if hooks.keep_also else ()  # so no record outlives its files
+        ckpt.prune_checkpoints(self.run_dir, state.config.keep_checkpoints, protect=protect)
 
     def report(self, now: float) -> None:
         losses = self.flush()

@@ -72,7 +72,7 @@ def _graceful_sigterm(**_kwargs: Any) -> None:
     # and goes back to the queue (worker.runner). Between tasks SIGTERM does what billiard
     # expects, or the pool could never be shut down.
     global _sigterm_before
-    from worker.runner import SHUTDOWN
+    from worker.hooks import SHUTDOWN
 
     _sigterm_before = signal.signal(signal.SIGTERM, lambda *_: SHUTDOWN.set())
 

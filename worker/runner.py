@@ -9,70 +9,30 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import uuid
-from pathlib import Path
 
-from app.core import runs
+from app.core import recovery, runs, scores
 from app.core.db import session_scope
 from app.core.models import Dataset, JobStatus
 from app.core.queue import JobQueue
 from app.core.settings import Settings, get_settings
-from app.core.store import ArtifactStore, get_store
-from gan_core.checkpoint import CheckpointError, CheckpointInfo
+from app.core.store import ArtifactStore, LocalStore, get_store
+from gan_core.checkpoint import CheckpointError
 from gan_core.config import TrainConfig
 from gan_core.data import DatasetError, ImageTensorDataset, load_dataset
-from gan_core.training import Progress, TrainHooks, TrainingDiverged, train
+from gan_core.training import TrainingDiverged, train
+from worker.hooks import SHUTDOWN, JobHooks, LeaseKeeper, LeaseLost
 
 log = logging.getLogger("ganforge.worker")
+_scorers: dict[tuple[str, str], scores.Scorers] = {}  # per database and store, for the process
 
 
-# Set in a pool child by its SIGTERM handler (worker.celery_app): the running job writes a
-# checkpoint at its next stop check and is handed back to the queue, for any worker to resume.
-SHUTDOWN = threading.Event()
-
-
-class LeaseLost(Exception):
-    """Another worker holds the job now: stop at once, write no checkpoint, record nothing."""
-
-
-class LeaseKeeper(threading.Thread):
-    """Renews the job's lease in the background and notices cancel requests."""
-
-    def __init__(self, url: str, job_id: str, worker_id: str, lease_seconds: float):
-        super().__init__(daemon=True, name=f"lease-{job_id}")
-        self.url, self.job_id, self.worker_id, self.lease_seconds = (
-            url,
-            job_id,
-            worker_id,
-            lease_seconds,
-        )
-        self.cancel = threading.Event()  # a user asked the job to stop
-        self.lost = threading.Event()  # the lease was taken from us: stop, write nothing
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        interval = max(0.2, min(self.lease_seconds / 4, 2.0))
-        while not self._done.wait(interval):
-            try:
-                with session_scope(self.url) as s:
-                    flag = runs.renew_lease(
-                        s,
-                        job_id=self.job_id,
-                        worker_id=self.worker_id,
-                        lease_seconds=self.lease_seconds,
-                    )
-            except Exception:  # database briefly away: keep training, try again
-                log.warning("could not renew lease of %s", self.job_id, exc_info=True)
-                continue
-            if flag is None:
-                self.lost.set()
-                return
-            if flag:
-                self.cancel.set()
-
-    def stop(self) -> None:
-        self._done.set()
+def _scorers_for(settings: Settings, store: LocalStore, worker_id: str) -> scores.Scorers:
+    """This process's scorers (kept between jobs: a dataset's extractor loads once)."""
+    key = (settings.resolved_database_url, str(store.root))
+    if key not in _scorers:
+        _scorers[key] = scores.Scorers(settings, store, holder=worker_id)
+    return _scorers[key]
 
 
 def _load_upload(store: ArtifactStore, row: Dataset, config: TrainConfig) -> ImageTensorDataset:
@@ -95,7 +55,7 @@ def _hand_back(url: str, job_id: str, worker_id: str, queue: JobQueue | None) ->
                 raise RuntimeError("no queue to send to")
             queue.enqueue(job_id)
         except Exception:
-            runs.mark_unsent(s, job_ids=[job_id])  # the next sweep of any worker sends it
+            recovery.mark_unsent(s, job_ids=[job_id])  # the next sweep of any worker sends it
     log.warning(
         "job %s handed back to the queue for a shutdown; it resumes from its checkpoint", job_id
     )
@@ -129,47 +89,15 @@ def run_job(
 
     lease = LeaseKeeper(url, job_id, worker_id, settings.lease_seconds)
     lease.start()
-
-    def on_start(resolved: TrainConfig) -> None:
-        with session_scope(url) as s:
-            runs.record_resolved_config(
-                s, job_id=job_id, worker_id=worker_id, config=resolved.model_dump(mode="json")
-            )
-
-    def on_progress(p: Progress) -> None:
-        with session_scope(url) as s:
-            runs.record_progress(s, job_id=job_id, worker_id=worker_id, progress=p)
-
-    def on_checkpoint(info: CheckpointInfo) -> None:
-        key = store.publish_checkpoint(job_id, Path(info.path))
-        with session_scope(url) as s:
-            recorded = runs.record_checkpoint(
-                s,
-                job_id=job_id,
-                step=info.step,
-                key=key,
-                size_bytes=info.size_bytes,
-                files=info.files,
-                losses=info.losses,
-                keep=config.keep_checkpoints,
-                worker_id=worker_id,
-            )
-        if recorded is None:  # the lease went to another worker before we noticed
-            lease.lost.set()
-            raise LeaseLost(job_id)
-
-    def should_stop() -> bool:
-        if lease.lost.is_set():  # not a cancel: the loop's save-on-stop must not run
-            raise LeaseLost(job_id)
-        return lease.cancel.is_set() or SHUTDOWN.is_set()
-
-    hooks = TrainHooks(
-        on_start=on_start,
-        on_progress=on_progress,
-        should_stop=should_stop,
-        on_checkpoint=on_checkpoint,
-        progress_interval=settings.progress_interval,
-    )
+    hooks = JobHooks(
+        settings,
+        store,
+        _scorers_for(settings, store, worker_id),
+        job_id=job_id,
+        worker_id=worker_id,
+        config=config,
+        lease=lease,
+    ).train_hooks()
     status, error, step = JobStatus.failed, None, None
     try:
         dataset = _load_upload(store, upload, config) if upload is not None else None

@@ -1,5 +1,5 @@
 """The worker's background duties: a heartbeat for /readyz, and the sweep that recovers jobs
-no worker would otherwise run (see app.core.runs.sweep_jobs)."""
+no worker would otherwise run (see app.core.recovery.sweep_jobs)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import socket
 import threading
 
-from app.core import runs
+from app.core import recovery
 from app.core.db import session_scope, utcnow
 from app.core.models import Worker
 from app.core.queue import JobQueue
@@ -16,10 +16,10 @@ from app.core.settings import Settings, get_settings
 log = logging.getLogger("ganforge.worker")
 
 
-def sweep_once(settings: Settings, queue: JobQueue) -> runs.Sweep:
-    """Recover jobs no worker will run (see app.core.runs.sweep_jobs) and send their messages."""
+def sweep_once(settings: Settings, queue: JobQueue) -> recovery.Sweep:
+    """Recover jobs no worker will run (see app.core.recovery.sweep_jobs) and send their messages."""
     with session_scope(settings.resolved_database_url) as s:
-        done = runs.sweep_jobs(
+        done = recovery.sweep_jobs(
             s, max_attempts=settings.max_attempts, requeue_after=settings.requeue_after_seconds
         )
         for i, job_id in enumerate(done.to_send):
@@ -28,7 +28,7 @@ def sweep_once(settings: Settings, queue: JobQueue) -> runs.Sweep:
             except Exception:
                 # Broker away: without a message nothing would ever run these 'queued' jobs;
                 # the next sweep sends them again.
-                runs.mark_unsent(s, job_ids=done.to_send[i:])
+                recovery.mark_unsent(s, job_ids=done.to_send[i:])
                 raise
     for job_id in done.requeued:
         log.warning("job %s lost its worker (lease expired); re-queued", job_id)

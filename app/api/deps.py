@@ -16,6 +16,7 @@ from app.core import auth
 from app.core.cache import TTLCache
 from app.core.db import session_scope
 from app.core.errors import InvalidInput
+from app.core.job_pictures import JobPictures
 from app.core.queue import JobQueue
 from app.core.sampling import SamplingService
 from app.core.settings import Settings
@@ -32,6 +33,7 @@ class Services:
     settings: Settings
     store: LocalStore
     sampling: SamplingService
+    pictures: JobPictures
     queue: JobQueue
     celery: Any  # the Celery app the queue sends through (only sends; never consumes)
     uploads: UploadGate

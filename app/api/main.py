@@ -12,9 +12,10 @@ from fastapi import Depends, FastAPI
 
 from app.api import errors
 from app.api.deps import Services, check_parameters
-from app.api.routes import checkpoints, datasets, health, jobs
+from app.api.routes import checkpoints, datasets, health, history, jobs
 from app.core import revocations
 from app.core.db import migrate
+from app.core.job_pictures import JobPictures
 from app.core.queue import JobQueue, celery_config
 from app.core.sampling import Sampler, SamplingService
 from app.core.settings import Settings, get_settings
@@ -33,10 +34,12 @@ def build_services(settings: Settings, local_worker: Callable[[], bool] | None =
     sampler = Sampler(
         settings.generator_cache_size, settings.png_cache_size, settings.png_cache_bytes
     )
+    sampling = SamplingService(settings, store, sampler)
     return Services(
         settings=settings,
         store=store,
-        sampling=SamplingService(settings, store, sampler),
+        sampling=sampling,
+        pictures=JobPictures(sampling),
         queue=JobQueue(celery, settings),
         celery=celery,
         uploads=UploadGate(settings),
@@ -86,6 +89,6 @@ def create_app(
     )
     app.state.services = build_services(settings, local_worker)
     errors.install(app)
-    for module in (health, datasets, jobs, checkpoints):
+    for module in (health, datasets, jobs, checkpoints, history):
         app.include_router(module.router)
     return app

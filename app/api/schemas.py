@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from app.core.history import History
 from app.core.models import Checkpoint, Dataset, Job
 from gan_core.config import TrainConfig
 from gan_core.data import DatasetInfo
@@ -70,6 +71,10 @@ class JobPublic(BaseModel):
     first_step_at: UtcDateTime | None
     finished_at: UtcDateTime | None
     updated_at: UtcDateTime
+    best_checkpoint_id: str | None = Field(
+        description="the stored checkpoint with the lowest FD so far (null until one is scored)"
+    )
+    best_fd: float | None
     links: dict[str, str]
 
     @classmethod
@@ -97,13 +102,19 @@ class JobPublic(BaseModel):
             first_step_at=job.first_step_at,
             finished_at=job.finished_at,
             updated_at=job.updated_at,
+            best_checkpoint_id=job.best_checkpoint_id,
+            best_fd=job.best_fd,
             links={
                 "self": base,
                 "cancel": f"{base}/cancel",
                 "resume": f"{base}/resume",
                 "checkpoints": f"{base}/checkpoints",
                 "events": f"{base}/events",
+                "metrics": f"{base}/metrics",
+                "losses": f"{base}/losses.png",
+                "timeline": f"{base}/timeline.png",
                 "samples": f"{base}/checkpoints/latest/samples.png",
+                "best_samples": f"{base}/checkpoints/best/samples.png",
             },
         )
 
@@ -111,6 +122,36 @@ class JobPublic(BaseModel):
 class JobsPublic(BaseModel):
     items: list[JobPublic]
     next_cursor: str | None
+
+
+class GeneratorScores(BaseModel):
+    """One generator's scores in the dataset's feature space (lower FD/KID, higher P/R: better)."""
+
+    fd: float
+    kid_mean: float
+    kid_std: float
+    precision: float
+    recall: float
+    classes_covered: int | None = None
+    num_classes: int | None = None
+
+
+class CheckpointScores(BaseModel):
+    """What the worker measured on a checkpoint (app.core.scores)."""
+
+    num_samples: int | None = None
+    extractor: str | None = Field(None, description="classifier | rotation: the feature space")
+    ema: GeneratorScores | None = None
+    raw: GeneratorScores | None = None
+    preferred: Literal["ema", "raw"] | None = Field(
+        None, description="the generator with the lower FD: what ema=auto samples from"
+    )
+    fd: float | None = Field(None, description="the preferred generator's FD")
+    inception: dict[str, Any] | None = Field(
+        None, description="standard FID/KID per generator, when GANFORGE_INCEPTION_WEIGHTS is set"
+    )
+    seconds: float | None = None
+    error: str | None = Field(None, description="why scoring failed (score_status 'failed')")
 
 
 class CheckpointPublic(BaseModel):
@@ -121,10 +162,13 @@ class CheckpointPublic(BaseModel):
     files: dict[str, Any]
     losses: dict[str, Any] | None
     created_at: UtcDateTime
+    score_status: Literal["pending", "scored", "failed", "off"]
+    scores: CheckpointScores | None
+    best: bool = Field(description="the job's best checkpoint (what checkpoints/best resolves to)")
     links: dict[str, str]
 
     @classmethod
-    def of(cls, ckpt: Checkpoint) -> CheckpointPublic:
+    def of(cls, ckpt: Checkpoint, best_id: str | None = None) -> CheckpointPublic:
         base = f"/v1/jobs/{ckpt.job_id}/checkpoints/{ckpt.id}"
         return cls(
             id=ckpt.id,
@@ -134,6 +178,9 @@ class CheckpointPublic(BaseModel):
             files=ckpt.files,
             losses=ckpt.losses,
             created_at=ckpt.created_at,
+            score_status=ckpt.score_status,
+            scores=CheckpointScores.model_validate(ckpt.scores) if ckpt.scores else None,
+            best=best_id is not None and best_id == ckpt.id,
             links={
                 "self": base,
                 "download": f"{base}/download",
@@ -213,3 +260,66 @@ class Problem(BaseModel):
     detail: str
     field: str | None = None
     errors: list[dict[str, Any]] | None = None
+
+
+class TrainPointPublic(BaseModel):
+    """The mean of the progress reports over steps step_from..step (a bucket of the history)."""
+
+    step: int
+    step_from: int
+    time: UtcDateTime
+    d_loss: float | None
+    g_loss: float | None
+    images_per_sec: float | None
+
+
+class CheckpointHistoryPublic(BaseModel):
+    id: str
+    step: int
+    created_at: UtcDateTime
+    stored: bool = Field(description="false once pruned to keep_checkpoints (files gone)")
+    best: bool
+    score_status: Literal["pending", "scored", "failed", "off"]
+    scores: CheckpointScores | None
+
+
+class MetricsPublic(BaseModel):
+    job_id: str
+    status: str
+    best_checkpoint_id: str | None
+    train: list[TrainPointPublic] = Field(description="loss history, oldest first (bounded)")
+    checkpoints: list[CheckpointHistoryPublic] = Field(
+        description="every checkpoint the run wrote, oldest first, with its scores"
+    )
+
+    @classmethod
+    def of(cls, h: History) -> MetricsPublic:
+        best = h.job.best_checkpoint_id
+        return cls(
+            job_id=h.job.id,
+            status=h.job.status,
+            best_checkpoint_id=best,
+            train=[
+                TrainPointPublic(
+                    step=m.step_to,
+                    step_from=m.step_from,
+                    time=m.at,
+                    d_loss=m.d_loss,
+                    g_loss=m.g_loss,
+                    images_per_sec=m.images_per_sec,
+                )
+                for m in h.train
+            ],
+            checkpoints=[
+                CheckpointHistoryPublic(
+                    id=c.id,
+                    step=c.step,
+                    created_at=c.created_at,
+                    stored=c.pruned_at is None,
+                    best=c.id == best,
+                    score_status=c.score_status,
+                    scores=CheckpointScores.model_validate(c.scores) if c.scores else None,
+                )
+                for c in h.checkpoints
+            ],
+        )

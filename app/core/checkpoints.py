@@ -18,11 +18,13 @@ from app.core.store import ArtifactStore
 def list_checkpoints(
     session: Session, *, job_id: str, owner_id: str | None = None
 ) -> list[Checkpoint]:
-    """A job's checkpoints, newest first."""
+    """A job's stored checkpoints (not the pruned ones), newest first."""
     get_job(session, job_id=job_id, owner_id=owner_id)
     return list(
         session.scalars(
-            select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc())
+            select(Checkpoint)
+            .where(Checkpoint.job_id == job_id, Checkpoint.pruned_at.is_(None))
+            .order_by(Checkpoint.step.desc())
         )
     )
 
@@ -30,17 +32,37 @@ def list_checkpoints(
 def get_checkpoint(
     session: Session, *, job_id: str, ref: str, owner_id: str | None = None
 ) -> Checkpoint:
-    """A checkpoint by id, or 'latest' (highest step)."""
+    """A stored checkpoint by id; 'latest' (the highest step); or 'best' (the lowest FD of its
+    better generator in the dataset's feature space, ties to the newer)."""
     get_job(session, job_id=job_id, owner_id=owner_id)
-    query = select(Checkpoint).where(Checkpoint.job_id == job_id)
+    stored = select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.pruned_at.is_(None))
     if ref == "latest":
-        ckpt = session.scalar(query.order_by(Checkpoint.step.desc()).limit(1))
+        ckpt = session.scalar(stored.order_by(Checkpoint.step.desc()).limit(1))
         if ckpt is None:
             raise NotFound(f"job {job_id} has no checkpoint yet")
         return ckpt
-    ckpt = session.scalar(query.where(Checkpoint.id == ref))
+    if ref == "best":
+        ckpt = session.scalar(
+            stored.where(Checkpoint.best_fd.is_not(None))
+            .order_by(Checkpoint.best_fd.asc(), Checkpoint.step.desc())
+            .limit(1)
+        )
+        if ckpt is None:
+            raise NotFound(
+                f"job {job_id} has no scored checkpoint yet (scoring may be off: "
+                "GANFORGE_SCORE_SAMPLES); use 'latest'"
+            )
+        return ckpt
+    ckpt = session.scalar(
+        select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.id == ref)
+    )
     if ckpt is None:
         raise NotFound(f"checkpoint {ref} of job {job_id} not found")
+    if ckpt.pruned_at is not None:
+        raise NotFound(
+            f"checkpoint {ref} of job {job_id} was pruned (keep_checkpoints); its "
+            "scores remain in the job's metrics"
+        )
     return ckpt
 
 

@@ -202,6 +202,7 @@ def request_cancel(session: Session, *, job_id: str, owner_id: str | None = None
     if job.status == JobStatus.queued:
         job.status, job.finished_at = JobStatus.canceled, utcnow()
     job.cancel_requested = True
+    job.version = Job.version + 1  # atomic, beside the worker's writes
     session.flush()
     return job
 
@@ -273,6 +274,7 @@ def resume_job(
     job.finished_at = None
     job.lease_owner = job.lease_expires_at = None
     job.enqueued_at = utcnow()
+    job.version = Job.version + 1  # atomic, beside the worker's writes
     session.flush()
     return job
 

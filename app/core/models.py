@@ -18,7 +18,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    literal_column,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -89,8 +88,12 @@ class Job(Base):
     worker_losses: Mapped[int] = mapped_column(Integer, default=0)  # its worker died mid-run
     # when the latest training message was sent: the sweep re-sends one that got lost
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime)
-    # +1 on every write to the row: the id of the job's server-sent events
-    version: Mapped[int] = mapped_column(Integer, default=0, onupdate=literal_column("version + 1"))
+    # +1 on every change a watcher would want to see (progress, status, a scored checkpoint;
+    # not lease renewals): the ids of the job's server-sent events
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    # the checkpoint with the lowest FD so far (kept in step with the checkpoint rows)
+    best_checkpoint_id: Mapped[str | None] = mapped_column(String(40))
+    best_fd: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     first_step_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -100,8 +103,9 @@ class Job(Base):
     checkpoints: Mapped[list[Checkpoint]] = relationship(
         back_populates="job", cascade="all, delete-orphan", order_by="Checkpoint.step"
     )
-    # Fetch the version a flush just set (RETURNING), so a row read after commit is current.
-    __mapper_args__ = {"eager_defaults": True}
+    metrics: Mapped[list[JobMetric]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", order_by="JobMetric.step_to"
+    )
 
 
 class Checkpoint(Base):
@@ -116,8 +120,48 @@ class Checkpoint(Base):
     files: Mapped[dict[str, Any]] = mapped_column(JSON)  # name -> {sha256, size}
     losses: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # quality, written by the worker after the checkpoint lands (app.core.scores)
+    score_status: Mapped[str] = mapped_column(String(20), default="pending")  # scored|failed|off
+    scores: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    best_fd: Mapped[float | None] = mapped_column(Float)  # the lower FD of its generators
+    preferred: Mapped[str | None] = mapped_column(String(8))  # "ema" | "raw": which scored better
+    event_version: Mapped[int | None] = mapped_column(Integer)  # job.version when it was final
+    # Pruned to keep_checkpoints: the files are gone, the row stays as the run's history.
+    pruned_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     job: Mapped[Job] = relationship(back_populates="checkpoints")
+
+
+class JobMetric(Base):
+    """A bucket of the loss history: the mean of the progress reports from step_from to step_to.
+
+    Buckets are merged pairwise when a job has too many (app.core.metrics), so a long run
+    keeps a bounded, evenly coarse history.
+    """
+
+    __tablename__ = "job_metrics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    step_from: Mapped[int] = mapped_column(Integer)
+    step_to: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(DateTime)  # when the last report in it was made
+    d_loss: Mapped[float | None] = mapped_column(Float)
+    g_loss: Mapped[float | None] = mapped_column(Float)
+    images_per_sec: Mapped[float | None] = mapped_column(Float)
+    reports: Mapped[int] = mapped_column(Integer, default=1)
+
+    job: Mapped[Job] = relationship(back_populates="metrics")
+
+
+class Lock(Base):
+    """A named lock with a lease, for work one process of the fleet should do (and others wait for)."""
+
+    __tablename__ = "locks"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class Worker(Base):

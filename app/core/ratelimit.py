@@ -1,6 +1,6 @@
 """Sampling limits per API key: requests per second, and rendering priced by its work.
 
-Backed by the ``limits`` library's sliding-window counters: in Redis when the broker is
+Backed by the ``limits`` library's windows: in Redis when the broker is
 Redis, so every API replica draws on the same budget (N replicas used to allow N times the
 rate), and in process memory otherwise. A request is charged once for being a request (cache
 hits and 304s included) and, when it must render, again by the pixels it generates
@@ -15,7 +15,7 @@ import math
 import time
 
 from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
 from app.core.errors import DomainError
@@ -61,7 +61,11 @@ class SamplingLimits:
         else:
             storage = storage_from_string("async+memory://")
             self.shared = False
-        self.limiter = SlidingWindowCounterRateLimiter(storage)
+        # Requests cost 1: a moving window (exact). Renders cost up to thousands of units, which
+        # a moving window would store one entry each for: a sliding-window counter (two
+        # counters per key, the older one weighted by how much of it is still in the window).
+        self.request_limiter = MovingWindowRateLimiter(storage)
+        self.render_limiter = SlidingWindowCounterRateLimiter(storage)
         self.settings = settings
 
     async def request(self, key: str) -> None:
@@ -69,6 +73,7 @@ class SamplingLimits:
         if self.requests_on:
             s = self.settings
             await self._hit(
+                self.request_limiter,
                 self.request_item,
                 key,
                 1,
@@ -86,6 +91,7 @@ class SamplingLimits:
         s = self.settings
         units = min(self.render_units(pixels), self.max_units)  # the largest request can pass
         await self._hit(
+            self.render_limiter,
             self.render_item,
             key,
             units,
@@ -94,11 +100,18 @@ class SamplingLimits:
             f"{pixels / 1e6:.2f}",
         )
 
-    async def _hit(self, item: RateLimitItem, key: str, cost: int, detail: str) -> None:
+    @staticmethod
+    async def _hit(
+        limiter: MovingWindowRateLimiter | SlidingWindowCounterRateLimiter,
+        item: RateLimitItem,
+        key: str,
+        cost: int,
+        detail: str,
+    ) -> None:
         try:
-            if await self.limiter.hit(item, key, cost=cost):
+            if await limiter.hit(item, key, cost=cost):
                 return
-            stats = await self.limiter.get_window_stats(item, key)
+            stats = await limiter.get_window_stats(item, key)
         except Exception as exc:  # Redis away: serve rather than refuse
             log.warning("rate limit not applied (%s: %s)", type(exc).__name__, exc)
             return

@@ -1,5 +1,6 @@
 """What a worker does to a job: claim it with a lease, renew it, write progress and
-checkpoints, record the end; and the sweep that recovers jobs whose worker died.
+checkpoints, record the end or hand it back (the recovery of jobs whose worker died is in
+app.core.recovery; scores and pruning in app.core.scores).
 
 Every write is conditional on the lease (``lease_owner == worker_id``), so a worker that
 lost its job to another one can never add to its records.
@@ -7,18 +8,18 @@ lost its job to another one can never add to its records.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Update, and_, delete, or_, select, update
+from sqlalchemy import CursorResult, Update, and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.core import history
 from app.core.db import utcnow
 from app.core.models import Checkpoint, Job, JobStatus
 
 
-def _update(session: Session, statement: Update) -> int:
+def update_rows(session: Session, statement: Update) -> int:
     """Run an UPDATE; how many rows it changed."""
     result = session.execute(statement.execution_options(synchronize_session=False))
     return cast(CursorResult[Any], result).rowcount
@@ -31,7 +32,7 @@ def claim_job(session: Session, *, job_id: str, worker_id: str, lease_seconds: f
         Job.status == JobStatus.queued,
         and_(Job.status == JobStatus.running, Job.lease_expires_at < now),
     )
-    result = _update(
+    result = update_rows(
         session,
         update(Job)
         .where(Job.id == job_id, claimable, Job.cancel_requested.is_(False))
@@ -42,6 +43,7 @@ def claim_job(session: Session, *, job_id: str, worker_id: str, lease_seconds: f
             attempts=Job.attempts + 1,
             started_at=now,  # of the latest attempt (attempts counts them)
             updated_at=now,
+            version=Job.version + 1,
         ),
     )
     session.commit()
@@ -55,7 +57,7 @@ def renew_lease(
 ) -> bool | None:
     """Extend our lease; returns the cancel flag, or None if the job is no longer ours."""
     now = utcnow()
-    result = _update(
+    result = update_rows(
         session,
         update(Job)
         .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == JobStatus.running)
@@ -74,14 +76,17 @@ def record_resolved_config(
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.lease_owner == worker_id)
-        .values(config=config)
+        .values(config=config, version=Job.version + 1)
         .execution_options(synchronize_session=False)
     )
     session.commit()
 
 
-def record_progress(session: Session, *, job_id: str, worker_id: str, progress: Any) -> None:
-    """Write the loop's latest progress onto the job row (only while we hold it)."""
+def record_progress(
+    session: Session, *, job_id: str, worker_id: str, progress: Any, history_points: int = 500
+) -> None:
+    """Write the loop's latest progress onto the job row and into its loss history (only while
+    we hold the job)."""
     values: dict[str, Any] = {
         "step": progress.step,
         "total_steps": progress.total_steps,
@@ -90,13 +95,13 @@ def record_progress(session: Session, *, job_id: str, worker_id: str, progress: 
         "images_per_sec": progress.images_per_sec,
         "eta_seconds": progress.eta_seconds,
         "updated_at": utcnow(),
+        "version": Job.version + 1,
     }
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.lease_owner == worker_id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    held = update_rows(
+        session, update(Job).where(Job.id == job_id, Job.lease_owner == worker_id).values(**values)
     )
+    if held == 1:
+        history.append(session, job_id=job_id, progress=progress, points=history_points)
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.first_step_at.is_(None))
@@ -115,22 +120,23 @@ def record_checkpoint(
     size_bytes: int,
     files: dict[str, Any],
     losses: dict[str, Any] | None,
-    keep: int,
     worker_id: str | None = None,
+    scoring: bool = False,
 ) -> Checkpoint | None:
-    """Record a checkpoint that has landed, and forget the ones the trainer is about to prune.
+    """Record a checkpoint that has landed (pruning is app.core.scores.prune_rows' job).
 
-    With ``worker_id``, only while that worker holds the job's lease (else None, nothing
-    recorded): a run that lost its job to another worker must not add to its records.
+    With ``scoring``, its scores follow (``score_status`` "pending"); without, it is final now
+    and announced to the job's watchers. With ``worker_id``, only while that worker holds the
+    job's lease (else None, nothing recorded): a run that lost its job to another worker must
+    not add to its records.
     """
     if worker_id is not None:
         # Update the job row first: it is locked until commit, so a concurrent claim waits.
-        held = _update(
+        held = update_rows(
             session,
             update(Job)
             .where(Job.id == job_id, Job.lease_owner == worker_id)
-            .values(updated_at=utcnow())
-            .execution_options(synchronize_session=False),
+            .values(updated_at=utcnow()),
         )
         if held != 1:
             session.rollback()
@@ -143,24 +149,28 @@ def record_checkpoint(
         session.add(ckpt)
     ckpt.path, ckpt.size_bytes, ckpt.files, ckpt.losses = key, size_bytes, files, losses
     ckpt.created_at = utcnow()
-    session.flush()
-    steps = list(
-        session.scalars(
-            select(Checkpoint.step)
-            .where(Checkpoint.job_id == job_id)
-            .order_by(Checkpoint.step.desc())
-        )
+    ckpt.pruned_at = None
+    ckpt.score_status, ckpt.scores, ckpt.best_fd, ckpt.preferred = (
+        "pending" if scoring else "off",
+        None,
+        None,
+        None,
     )
-    # Rows go before files: a listed checkpoint always exists on disk.
-    if len(steps) > keep:
-        session.execute(
-            delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step.in_(steps[keep:]))
-        )
-    session.execute(
-        update(Job).where(Job.id == job_id).values(step=max(step, 0), updated_at=utcnow())
-    )
+    ckpt.event_version = None if scoring else bump_version(session, job_id)
+    session.execute(update(Job).where(Job.id == job_id).values(step=max(step, 0)))
     session.commit()
     return ckpt
+
+
+def bump_version(session: Session, job_id: str) -> int:
+    """+1 on the job's version (something its watchers should see); the new version."""
+    version = session.scalar(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(version=Job.version + 1, updated_at=utcnow())
+        .returning(Job.version)
+    )
+    return int(version or 0)
 
 
 def finish_job(
@@ -180,10 +190,11 @@ def finish_job(
         "updated_at": utcnow(),
         "lease_owner": None,
         "lease_expires_at": None,
+        "version": Job.version + 1,
     }
     if step is not None:
         values["step"] = step
-    result = _update(
+    result = update_rows(
         session, update(Job).where(Job.id == job_id, Job.lease_owner == worker_id).values(**values)
     )
     session.commit()
@@ -196,7 +207,7 @@ def release_job(session: Session, *, job_id: str, worker_id: str) -> bool:
     The caller sends its message; False if the job was no longer ours.
     """
     now = utcnow()
-    result = _update(
+    result = update_rows(
         session,
         update(Job)
         .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == JobStatus.running)
@@ -206,111 +217,8 @@ def release_job(session: Session, *, job_id: str, worker_id: str) -> bool:
             lease_expires_at=None,
             enqueued_at=now,
             updated_at=now,
+            version=Job.version + 1,
         ),
     )
     session.commit()
     return result == 1
-
-
-@dataclass
-class Sweep:
-    """What one sweep did; ``to_send`` are the jobs whose message the caller must (re)send."""
-
-    to_send: list[str] = field(default_factory=list)
-    requeued: list[str] = field(default_factory=list)  # their worker died; resumed elsewhere
-    resent: list[str] = field(default_factory=list)  # queued so long their message looks lost
-    canceled: list[str] = field(default_factory=list)  # canceled while nobody held them
-    failed: list[str] = field(default_factory=list)  # their worker died max_attempts times
-
-
-def _flip(session: Session, job_id: str, where: Any, values: dict[str, Any]) -> bool:
-    """A conditional update of one job: when several workers sweep at once, one of them wins."""
-    result = _update(session, update(Job).where(Job.id == job_id, where).values(**values))
-    return result == 1
-
-
-def sweep_jobs(session: Session, *, max_attempts: int, requeue_after: float) -> Sweep:
-    """Find jobs no live worker will ever run, and put each where it belongs.
-
-    - running with an expired lease (the worker died): canceled if a cancel was asked for,
-      failed once its workers have died ``max_attempts`` times (a job that kills its worker,
-      e.g. out of memory, is not retried forever), otherwise queued again to resume;
-    - queued with a cancel request (asked while its worker was away): canceled;
-    - queued with its message sent more than ``requeue_after`` seconds ago (the broker may
-      have lost it, e.g. a restarted Redis without persistence): sent again. A duplicate is
-      harmless: the claim is atomic and the second message finds the job taken and exits.
-    """
-    now = utcnow()
-    done = Sweep()
-    stale_lease = and_(Job.status == JobStatus.running, Job.lease_expires_at < now)
-    for job in session.scalars(select(Job).where(stale_lease)):
-        end = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
-        if job.cancel_requested:
-            if _flip(
-                session,
-                job.id,
-                stale_lease,
-                {**end, "status": JobStatus.canceled, "finished_at": now},
-            ):
-                done.canceled.append(job.id)
-        elif job.worker_losses + 1 >= max_attempts:
-            error = (
-                f"its worker died {job.worker_losses + 1} times (last at step {job.step}; "
-                "out of memory?); not retried again. Resume it to try once more."
-            )
-            if _flip(
-                session,
-                job.id,
-                stale_lease,
-                {
-                    **end,
-                    "status": JobStatus.failed,
-                    "error": error,
-                    "finished_at": now,
-                    "worker_losses": job.worker_losses + 1,
-                },
-            ):
-                done.failed.append(job.id)
-        elif _flip(
-            session,
-            job.id,
-            stale_lease,
-            {
-                **end,
-                "status": JobStatus.queued,
-                "enqueued_at": now,
-                "worker_losses": job.worker_losses + 1,
-            },
-        ):
-            done.requeued.append(job.id)
-    queued = Job.status == JobStatus.queued
-    for job_id in session.scalars(select(Job.id).where(queued, Job.cancel_requested.is_(True))):
-        if _flip(
-            session,
-            job_id,
-            and_(queued, Job.cancel_requested.is_(True)),
-            {"status": JobStatus.canceled, "finished_at": now, "updated_at": now},
-        ):
-            done.canceled.append(job_id)
-    lost = and_(
-        queued,
-        or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - timedelta(seconds=requeue_after)),
-    )
-    for job_id in session.scalars(select(Job.id).where(lost)):
-        if _flip(session, job_id, lost, {"enqueued_at": now}):
-            done.resent.append(job_id)
-    session.commit()
-    done.to_send = done.requeued + done.resent
-    return done
-
-
-def mark_unsent(session: Session, *, job_ids: list[str]) -> None:
-    """Messages that could not be sent (broker down): the next sweep sends them again."""
-    if job_ids:
-        session.execute(
-            update(Job)
-            .where(Job.id.in_(job_ids), Job.status == JobStatus.queued)
-            .values(enqueued_at=None)
-            .execution_options(synchronize_session=False)
-        )
-        session.commit()

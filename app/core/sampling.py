@@ -15,6 +15,7 @@ import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 
 import torch
@@ -34,6 +35,24 @@ from gan_core.nets import Generator
 from gan_core.sampling import generate, interpolation_inputs, png_grid, sample_inputs
 
 
+class EmaChoice(StrEnum):
+    auto = "auto"
+    true = "true"
+    false = "false"
+
+
+MOVING_REFS = ("latest", "best")  # resolve to another checkpoint as training goes on
+
+
+def use_ema(row: Checkpoint, choice: EmaChoice | bool) -> bool:
+    """Whether a request's ``ema`` choice means the averaged generator of this checkpoint."""
+    if isinstance(choice, bool):
+        return choice
+    if choice == EmaChoice.auto:
+        return row.preferred != "raw"
+    return choice == EmaChoice.true
+
+
 @dataclass(frozen=True)
 class SampleRequest:
     kind: str  # "samples" | "interpolation"
@@ -41,7 +60,7 @@ class SampleRequest:
     seed: int = 0
     nrow: int = 8
     label: int | None = None
-    ema: bool = True
+    ema: EmaChoice | bool = EmaChoice.auto  # resolved to a bool per checkpoint before rendering
     truncation: float | None = None
     from_seed: int = 0
     to_seed: int = 1
@@ -106,7 +125,7 @@ class Png:
     body: bytes | None  # None: the client's If-None-Match already names it (304)
     checkpoint_id: str
     step: int
-    immutable: bool  # a fixed checkpoint id names immutable weights; 'latest' moves
+    immutable: bool  # a fixed checkpoint id names immutable weights; 'latest' and 'best' move
 
 
 @dataclass(frozen=True)
@@ -153,10 +172,10 @@ class SamplingService:
 
     async def checkpoint(self, job_id: str, ref: str, owner_id: str | None) -> _Ref:
         key = (job_id, ref, owner_id)
-        hit = self.refs.get(key) if ref != "latest" else None
+        hit = self.refs.get(key) if ref not in MOVING_REFS else None
         if hit is None:
             hit = await asyncio.to_thread(self._resolve, job_id, ref, owner_id)
-            if ref != "latest":
+            if ref not in MOVING_REFS:
                 self.refs.put(key, hit)
         return hit
 
@@ -183,8 +202,13 @@ class SamplingService:
                     f"label must be < {found.num_classes} (the model's classes)", field="label"
                 )
         row = found.row
+        # auto: the generator that scored the lower FD (the averaged one until scored)
+        fixed = ref not in MOVING_REFS and not (
+            req.ema == EmaChoice.auto and row.score_status == "pending"
+        )
+        req = replace(req, ema=use_ema(row, req.ema))
         etag = self.sampler.etag(checkpoints.content_hash(row), req)
-        unchanged = Png(etag, None, row.id, row.step, immutable=ref != "latest")
+        unchanged = Png(etag, None, row.id, row.step, immutable=fixed)
         if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
             return unchanged
         cached = self.sampler.pngs.get(etag)  # a repeat: no thread hop, no disk access
@@ -204,7 +228,7 @@ class SamplingService:
     ) -> bytes:
         loop = asyncio.get_running_loop()
         try:
-            G = await asyncio.to_thread(self.sampler.generator, path, req.ema)
+            G = await asyncio.to_thread(self.sampler.generator, path, bool(req.ema))
             z, labels = self.sampler.inputs(G, req)
         except CheckpointError as exc:
             raise InvalidInput(f"checkpoint {row.id} cannot be loaded: {exc}") from exc

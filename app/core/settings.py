@@ -62,6 +62,31 @@ class Settings(BaseSettings):
     worker_seen_seconds: float = Field(
         60.0, gt=0, description="/readyz wants a worker heartbeat at most this old (fleet mode)"
     )
+    score_samples: int = Field(
+        2000,
+        ge=0,
+        description="images generated per generator to score each checkpoint "
+        "(FD, KID, precision/recall in the dataset's own feature space); 0 turns scoring off",
+    )
+    inception_weights: Path | None = Field(
+        None,
+        description="a local copy of the standard FID Inception-v3 weights (torch-fidelity's "
+        "pt_inception-2015-12-05); set, checkpoints also get the standard FID/KID",
+    )
+    inception_samples: int = Field(1000, ge=2, description="images per generator for Inception FID")
+    inception_reference_images: int = Field(
+        2000, ge=2, description="real images behind the Inception reference statistics"
+    )
+    history_points: int = Field(
+        500,
+        ge=10,
+        le=100_000,
+        description="a job's loss history keeps between this many and "
+        "twice as many points (older reports are merged)",
+    )
+    events_keepalive_seconds: float = Field(
+        15.0, gt=0, description="a server-sent event stream sends a comment this often when idle"
+    )
     generator_cache_size: int = Field(8, ge=1, description="generators kept loaded for sampling")
     png_cache_size: int = Field(256, ge=0, description="rendered PNGs kept for repeated requests")
     png_cache_bytes: int = Field(

@@ -14,8 +14,12 @@ TINY = tiny()
 
 @pytest.fixture
 def settings(tmp_path) -> Settings:
-    # More concurrent jobs than the default 4: list/pagination tests queue several.
-    return Settings(data_dir=tmp_path, progress_interval=0.05, max_jobs_per_owner=20)
+    # More concurrent jobs than the default 4: list/pagination tests queue several. Scoring
+    # off (a feature extractor per test's store would cost seconds each); the scoring tests
+    # turn it on.
+    return Settings(
+        data_dir=tmp_path, progress_interval=0.05, max_jobs_per_owner=20, score_samples=0
+    )
 
 
 def make_key(settings: Settings, name: str, admin: bool = False) -> str:

@@ -114,7 +114,7 @@ def assert_nothing_left(client, settings: Settings, uploads_before=0):
 
 @contextmanager
 def app_with(tmp_path, **overrides):
-    settings = Settings(data_dir=tmp_path, **overrides)
+    settings = Settings(data_dir=tmp_path, **{"score_samples": 0, **overrides})
     key = make_key(settings, "alice")
     with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as c:
         yield c, settings

@@ -52,7 +52,11 @@ DIVERGES = {
 def settings(tmp_path) -> Settings:
     # A short lease, so a crashed run's job is claimable again within a test.
     return Settings(
-        data_dir=tmp_path, progress_interval=0.05, max_jobs_per_owner=20, lease_seconds=1.0
+        data_dir=tmp_path,
+        progress_interval=0.05,
+        max_jobs_per_owner=20,
+        lease_seconds=1.0,
+        score_samples=0,
     )
 
 
@@ -172,7 +176,6 @@ def test_a_checkpoint_is_recorded_only_by_the_lease_holder(client, settings):
             size_bytes=1,
             files={},
             losses=None,
-            keep=5,
         )
         assert runs.record_checkpoint(s, worker_id="A", **kwargs) is None
         assert s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id)).all() == []
@@ -239,7 +242,9 @@ def _child_run(settings: Settings, job_id: str, crash_at: str) -> None:
 
         ckpt._write_file = dying_write
     elif crash_at == "before-record":  # the second checkpoint landed; its record did not
-        real_record = runner.runs.record_checkpoint
+        import worker.hooks as hooks
+
+        real_record = hooks.runs.record_checkpoint
         calls = [0]
 
         def dying_record(*args, **kwargs):
@@ -248,7 +253,7 @@ def _child_run(settings: Settings, job_id: str, crash_at: str) -> None:
                 os._exit(137)
             return real_record(*args, **kwargs)
 
-        runner.runs.record_checkpoint = dying_record
+        hooks.runs.record_checkpoint = dying_record
     runner.run_job(job_id, settings=settings)
     os._exit(0)  # reached only if the crash never came
 

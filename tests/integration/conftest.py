@@ -136,6 +136,8 @@ class Stack:
             "GANFORGE_PROGRESS_INTERVAL": "0.2",
             "GANFORGE_PORT": str(self.port),
             "OMP_NUM_THREADS": "1",  # two cores, several processes
+            # Scoring off unless a test turns it on: an extractor per stack costs seconds.
+            "GANFORGE_SCORE_SAMPLES": "0",
             **(extra_env or {}),
         }
         self.api: Proc | None = None

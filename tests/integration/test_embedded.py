@@ -68,6 +68,7 @@ def test_embedded_serve_restarts_its_worker_when_it_dies(tmp_path):
     import signal
 
     stack = Stack(tmp_path, None)
+    stack.env["GANFORGE_SCORE_SAMPLES"] = "0"
     stack.start_api()
     try:
         stack.wait_ready()

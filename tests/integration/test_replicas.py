@@ -29,7 +29,7 @@ def replicas(tmp_path_factory, pg_url):
         tmp,
         pg_url,
         extra_env={
-            "GANFORGE_RENDER_MEGAPIXELS_PER_SECOND": "0.001",
+            "GANFORGE_RENDER_MEGAPIXELS_PER_SECOND": "0.00001",  # a 3-hour window
             "GANFORGE_RENDER_BURST_MEGAPIXELS": "0.1",
             "GANFORGE_SAMPLE_RATE": "0",
         },

@@ -64,6 +64,7 @@ def serve(tmp_path_factory):
     stack = Stack(tmp, None)
     stack.env.update(
         {
+            "GANFORGE_SCORE_SAMPLES": "0",
             "GANFORGE_UPLOAD_IDLE_TIMEOUT_SECONDS": str(IDLE),
             "GANFORGE_UPLOAD_MIN_BYTES_PER_SECOND": str(MIN_RATE),
             "GANFORGE_MAX_CONCURRENT_UPLOADS": "3",

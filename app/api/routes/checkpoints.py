@@ -10,7 +10,7 @@ from app.api.deps import PrincipalDep, ServicesDep, SessionDep, limit_sampling
 from app.api.errors import problem_responses
 from app.api.schemas import CheckpointPublic, CheckpointsPublic
 from app.core import checkpoints
-from app.core.sampling import Png, SampleRequest
+from app.core.sampling import EmaChoice, Png, SampleRequest
 
 router = APIRouter(
     prefix="/v1/jobs/{job_id}/checkpoints",
@@ -29,25 +29,35 @@ PNG: dict[int | str, dict[str, Any]] = {
     ),
 }
 IMMUTABLE = "public, max-age=31536000, immutable"
+EmaQuery = Annotated[
+    EmaChoice,
+    Query(
+        description=(
+            "which generator: the averaged one (true), the raw one (false), or whichever scored the "
+            "lower FD on this checkpoint (auto; the averaged one while unscored)"
+        )
+    ),
+]
 
 
 @router.get("", response_model=CheckpointsPublic)
 def list_checkpoints(
     job_id: str, session: SessionDep, principal: PrincipalDep
 ) -> CheckpointsPublic:
-    """A job's checkpoints, newest first."""
+    """A job's stored checkpoints, newest first, with their scores."""
     items = checkpoints.list_checkpoints(session, job_id=job_id, owner_id=principal.scope)
-    return CheckpointsPublic(items=[CheckpointPublic.of(c) for c in items])
+    return CheckpointsPublic(
+        items=[CheckpointPublic.of(c, c.job.best_checkpoint_id) for c in items]
+    )
 
 
 @router.get("/{ckpt}", response_model=CheckpointPublic)
 def get_checkpoint(
     job_id: str, ckpt: str, session: SessionDep, principal: PrincipalDep
 ) -> CheckpointPublic:
-    """One checkpoint (an id, or 'latest'): step, size, file hashes."""
-    return CheckpointPublic.of(
-        checkpoints.get_checkpoint(session, job_id=job_id, ref=ckpt, owner_id=principal.scope)
-    )
+    """One checkpoint (an id, 'latest' or 'best'): step, size, file hashes, scores."""
+    row = checkpoints.get_checkpoint(session, job_id=job_id, ref=ckpt, owner_id=principal.scope)
+    return CheckpointPublic.of(row, row.job.best_checkpoint_id)
 
 
 @router.get(
@@ -104,7 +114,7 @@ async def samples_png(
     label: Annotated[
         int | None, Query(ge=0, le=999, description="class (conditional models)")
     ] = None,
-    ema: bool = True,
+    ema: EmaQuery = EmaChoice.auto,
     truncation: Annotated[float | None, Query(gt=0, le=10)] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -135,7 +145,7 @@ async def interpolation_png(
     steps: Annotated[int, Query(ge=2, le=64, description="images along the walk")] = 8,
     nrow: Annotated[int | None, Query(ge=1, le=64)] = None,
     label: Annotated[int | None, Query(ge=0, le=999)] = None,
-    ema: bool = True,
+    ema: EmaQuery = EmaChoice.auto,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """A latent walk from one seed's image to another's, as one PNG row (or grid)."""

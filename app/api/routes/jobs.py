@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
@@ -11,11 +11,10 @@ from fastapi.responses import StreamingResponse
 
 from app.api.deps import PrincipalDep, ServicesDep, SessionDep
 from app.api.errors import problem_responses
-from app.api.schemas import JobCreate, JobPublic, JobResume, JobsPublic
+from app.api.schemas import CheckpointPublic, JobCreate, JobPublic, JobResume, JobsPublic
 from app.core import jobs
-from app.core.db import session_scope
-from app.core.errors import NotFound
-from app.core.models import FINISHED, JobStatus
+from app.core.events import Event, JobEvents
+from app.core.models import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401, 422, 503))
 _ONE = problem_responses(404)
@@ -23,7 +22,8 @@ _EVENT = {  # one server-sent event, as OpenAPI 3.2's itemSchema (what FastAPI e
     "type": "object",
     "required": ["event", "data"],
     "properties": {
-        "event": {"type": "string", "enum": ["job", "deleted"]},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "event": {"type": "string", "enum": ["job", "checkpoint", "deleted"]},
         "data": {"type": "string", "contentMediaType": "application/json"},
     },
 }
@@ -133,46 +133,60 @@ def delete_job(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+def _sse(event: Event, job_id: str) -> str:
+    """One event in the text/event-stream format."""
+    if event.kind == "keepalive":
+        return ": keep-alive\n\n"
+    if event.kind == "deleted":
+        return f"event: deleted\ndata: {json.dumps({'id': job_id})}\n\n"
+    if event.kind == "checkpoint":
+        assert event.checkpoint is not None
+        data = CheckpointPublic.of(event.checkpoint, event.best_id).model_dump_json()
+    else:
+        assert event.job is not None
+        data = JobPublic.of(event.job).model_dump_json()
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+
+
 @router.get(
     "/{job_id}/events",
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": "`event: job` with the job's JSON whenever it changes, until it finishes; "
-            "`event: deleted` if it is deleted meanwhile",
+            "description": "Server-sent events, each with an `id`: `event: job` with the job's "
+            "JSON whenever it changes, until it finishes; `event: checkpoint` with a "
+            "checkpoint's JSON (and scores) once it is final; `event: deleted` if the job is "
+            "deleted meanwhile; `: keep-alive` comments while idle. Reconnect with "
+            "`Last-Event-ID` to get exactly what was missed.",
             "content": {"text/event-stream": {"itemSchema": _EVENT}},
         },
         **_ONE,
     },
 )
 async def job_events(
-    job_id: str, services: ServicesDep, principal: PrincipalDep
+    job_id: str,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    # str, not int | None: a header cannot be null (and SSE ids are strings)
+    last_event_id: Annotated[
+        str, Header(pattern=r"^[0-9]{0,18}$", description="the id of the last event received")
+    ] = "",
 ) -> StreamingResponse:
-    """Server-sent events: the job as JSON whenever it changes, until it finishes."""
-    url = services.settings.resolved_database_url
+    """Server-sent events of a job, resumable with Last-Event-ID."""
+    events = JobEvents(
+        services.settings,
+        job_id=job_id,
+        owner_id=principal.scope,
+        last_event_id=int(last_event_id) if last_event_id else None,
+    )
+    first = await events.first()  # 404 before the stream starts
 
-    def snapshot() -> JobPublic:
-        with session_scope(url) as s:
-            return JobPublic.of(jobs.get_job(s, job_id=job_id, owner_id=principal.scope))
-
-    first = await asyncio.to_thread(snapshot)  # 404 before the stream starts
-
-    async def stream():
-        job, last = first, None
-        while True:
-            data = job.model_dump_json()
-            if data != last:
-                yield f"event: job\ndata: {data}\n\n"
-                last = data
-            if job.status in FINISHED:
-                return
-            await asyncio.sleep(services.settings.progress_interval)
-            try:
-                job = await asyncio.to_thread(snapshot)
-            except NotFound:
-                yield f"event: deleted\ndata: {json.dumps({'id': job_id})}\n\n"
-                return
+    async def stream() -> AsyncIterator[str]:
+        async for event in events.stream(first):
+            yield _sse(event, job_id)
 
     return StreamingResponse(
-        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -1,0 +1,128 @@
+"""The sweep: jobs that no live worker would ever run, found and put where they belong."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.core.db import utcnow
+from app.core.models import Job, JobStatus
+from app.core.runs import update_rows
+
+
+@dataclass
+class Sweep:
+    """What one sweep did; ``to_send`` are the jobs whose message the caller must (re)send."""
+
+    to_send: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)  # their worker died; resumed elsewhere
+    resent: list[str] = field(default_factory=list)  # queued so long their message looks lost
+    canceled: list[str] = field(default_factory=list)  # canceled while nobody held them
+    failed: list[str] = field(default_factory=list)  # their worker died max_attempts times
+
+
+def _flip(session: Session, job_id: str, where: Any, values: dict[str, Any]) -> bool:
+    """A conditional update of one job: when several workers sweep at once, one of them wins."""
+    result = update_rows(session, update(Job).where(Job.id == job_id, where).values(**values))
+    return result == 1
+
+
+def sweep_jobs(session: Session, *, max_attempts: int, requeue_after: float) -> Sweep:
+    """Find jobs no live worker will ever run, and put each where it belongs.
+
+    - running with an expired lease (the worker died): canceled if a cancel was asked for,
+      failed once its workers have died ``max_attempts`` times (a job that kills its worker,
+      e.g. out of memory, is not retried forever), otherwise queued again to resume;
+    - queued with a cancel request (asked while its worker was away): canceled;
+    - queued with its message sent more than ``requeue_after`` seconds ago (the broker may
+      have lost it, e.g. a restarted Redis without persistence): sent again. A duplicate is
+      harmless: the claim is atomic and the second message finds the job taken and exits.
+    """
+    now = utcnow()
+    done = Sweep()
+    stale_lease = and_(Job.status == JobStatus.running, Job.lease_expires_at < now)
+    for job in session.scalars(select(Job).where(stale_lease)):
+        end = {
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+            "version": Job.version + 1,
+        }
+        if job.cancel_requested:
+            if _flip(
+                session,
+                job.id,
+                stale_lease,
+                {**end, "status": JobStatus.canceled, "finished_at": now},
+            ):
+                done.canceled.append(job.id)
+        elif job.worker_losses + 1 >= max_attempts:
+            error = (
+                f"its worker died {job.worker_losses + 1} times (last at step {job.step}; "
+                "out of memory?); not retried again. Resume it to try once more."
+            )
+            if _flip(
+                session,
+                job.id,
+                stale_lease,
+                {
+                    **end,
+                    "status": JobStatus.failed,
+                    "error": error,
+                    "finished_at": now,
+                    "worker_losses": job.worker_losses + 1,
+                },
+            ):
+                done.failed.append(job.id)
+        elif _flip(
+            session,
+            job.id,
+            stale_lease,
+            {
+                **end,
+                "status": JobStatus.queued,
+                "enqueued_at": now,
+                "worker_losses": job.worker_losses + 1,
+            },
+        ):
+            done.requeued.append(job.id)
+    queued = Job.status == JobStatus.queued
+    for job_id in session.scalars(select(Job.id).where(queued, Job.cancel_requested.is_(True))):
+        if _flip(
+            session,
+            job_id,
+            and_(queued, Job.cancel_requested.is_(True)),
+            {
+                "status": JobStatus.canceled,
+                "finished_at": now,
+                "updated_at": now,
+                "version": Job.version + 1,
+            },
+        ):
+            done.canceled.append(job_id)
+    lost = and_(
+        queued,
+        or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - timedelta(seconds=requeue_after)),
+    )
+    for job_id in session.scalars(select(Job.id).where(lost)):
+        if _flip(session, job_id, lost, {"enqueued_at": now}):
+            done.resent.append(job_id)
+    session.commit()
+    done.to_send = done.requeued + done.resent
+    return done
+
+
+def mark_unsent(session: Session, *, job_ids: list[str]) -> None:
+    """Messages that could not be sent (broker down): the next sweep sends them again."""
+    if job_ids:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(job_ids), Job.status == JobStatus.queued)
+            .values(enqueued_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()

@@ -1,0 +1,198 @@
+"""Checkpoint scores in the service: the scorers a worker uses, and what their scores decide.
+
+A dataset's feature extractor and real-data reference are trained once for the whole fleet:
+they live in the artifact store under ``scorers/<data fingerprint>-<kind>-v<recipe>-<shape>``,
+the first worker that needs them builds them under a database lock while the others wait,
+and every later job on the same data (by content, not by name) reuses them. A worker also
+keeps the last few in memory between jobs.
+
+The scores decide ``best`` (the lowest FD of a checkpoint's better generator; ties to the
+newer), ``ema=auto`` (that better generator) and which checkpoints pruning must keep.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.core import locks
+from app.core.db import utcnow
+from app.core.models import Checkpoint, Job
+from app.core.runs import bump_version, update_rows
+from app.core.settings import Settings
+from app.core.store import LocalStore
+from gan_core.data import ImageTensorDataset
+from gan_core.metrics import (
+    FeatureClassifier,
+    RealReference,
+    build_reference,
+    extractor_digest,
+    load_inception,
+    load_reference,
+    save_reference,
+)
+from gan_core.metrics.inception import InceptionFeatures
+from gan_core.metrics.scorer import CheckpointScorer, build_scorer, load_scorer, scorer_key
+
+log = logging.getLogger("ganforge.scores")
+
+
+class Scorers:
+    """The scorers of one worker process: from memory, from the store, or built (once, fleet-wide)."""
+
+    def __init__(self, settings: Settings, store: LocalStore, holder: str, keep: int = 4):
+        self.settings, self.store, self.holder, self.keep = settings, store, holder, keep
+        self._memo: OrderedDict[tuple[str, str], CheckpointScorer] = OrderedDict()
+        self._inception: InceptionFeatures | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.score_samples > 0
+
+    def for_dataset(self, dataset: ImageTensorDataset, device: torch.device) -> CheckpointScorer:
+        key = scorer_key(dataset)
+        memo_key = (key, str(device))
+        if memo_key in self._memo:
+            self._memo.move_to_end(memo_key)
+            return self._memo[memo_key]
+        directory = self.store.local_path(f"scorers/{key}")
+
+        def build() -> tuple[FeatureClassifier, RealReference]:
+            log.warning("scorer %s: not in the store; training it (once for the fleet)", key)
+            return build_scorer(directory, dataset, device, log.info)
+
+        extractor, reference = locks.load_or_build(
+            self.settings.resolved_database_url,
+            f"scorer:{key}",
+            self.holder,
+            load=lambda: load_scorer(directory, dataset, device, log.info),
+            build=build,
+        )
+        log.info("scorer %s: ready", key)
+        scorer = CheckpointScorer(
+            extractor, reference, device, num_samples=self.settings.score_samples
+        )
+        if self.settings.inception_weights is not None:
+            scorer.inception = self._load_inception(device)
+            scorer.inception_reference = self._inception_reference(key, dataset, scorer.inception)
+            scorer.inception_samples = self.settings.inception_samples
+        self._memo[memo_key] = scorer
+        while len(self._memo) > self.keep:
+            self._memo.popitem(last=False)
+        return scorer
+
+    def _load_inception(self, device: torch.device) -> InceptionFeatures:
+        if self._inception is None:
+            assert self.settings.inception_weights is not None
+            self._inception = load_inception(self.settings.inception_weights, device=device)
+        return self._inception
+
+    def _inception_reference(
+        self, key: str, dataset: ImageTensorDataset, model: InceptionFeatures
+    ) -> RealReference:
+        path = self.store.local_path(f"scorers/{key}-inception/reference.safetensors")
+        digest = extractor_digest(model)  # other weights: another reference
+
+        def load() -> RealReference | None:
+            if not path.is_file():
+                return None
+            ref = load_reference(path)
+            return ref if ref.extractor_digest == digest else None
+
+        def build() -> RealReference:
+            n = self.settings.inception_reference_images
+            ref = build_reference(model, dataset.images, stats_size=n, features_size=n)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_reference(ref, path)
+            return ref
+
+        return locks.load_or_build(
+            self.settings.resolved_database_url,
+            f"scorer:{key}-inception",
+            self.holder,
+            load=load,
+            build=build,
+        )
+
+
+def record_scores(
+    session: Session,
+    *,
+    checkpoint_id: str,
+    worker_id: str,
+    scores: dict[str, Any] | None,
+    error: str | None = None,
+) -> Checkpoint | None:
+    """Put a checkpoint's scores (or why it has none) on its row, update the job's best, and
+    announce the checkpoint to the job's watchers. Only while ``worker_id`` holds the job."""
+    ckpt = session.get(Checkpoint, checkpoint_id)
+    if ckpt is None:
+        return None
+    held = update_rows(
+        session,
+        update(Job)
+        .where(Job.id == ckpt.job_id, Job.lease_owner == worker_id)
+        .values(updated_at=utcnow()),
+    )
+    if held != 1:
+        session.rollback()
+        return None
+    if scores is None:
+        ckpt.score_status, ckpt.scores = "failed", {"error": error or "unknown error"}
+    else:
+        ckpt.score_status, ckpt.scores = "scored", scores
+        ckpt.best_fd, ckpt.preferred = float(scores["fd"]), str(scores["preferred"])
+    session.flush()
+    job = session.get(Job, ckpt.job_id)
+    assert job is not None
+    _refresh_best(session, job)
+    ckpt.event_version = bump_version(session, ckpt.job_id)
+    session.commit()
+    return ckpt
+
+
+def _refresh_best(session: Session, job: Job) -> None:
+    """The job's best is its lowest-FD checkpoint still stored (ties to the newer)."""
+    best = session.scalar(
+        select(Checkpoint)
+        .where(
+            Checkpoint.job_id == job.id,
+            Checkpoint.best_fd.is_not(None),
+            Checkpoint.pruned_at.is_(None),
+        )
+        .order_by(Checkpoint.best_fd.asc(), Checkpoint.step.desc())
+        .limit(1)
+    )
+    job.best_checkpoint_id = best.id if best else None
+    job.best_fd = best.best_fd if best else None
+
+
+def prune_rows(session: Session, *, job_id: str, keep: int) -> set[int]:
+    """Mark all but the newest ``keep`` stored checkpoints pruned, except the job's best.
+
+    Returns the steps the trainer must keep on disk beyond the newest ``keep`` (the best's).
+    Rows go before files: a checkpoint the API lists always has its files. Pruned rows stay
+    as the run's history (their scores feed the metrics and charts).
+    """
+    job = session.get(Job, job_id)
+    if job is None:
+        return set()
+    stored = list(
+        session.scalars(
+            select(Checkpoint)
+            .where(Checkpoint.job_id == job_id, Checkpoint.pruned_at.is_(None))
+            .order_by(Checkpoint.step.desc())
+        )
+    )
+    protected = {c.step for c in stored if c.id == job.best_checkpoint_id}
+    now = utcnow()
+    for ckpt in stored[keep:]:
+        if ckpt.step not in protected:
+            ckpt.pruned_at = now
+    session.commit()
+    return protected

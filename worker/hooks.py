@@ -1,0 +1,173 @@
+"""What a running job writes back: its lease, progress, checkpoints and their scores.
+
+``JobHooks`` turns the training loop's hooks into writes through app.core, each one
+conditional on this worker still holding the job's lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Collection
+from pathlib import Path
+
+from app.core import runs, scores
+from app.core.db import session_scope
+from app.core.settings import Settings
+from app.core.store import LocalStore
+from gan_core.checkpoint import CheckpointInfo
+from gan_core.config import TrainConfig
+from gan_core.data import ImageTensorDataset
+from gan_core.metrics.scorer import CheckpointScorer
+from gan_core.training import Progress, TrainHooks, resolve_device
+
+log = logging.getLogger("ganforge.worker")
+
+# Set in a pool child by its SIGTERM handler (worker.celery_app): the running job writes a
+# checkpoint at its next stop check and is handed back to the queue, for any worker to resume.
+SHUTDOWN = threading.Event()
+
+
+class LeaseLost(Exception):
+    """Another worker holds the job now: stop at once, write no checkpoint, record nothing."""
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the job's lease in the background and notices cancel requests."""
+
+    def __init__(self, url: str, job_id: str, worker_id: str, lease_seconds: float):
+        super().__init__(daemon=True, name=f"lease-{job_id}")
+        self.url, self.job_id, self.worker_id = url, job_id, worker_id
+        self.lease_seconds = lease_seconds
+        self.cancel = threading.Event()  # a user asked the job to stop
+        self.lost = threading.Event()  # the lease was taken from us: stop, write nothing
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        interval = max(0.2, min(self.lease_seconds / 4, 2.0))
+        while not self._done.wait(interval):
+            try:
+                with session_scope(self.url) as s:
+                    flag = runs.renew_lease(
+                        s,
+                        job_id=self.job_id,
+                        worker_id=self.worker_id,
+                        lease_seconds=self.lease_seconds,
+                    )
+            except Exception:  # database briefly away: keep training, try again
+                log.warning("could not renew lease of %s", self.job_id, exc_info=True)
+                continue
+            if flag is None:
+                self.lost.set()
+                return
+            if flag:
+                self.cancel.set()
+
+    def stop(self) -> None:
+        self._done.set()
+
+
+class JobHooks:
+    """The training hooks of one job on this worker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: LocalStore,
+        scorers: scores.Scorers | None,
+        *,
+        job_id: str,
+        worker_id: str,
+        config: TrainConfig,
+        lease: LeaseKeeper,
+    ):
+        self.settings, self.store, self.scorers = settings, store, scorers
+        self.job_id, self.worker_id, self.config, self.lease = job_id, worker_id, config, lease
+        self.url = settings.resolved_database_url
+        self.scorer: CheckpointScorer | None = None
+        self.protected: set[int] = set()  # checkpoint steps pruning must keep (the best)
+
+    def train_hooks(self) -> TrainHooks:
+        return TrainHooks(
+            on_start=self.on_start,
+            on_progress=self.on_progress,
+            should_stop=self.should_stop,
+            on_checkpoint=self.on_checkpoint,
+            keep_also=self.keep_also,
+            progress_interval=self.settings.progress_interval,
+        )
+
+    def on_start(self, resolved: TrainConfig, dataset: ImageTensorDataset) -> None:
+        with session_scope(self.url) as s:
+            runs.record_resolved_config(
+                s,
+                job_id=self.job_id,
+                worker_id=self.worker_id,
+                config=resolved.model_dump(mode="json"),
+            )
+        if self.scorers is not None and self.scorers.enabled:
+            try:
+                self.scorer = self.scorers.for_dataset(dataset, resolve_device(resolved.device))
+            except Exception:  # scoring is a view of training: never a reason to fail it
+                log.exception(
+                    "job %s: no scorer for its dataset; checkpoints go unscored", self.job_id
+                )
+
+    def on_progress(self, p: Progress) -> None:
+        with session_scope(self.url) as s:
+            runs.record_progress(
+                s,
+                job_id=self.job_id,
+                worker_id=self.worker_id,
+                progress=p,
+                history_points=self.settings.history_points,
+            )
+
+    def should_stop(self) -> bool:
+        if self.lease.lost.is_set():  # not a cancel: the loop's save-on-stop must not run
+            raise LeaseLost(self.job_id)
+        return self.lease.cancel.is_set() or SHUTDOWN.is_set()
+
+    def keep_also(self) -> Collection[int]:
+        return self.protected
+
+    def on_checkpoint(self, info: CheckpointInfo) -> None:
+        key = self.store.publish_checkpoint(self.job_id, Path(info.path))
+        with session_scope(self.url) as s:
+            recorded = runs.record_checkpoint(
+                s,
+                job_id=self.job_id,
+                step=info.step,
+                key=key,
+                size_bytes=info.size_bytes,
+                files=info.files,
+                losses=info.losses,
+                worker_id=self.worker_id,
+                scoring=self.scorer is not None,
+            )
+            checkpoint_id = recorded.id if recorded is not None else None
+        if checkpoint_id is None:  # the lease went to another worker before we noticed
+            self.lease.lost.set()
+            raise LeaseLost(self.job_id)
+        if self.scorer is not None:
+            self._score(checkpoint_id, Path(info.path))
+        with session_scope(self.url) as s:
+            self.protected = scores.prune_rows(
+                s, job_id=self.job_id, keep=self.config.keep_checkpoints
+            )
+
+    def _score(self, checkpoint_id: str, path: Path) -> None:
+        assert self.scorer is not None
+        result, error = None, None
+        try:
+            result = self.scorer.score(path)
+        except Exception as exc:
+            log.exception("job %s: scoring checkpoint %s failed", self.job_id, checkpoint_id)
+            error = f"{type(exc).__name__}: {exc}"
+        with session_scope(self.url) as s:
+            done = scores.record_scores(
+                s, checkpoint_id=checkpoint_id, worker_id=self.worker_id, scores=result, error=error
+            )
+        if done is None:
+            self.lease.lost.set()
+            raise LeaseLost(self.job_id)
