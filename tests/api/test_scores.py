@@ -199,3 +199,45 @@ def test_sse_resumes_after_a_dropped_connection_without_loss_or_repeat(scored):
     assert [e[0] for e in rest] == [i for i in ids if i > cut]  # nothing lost, nothing again
     assert read({"Last-Event-ID": str(ids[-1])}) == []  # all seen: the stream just ends
     assert [e[1] for e in read()] == ["job"]  # a new watcher: the current state
+
+
+def test_standard_inception_fid_when_the_operator_supplies_the_weights(tmp_path, monkeypatch):
+    """GANFORGE_INCEPTION_WEIGHTS points at a local copy of the FID Inception-v3 weights (here
+    a file of random weights in that format): checkpoints also get FID/KID in its 2048-d space,
+    and nothing ever tries the network."""
+    import socket
+
+    import torch.hub
+
+    from tests.inception_weights import write_inception_weights
+    from worker.runner import run_job
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tried the network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    weights = write_inception_weights(tmp_path / "pt_inception-2015-12-05.pth")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        progress_interval=0.05,
+        score_samples=64,
+        inception_weights=weights,
+        inception_samples=8,
+        inception_reference_images=8,
+    )
+    key = make_key(settings, "alice")
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as client:
+        job_id = client.post(
+            "/v1/jobs", json={"config": tiny(steps=12, checkpoint_every=12)}
+        ).json()["id"]
+        assert run_job(job_id, settings=settings) == "succeeded"
+        (ckpt,) = client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]
+    inception = ckpt["scores"]["inception"]
+    assert inception["num_samples"] == 8
+    for name in ("ema", "raw"):
+        assert inception[name]["fid"] > 0 and inception[name]["kid_std"] >= 0
+    assert (settings.resolved_store_dir / "scorers").is_dir()
+    assert any(
+        p.name.endswith("-inception") for p in (settings.resolved_store_dir / "scorers").iterdir()
+    )

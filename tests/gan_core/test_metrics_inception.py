@@ -22,6 +22,7 @@ from gan_core.metrics import (
     load_inception,
     mean_cov,
 )
+from tests.inception_weights import random_inception, write_inception_weights
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,29 +35,14 @@ def _fidelity_module():
 
 @pytest.fixture(scope="module")
 def fidelity_net() -> nn.Module:
-    """torch-fidelity's Inception with random weights, built without loading any file."""
-    fe = _fidelity_module()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fe, "load_state_dict_from_url", lambda *args, **kwargs: {})
-        mp.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    # Default conv init shrinks activations ~1e8-fold over Inception's depth; He init keeps
-    # the features O(1) so that distances are well above rounding.
-    with torch.random.fork_rng():
-        torch.manual_seed(1)
-        for m in net.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-    return net.eval()
+    return random_inception()
 
 
 @pytest.fixture(scope="module")
 def weights_file(fidelity_net, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("inception") / "pt_inception-test.pth"
-    torch.save(fidelity_net.state_dict(), path)  # the .pth state dict format torch-fidelity reads
-    return path
+    return write_inception_weights(
+        tmp_path_factory.mktemp("inception") / "pt_inception-test.pth", fidelity_net
+    )
 
 
 @pytest.fixture
