@@ -263,3 +263,23 @@ def test_an_unexpected_error_is_a_problem_json_500_not_plain_text(settings, monk
         assert r.headers["content-type"].startswith("application/problem+json")
         assert r.json()["status"] == 500 and "a bug" not in r.text  # no internals leak
         assert c.get("/healthz").status_code == 200
+
+
+def test_an_idle_event_stream_sends_keep_alives(settings):
+    from fastapi.testclient import TestClient
+
+    from app.api.main import create_app
+    from tests.api.conftest import make_key
+
+    quick = settings.model_copy(update={"events_keepalive_seconds": 0.1})
+    key = make_key(quick, "alice")
+    with TestClient(create_app(quick), headers={"Authorization": f"Bearer {key}"}) as c:
+        job_id = c.post("/v1/jobs", json={"config": TINY}).json()["id"]  # queued: nothing moves
+        lines = []
+        with c.stream("GET", f"/v1/jobs/{job_id}/events") as r:
+            for line in r.iter_lines():
+                lines.append(line)
+                if line == ": keep-alive":
+                    break
+        assert lines[0].startswith("id: ") and lines[1] == "event: job"
+        assert ": keep-alive" in lines
