@@ -113,6 +113,10 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(5, strict=True, ge=1, le=1000)
     precision: Precision = "fp32"
     device: DeviceName = "auto"
+    # what a run does when a loss or weight goes NaN/Inf: end failed, naming the step; or
+    # roll back to its last good checkpoint with halved learning rates and a new data order
+    on_divergence: Literal["fail", "rollback"] = "fail"
+    max_rollbacks: int = Field(3, strict=True, ge=1, le=10, description="rollbacks before failing")
 
     @field_validator("dataset")
     @classmethod

@@ -34,6 +34,7 @@ class TrainState:
             else None
         )
         self.step = 0
+        self.rollbacks = 0  # divergences rolled back so far (on_divergence="rollback")
 
     def save(
         self, run_dir: Path, batcher: Batcher, losses: dict[str, float]
@@ -62,7 +63,11 @@ class TrainState:
             config=self.config,
             generator_tensors=gen,
             state_tensors=state,
-            meta_extra={"epoch": batcher.epoch, "optimizers": {"opt_g": og_meta, "opt_d": od_meta}},
+            meta_extra={
+                "epoch": batcher.epoch,
+                "optimizers": {"opt_g": og_meta, "opt_d": od_meta},
+                "rollbacks": self.rollbacks,
+            },
             losses=losses,
         )  # pruning comes after on_checkpoint (see training): records go before files
 
@@ -93,3 +98,4 @@ class TrainState:
             torch.cuda.set_rng_state(state["rng.cuda"], self.device)
         batcher.load_state_dict(ckpt.sub_state(state, "batcher"))
         self.step = int(meta["step"])
+        self.rollbacks = int(meta.get("rollbacks", 0))

@@ -25,7 +25,16 @@ from gan_core.steps import GANStep
 
 # Fields a resumed run may change; anything else must match the checkpoint it resumes.
 RESUMABLE_CHANGES = frozenset(
-    {"steps", "checkpoint_every", "keep_checkpoints", "device", "precision", "dataset"}
+    {
+        "steps",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "device",
+        "precision",
+        "dataset",
+        "on_divergence",
+        "max_rollbacks",
+    }
 )
 
 
@@ -48,7 +57,19 @@ class TrainHooks:
     on_start: Callable[[TrainConfig, ImageTensorDataset], None] | None = None
     # steps of checkpoints to keep beyond the newest keep_checkpoints (e.g. the best one)
     keep_also: Callable[[], Collection[int]] | None = None
+    on_rollback: Callable[[Rollback], None] | None = None  # a divergence rolled back
     progress_interval: float = 1.0  # seconds between progress reports (and stop checks)
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """A divergence the run recovered from (on_divergence="rollback")."""
+
+    attempt: int  # 1..max_rollbacks
+    diverged_at: int  # the step that went non-finite
+    resumed_from: int  # the checkpoint step restored (0: no checkpoint yet, from the start)
+    lr_scale: float  # learning rates are now the config's times this
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -137,11 +158,52 @@ def train(
 
     if hooks.on_start:
         hooks.on_start(config, dataset)
+    state, batcher = _start(config, device, dataset, latest)
+    while True:
+        try:
+            return _loop(state, batcher, run_dir, hooks)
+        except TrainingDiverged as exc:
+            if config.on_divergence != "rollback" or state.rollbacks >= config.max_rollbacks:
+                raise
+            state, batcher = _roll_back(
+                config, device, dataset, run_dir, state.rollbacks + 1, exc, hooks
+            )
+
+
+def _start(
+    config: TrainConfig, device: torch.device, dataset: ImageTensorDataset, checkpoint: Path | None
+) -> tuple[TrainState, Batcher]:
     state = TrainState(config, device)
     batcher = Batcher(dataset, config.batch_size, seed=config.seed, device=device)
-    if latest is not None:
-        state.restore(latest, batcher)
-    return _loop(state, batcher, run_dir, hooks)
+    if checkpoint is not None:
+        state.restore(checkpoint, batcher)
+    return state, batcher
+
+
+def _roll_back(
+    config: TrainConfig,
+    device: torch.device,
+    dataset: ImageTensorDataset,
+    run_dir: Path,
+    attempt: int,
+    exc: TrainingDiverged,
+    hooks: TrainHooks,
+) -> tuple[TrainState, Batcher]:
+    """Back to the last good checkpoint (nothing after a divergence is ever written), with
+    the learning rates halved once more and a new data order and latent stream."""
+    last = ckpt.latest_checkpoint(run_dir)
+    state, batcher = _start(config, device, dataset, last)
+    state.rollbacks = attempt
+    scale = 0.5**attempt
+    for opt, lr in ((state.opt_g, config.g_lr), (state.opt_d, config.d_lr)):
+        for group in opt.param_groups:
+            group["lr"] = lr * scale
+    batcher.reshuffle(config.seed + 7919 * attempt)
+    torch.manual_seed(config.seed + 7919 * attempt)
+    event = Rollback(attempt, exc.step, state.step, scale, str(exc))
+    if hooks.on_rollback:
+        hooks.on_rollback(event)
+    return state, batcher
 
 
 class _Monitor:
@@ -248,6 +310,7 @@ def _loop(state: TrainState, batcher: Batcher, run_dir: Path, hooks: TrainHooks)
 
 __all__ = [
     "Progress",
+    "Rollback",
     "TrainHooks",
     "TrainResult",
     "TrainingDiverged",

@@ -9,17 +9,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Collection
+from dataclasses import asdict
 from pathlib import Path
 
 from app.core import runs, scores
-from app.core.db import session_scope
+from app.core.db import session_scope, utcnow
 from app.core.settings import Settings
 from app.core.store import LocalStore
 from gan_core.checkpoint import CheckpointInfo
 from gan_core.config import TrainConfig
 from gan_core.data import ImageTensorDataset
 from gan_core.metrics.scorer import CheckpointScorer
-from gan_core.training import Progress, TrainHooks, resolve_device
+from gan_core.training import Progress, Rollback, TrainHooks, resolve_device
 
 log = logging.getLogger("ganforge.worker")
 
@@ -94,6 +95,7 @@ class JobHooks:
             should_stop=self.should_stop,
             on_checkpoint=self.on_checkpoint,
             keep_also=self.keep_also,
+            on_rollback=self.on_rollback,
             progress_interval=self.settings.progress_interval,
         )
 
@@ -127,6 +129,22 @@ class JobHooks:
         if self.lease.lost.is_set():  # not a cancel: the loop's save-on-stop must not run
             raise LeaseLost(self.job_id)
         return self.lease.cancel.is_set() or SHUTDOWN.is_set()
+
+    def on_rollback(self, event: Rollback) -> None:
+        log.warning(
+            "job %s diverged at step %d; rolled back to step %d with learning rates x%g",
+            self.job_id,
+            event.diverged_at,
+            event.resumed_from,
+            event.lr_scale,
+        )
+        with session_scope(self.url) as s:
+            runs.record_rollback(
+                s,
+                job_id=self.job_id,
+                worker_id=self.worker_id,
+                rollback={**asdict(event), "at": utcnow().isoformat() + "Z"},
+            )
 
     def keep_also(self) -> Collection[int]:
         return self.protected

@@ -21,6 +21,7 @@ from app.core.sampling import Sampler, SamplingService
 from app.core.settings import Settings, get_settings
 from app.core.store import get_store
 from app.core.uploads import UploadGate
+from app.dashboard import pages as dashboard
 from gan_core.config import TrainConfig
 from gan_core.memory import estimate_training_memory
 
@@ -91,4 +92,5 @@ def create_app(
     errors.install(app)
     for module in (health, datasets, jobs, checkpoints, history):
         app.include_router(module.router)
+    app.include_router(dashboard.router)  # pages and /ui/static: no data, the scripts call /v1
     return app

@@ -75,6 +75,9 @@ class JobPublic(BaseModel):
         description="the stored checkpoint with the lowest FD so far (null until one is scored)"
     )
     best_fd: float | None
+    rollbacks: list[dict[str, Any]] = Field(
+        description="divergences the run rolled back from (config.on_divergence = 'rollback')"
+    )
     links: dict[str, str]
 
     @classmethod
@@ -104,6 +107,7 @@ class JobPublic(BaseModel):
             updated_at=job.updated_at,
             best_checkpoint_id=job.best_checkpoint_id,
             best_fd=job.best_fd,
+            rollbacks=job.rollbacks or [],
             links={
                 "self": base,
                 "cancel": f"{base}/cancel",

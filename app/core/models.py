@@ -94,6 +94,8 @@ class Job(Base):
     # the checkpoint with the lowest FD so far (kept in step with the checkpoint rows)
     best_checkpoint_id: Mapped[str | None] = mapped_column(String(40))
     best_fd: Mapped[float | None] = mapped_column(Float)
+    # divergences rolled back (config.on_divergence = "rollback"), oldest first
+    rollbacks: Mapped[list[Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     first_step_at: Mapped[datetime | None] = mapped_column(DateTime)

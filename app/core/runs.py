@@ -162,6 +162,19 @@ def record_checkpoint(
     return ckpt
 
 
+def record_rollback(
+    session: Session, *, job_id: str, worker_id: str, rollback: dict[str, Any]
+) -> None:
+    """Add a rolled-back divergence to the job's record (its watchers see it)."""
+    job = session.get(Job, job_id)
+    if job is None or job.lease_owner != worker_id:
+        return
+    job.rollbacks = [*(job.rollbacks or []), rollback]
+    session.flush()
+    bump_version(session, job_id)
+    session.commit()
+
+
 def bump_version(session: Session, job_id: str) -> int:
     """+1 on the job's version (something its watchers should see); the new version."""
     version = session.scalar(

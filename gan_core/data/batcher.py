@@ -35,6 +35,12 @@ class Batcher:
         # One copy per epoch: slicing a device-side copy costs no host-device sync per batch.
         self._perm_device = perm.to(self.device)
 
+    def reshuffle(self, seed: int) -> None:
+        """A new data order from here on, drawn from ``seed`` (a rolled-back run's retry)."""
+        self._gen.manual_seed(seed)
+        self._set_perm(torch.randperm(len(self._perm), generator=self._gen))
+        self._pos = 0
+
     def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A full batch: x float32 in [-1, 1] (N, C, H, W) on the device, y int64 or None."""
         if self._pos + self.batch_size > len(self._perm):

@@ -510,3 +510,36 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again_after_the_bound(clien
     assert _sweep(settings, queue).resent == [job_id]
     assert _sweep(settings, queue).resent == []  # once per bound, not every sweep
     assert queue.sent == [job_id]
+
+
+def test_a_diverging_run_with_rollback_recovers_and_finishes(client, run_job, monkeypatch):
+    """on_divergence=rollback: a NaN at step 30 rolls the run back to its step-20 checkpoint
+    with halved learning rates; the job succeeds and shows the rollback (also in its events)."""
+    import gan_core.steps as steps
+
+    real_get_loss, calls = steps.get_loss, [0]
+
+    def get_loss(name):
+        loss = real_get_loss(name)
+        d_loss = loss.d_loss
+
+        def once_nan(real_logits, fake_logits):
+            calls[0] += 1
+            out = d_loss(real_logits, fake_logits)
+            return out * float("nan") if calls[0] == 30 else out
+
+        loss.d_loss = once_nan
+        return loss
+
+    monkeypatch.setattr(steps, "get_loss", get_loss)
+    config = {**TINY, "steps": 40, "checkpoint_every": 10, "on_divergence": "rollback"}
+    job_id = client.post("/v1/jobs", json={"config": config}).json()["id"]
+    assert run_job(job_id) == "succeeded"
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["progress"]["step"] == 40 and job["error"] is None
+    (rollback,) = job["rollbacks"]
+    assert rollback["diverged_at"] == 30 and rollback["resumed_from"] == 20
+    assert rollback["lr_scale"] == 0.5 and "diverged at step 30" in rollback["reason"]
+    with client.stream("GET", f"/v1/jobs/{job_id}/events") as r:
+        data = next(line for line in r.iter_lines() if line.startswith("data: "))
+    assert '"rollbacks":[{' in data

@@ -304,8 +304,9 @@ def test_cancel_on_a_checkpoint_step_writes_it_once(tmp_path, shapes16):
 # --------------------------------------------------------------------------- divergence
 
 
-def nan_d_loss_from(monkeypatch, bad_call: int) -> None:
-    """Make D's loss NaN from its bad_call-th evaluation on (d_steps=1: from that step)."""
+def nan_d_loss_from(monkeypatch, bad_call: int, once: bool = False) -> None:
+    """Make D's loss NaN from its bad_call-th evaluation on (d_steps=1: from that step), or
+    only at that evaluation with ``once``."""
     real_get_loss = steps.get_loss
     calls = [0]
 
@@ -316,7 +317,8 @@ def nan_d_loss_from(monkeypatch, bad_call: int) -> None:
         def poisoned(real_logits, fake_logits):
             calls[0] += 1
             out = d_loss(real_logits, fake_logits)
-            return out * float("nan") if calls[0] >= bad_call else out
+            bad = calls[0] == bad_call if once else calls[0] >= bad_call
+            return out * float("nan") if bad else out
 
         loss.d_loss = poisoned
         return loss
@@ -387,3 +389,36 @@ def test_mlp_baseline_trains_at_28px(tmp_path):
     out = G(torch.randn(3, 100))
     assert out.shape == (3, 1, 28, 28) and torch.isfinite(out).all()
     assert out.abs().max() <= 1.0
+
+
+# --------------------------------------------------------------------------- divergence rollback
+
+
+def test_a_divergence_rolls_back_to_the_last_good_checkpoint_and_finishes(
+    tmp_path, shapes16, monkeypatch
+):
+    nan_d_loss_from(monkeypatch, bad_call=7, once=True)  # step 7 goes NaN, once
+    events = []
+    hooks = TrainHooks(on_rollback=events.append, progress_interval=0)
+    c = cfg(steps=12, checkpoint_every=4, on_divergence="rollback")
+    result = train(c, tmp_path, hooks, dataset=shapes16)
+    assert result.status == "succeeded" and result.step == 12
+    (event,) = events
+    assert (event.attempt, event.diverged_at, event.resumed_from, event.lr_scale) == (1, 7, 4, 0.5)
+    meta = read_meta(result.checkpoint)
+    assert meta["rollbacks"] == 1
+    lrs = [g["lr"] for g in meta["optimizers"]["opt_g"]["param_groups"]]
+    assert lrs == [c.g_lr / 2]  # halved from the rollback on, in every later checkpoint
+    # the default is still to fail, naming the step
+    nan_d_loss_from(monkeypatch, bad_call=7, once=True)
+    with pytest.raises(TrainingDiverged, match="step 7"):
+        train(cfg(steps=12, checkpoint_every=4), tmp_path / "fails", dataset=shapes16)
+
+
+def test_rollbacks_are_bounded(tmp_path, shapes16, monkeypatch):
+    nan_d_loss_from(monkeypatch, bad_call=7)  # NaN from step 7 on, whatever the rate
+    events = []
+    c = cfg(steps=12, checkpoint_every=4, on_divergence="rollback", max_rollbacks=2)
+    with pytest.raises(TrainingDiverged):
+        train(c, tmp_path, TrainHooks(on_rollback=events.append), dataset=shapes16)
+    assert [e.attempt for e in events] == [1, 2] and events[-1].lr_scale == 0.25
