@@ -16,6 +16,7 @@ from app.core import auth
 from app.core.cache import TTLCache
 from app.core.db import session_scope
 from app.core.errors import InvalidInput
+from app.core.exports import Exports
 from app.core.job_pictures import JobPictures
 from app.core.queue import JobQueue
 from app.core.sampling import SamplingService
@@ -34,6 +35,7 @@ class Services:
     store: LocalStore
     sampling: SamplingService
     pictures: JobPictures
+    exports: Exports
     queue: JobQueue
     celery: Any  # the Celery app the queue sends through (only sends; never consumes)
     uploads: UploadGate

@@ -15,6 +15,7 @@ from app.api.deps import Services, check_parameters
 from app.api.routes import checkpoints, datasets, health, history, jobs
 from app.core import revocations
 from app.core.db import migrate
+from app.core.exports import Exports
 from app.core.job_pictures import JobPictures
 from app.core.queue import JobQueue, celery_config
 from app.core.sampling import Sampler, SamplingService
@@ -41,6 +42,7 @@ def build_services(settings: Settings, local_worker: Callable[[], bool] | None =
         store=store,
         sampling=sampling,
         pictures=JobPictures(sampling),
+        exports=Exports(sampling),
         queue=JobQueue(celery, settings),
         celery=celery,
         uploads=UploadGate(settings),

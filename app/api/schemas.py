@@ -190,6 +190,8 @@ class CheckpointPublic(BaseModel):
                 "download": f"{base}/download",
                 "samples": f"{base}/samples.png",
                 "interpolation": f"{base}/interpolation.png",
+                "onnx": f"{base}/generator.onnx",
+                "torchscript": f"{base}/generator.pt",
             },
         )
 

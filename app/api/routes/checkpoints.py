@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi.responses import FileResponse
 
 from app.api.deps import PrincipalDep, ServicesDep, SessionDep, limit_sampling
 from app.api.errors import problem_responses
@@ -163,3 +164,72 @@ async def interpolation_png(
             job_id=job_id, ref=ckpt, req=req, principal=principal, if_none_match=if_none_match
         )
     )
+
+
+_EXPORT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "the generator file",
+    },
+    304: {"description": "If-None-Match named this file's ETag"},
+    **problem_responses(409, 429, described={409: _FILES_GONE, 429: "the per-key sampling rate"}),
+}
+
+
+async def _export(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    job_id: str,
+    ckpt: str,
+    kind: str,
+    ema: EmaChoice,
+    if_none_match: str | None,
+) -> Response:
+    made = await services.exports.get(
+        job_id=job_id, ref=ckpt, kind=kind, ema=ema, principal=principal
+    )
+    headers = {
+        "ETag": made.etag,
+        "Cache-Control": IMMUTABLE if made.immutable else "no-cache",
+        "Content-Disposition": f'attachment; filename="{made.filename}"',
+    }
+    if if_none_match and made.etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    return FileResponse(made.path, media_type=made.media_type, headers=headers)
+
+
+@router.get(
+    "/{ckpt}/generator.onnx",
+    response_class=Response,
+    responses=_EXPORT,
+    dependencies=[Depends(limit_sampling)],
+)
+async def generator_onnx(
+    job_id: str,
+    ckpt: str,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    ema: EmaQuery = EmaChoice.auto,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The generator as ONNX (opset 18; inputs z and, if conditional, labels; dynamic batch;
+    output images in [-1, 1]): runs in onnxruntime with no torch and no ganforge."""
+    return await _export(services, principal, job_id, ckpt, "onnx", ema, if_none_match)
+
+
+@router.get(
+    "/{ckpt}/generator.pt",
+    response_class=Response,
+    responses=_EXPORT,
+    dependencies=[Depends(limit_sampling)],
+)
+async def generator_torchscript(
+    job_id: str,
+    ckpt: str,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    ema: EmaQuery = EmaChoice.auto,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The generator as TorchScript: torch.jit.load(path)(z) (or (z, labels))."""
+    return await _export(services, principal, job_id, ckpt, "torchscript", ema, if_none_match)

@@ -1,0 +1,102 @@
+"""Portable generator files of a checkpoint, served: ONNX and TorchScript, made once and kept.
+
+An export is written (gan_core.export) into ``jobs/<job>/exports/`` in the store -- beside the
+checkpoints, never inside a checkpoint directory (those hold exactly their three files) --
+and kept: the weights of a checkpoint id never change, so neither does its export. Deleting
+the job deletes them. Concurrent requests for the same file wait for one export, which runs
+in the render slots' fair turns off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.core import checkpoints
+from app.core.auth import Principal
+from app.core.db import session_scope
+from app.core.sampling import MOVING_REFS, EmaChoice, SamplingService, use_ema
+from gan_core.checkpoint import load_generator
+from gan_core.export import export_onnx, export_torchscript
+
+FORMATS = {
+    "onnx": ("generator.onnx", "application/octet-stream"),
+    "torchscript": ("generator.pt", "application/octet-stream"),
+}
+
+
+@dataclass(frozen=True)
+class Export:
+    path: Path
+    etag: str
+    filename: str
+    media_type: str
+    immutable: bool  # a fixed checkpoint, a fixed generator choice
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Exports:
+    def __init__(self, sampling: SamplingService):
+        self.sampling = sampling
+        self._sha: dict[Path, str] = {}
+
+    async def get(
+        self, *, job_id: str, ref: str, kind: str, ema: EmaChoice, principal: Principal
+    ) -> Export:
+        settings, store = self.sampling.settings, self.sampling.store
+
+        def read() -> tuple[str, Path, bool, int, bool]:
+            with session_scope(settings.resolved_database_url) as s:
+                row = checkpoints.get_checkpoint(
+                    s, job_id=job_id, ref=ref, owner_id=principal.scope
+                )
+                fixed = ref not in MOVING_REFS and not (
+                    ema == EmaChoice.auto and row.score_status == "pending"
+                )
+                return (
+                    row.id,
+                    checkpoints.checkpoint_path(store, row),
+                    use_ema(row, ema),
+                    row.step,
+                    fixed,
+                )
+
+        ckpt_id, ckpt_dir, averaged, step, fixed = await asyncio.to_thread(read)
+        name, media = FORMATS[kind]
+        target = store.local_path(
+            f"jobs/{job_id}/exports/{ckpt_id}-{'ema' if averaged else 'raw'}-{name}"
+        )
+        if not target.is_file():
+            await self.sampling.flights.run(
+                str(target),
+                lambda: self._make(kind, ckpt_dir, averaged, target, principal.owner_id, ckpt_id),
+            )
+        sha = self._sha.get(target)
+        if sha is None:  # made by another process, or before this one started
+            sha = self._sha[target] = await asyncio.to_thread(_sha256, target)
+        filename = f"{job_id}-step{step}-{'ema' if averaged else 'raw'}-{name}"
+        return Export(target, f'"{sha[:32]}"', filename, media, fixed)
+
+    async def _make(
+        self, kind: str, ckpt_dir: Path, averaged: bool, target: Path, owner: str, ckpt_id: str
+    ) -> bytes:
+        def export() -> bytes:
+            G = load_generator(ckpt_dir, ema=averaged)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            meta = {"checkpoint_id": ckpt_id, "generator": "ema" if averaged else "raw"}
+            made = (export_onnx if kind == "onnx" else export_torchscript)(G, target, metadata=meta)
+            self._sha[target] = made.sha256
+            return b""
+
+        loop = asyncio.get_running_loop()
+        async with self.sampling.slots.slot(owner):
+            return await loop.run_in_executor(self.sampling.sampler.pool, export)
