@@ -109,7 +109,9 @@ def _text(value: Any) -> str:
 
 
 def _number(value: float) -> str:
-    return f"{int(value):,}" if value.is_integer() else f"{value:g}"
+    if not value.is_integer():
+        return f"{value:g}"
+    return f"{int(value):,}" if abs(value) >= 10_000 else str(int(value))
 
 
 def _range(spec: FieldSpec) -> str:

@@ -2,7 +2,8 @@
 the key form, the new-job form, a job page following its event stream to the end, the
 sample grid, the checkpoint picker and the job's actions; and the key never leaking.
 
-Set GANFORGE_SCREENSHOT_DIR=docs to refresh docs/dashboard.png (the README's picture).
+Screenshots land in the test's tmp dir. GANFORGE_SCREENSHOT_DIR=docs also copies the job page's
+to docs/dashboard.png, the README's picture (any DIR gets DIR/dashboard.png), on purpose only.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 import pytest
 
 from app.dashboard.pages import CSP
@@ -27,10 +30,27 @@ from tests.tiny import tiny
 pytestmark = pytest.mark.integration
 
 TINY_JOB = tiny(steps=300, checkpoint_every=50)
-FORM_FIELDS = (
-    "dataset image_size channels arch conditional loss steps batch_size g_width d_width "
-    "latent_dim g_lr d_lr ema_decay augment seed checkpoint_every keep_checkpoints precision"
-).split()
+FORM_FIELDS = [
+    "dataset",
+    "image_size",
+    "channels",
+    "arch",
+    "conditional",
+    "loss",
+    "steps",
+    "batch_size",
+    "g_width",
+    "d_width",
+    "latent_dim",
+    "g_lr",
+    "d_lr",
+    "ema_decay",
+    "augment",
+    "seed",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "precision",
+]
 SAMPLES_READY = """([field, value]) => {
   const img = document.getElementById("samples");
   return img.dataset.state === "ready" && img.dataset[field] === value
@@ -97,6 +117,36 @@ def test_pages_hold_no_data_and_carry_a_strict_policy(stack: Stack):
         assert f'id="f-{name}"' in form, name
 
 
+def test_event_stream_parser_takes_any_chunking(browser: Browser, stack: Stack):
+    browser.page.goto(stack.url + "/")
+    # the page's own parser, in the browser, fed the same stream cut at every size
+    results = browser.page.evaluate(
+        r"""async () => {
+          const { parseEvents } = await import("/ui/static/api.js");
+          const text = 'id: 1\nevent: job\ndata: {"a":1}\n\n: keep-alive\n\n'
+            + "id: 2\r\nevent: checkpoint\r\ndata: x\r\ndata: yé\r\n\r\n"
+            + "id: 3\nevent: job\ndata: cut off";
+          const out = [];
+          for (const size of [1, 2, 3, 5, 8, 1000]) {
+            const bytes = new TextEncoder().encode(text);
+            const body = new ReadableStream({ start(c) {
+              for (let i = 0; i < bytes.length; i += size) c.enqueue(bytes.slice(i, i + size));
+              c.close();
+            } });
+            const events = [];
+            for await (const ev of parseEvents(body)) events.push(ev);
+            out.push(events);
+          }
+          return out;
+        }"""
+    )
+    expected = [
+        {"id": "1", "event": "job", "data": '{"a":1}'},
+        {"id": "2", "event": "checkpoint", "data": "x\nyé"},
+    ]  # the comment skipped, é whole across chunks, the unfinished last event dropped
+    assert results == [expected] * 6
+
+
 def test_key_form_keeps_the_key_in_this_tab_only(browser: Browser, stack: Stack, ui_key: str):
     page = browser.page
     page.goto(stack.url + "/")
@@ -128,7 +178,7 @@ def test_new_job_form_shows_an_error_next_to_its_input(
 ):
     page = sign_in(browser, stack, ui_key)
     page.click("nav >> text=New job")
-    page.wait_for_function("document.querySelectorAll('#f-dataset option').length > 1")
+    page.wait_for_function("() => document.querySelectorAll('#f-dataset option').length > 1")
     for ds in ui.get("/v1/datasets").json()["items"]:  # each one offered, unavailable ones marked
         option = page.locator(f'#f-dataset option[value="{ds["id"]}"]')
         assert option.is_disabled() == (not ds["available"]), ds
@@ -149,12 +199,44 @@ def test_new_job_form_shows_an_error_next_to_its_input(
     assert ui.get("/v1/jobs").json()["items"] == []
 
 
+def test_upload_form_adds_the_dataset_to_the_select(
+    browser: Browser, stack: Stack, ui_key: str, tmp_path
+):
+    x = np.random.default_rng(0).integers(0, 255, (10, 16, 16), dtype=np.uint8)
+    np.savez(tmp_path / "digits.npz", x=x)
+    page = sign_in(browser, stack, ui_key)
+    page.click("nav >> text=Upload dataset")
+    page.wait_for_function("() => document.querySelectorAll('#f-dataset option').length > 1")
+    page.set_input_files("#upload-file", tmp_path / "digits.npz")
+    page.fill("#upload-name", "ten-digits")
+    with page.expect_request("**/v1/datasets") as sent:
+        page.click("#upload-form button[type=submit]")
+    assert sent.value.headers["content-type"].startswith("multipart/form-data")
+    page.wait_for_selector("#upload-result:has-text('ten-digits')")
+    chosen = page.eval_on_selector("#f-dataset", "s => s.selectedOptions[0].textContent")
+    assert chosen.startswith("ten-digits (ds_") and "10 images" in chosen, chosen
+    assert page.locator("#upload-error").is_hidden()
+
+
+def test_a_401_leads_to_the_key_form_and_back(browser: Browser, stack: Stack, ui_key: str):
+    page = sign_in(browser, stack, ui_key)
+    page.evaluate("sessionStorage.setItem('ganforge.key', 'gf_revoked_or_wrong')")
+    page.goto(stack.url + "/ui/new")
+    page.wait_for_selector("#key-section", state="visible")
+    assert (
+        page.url == stack.url + "/" and page.evaluate("sessionStorage.length") == 1
+    )  # where to return
+    page.fill("#key-input", ui_key)
+    page.click("#key-form button[type=submit]")
+    page.wait_for_url(stack.url + "/ui/new")
+
+
 def test_a_job_from_the_form_trains_live_on_its_page(
     browser: Browser, stack: Stack, ui_key: str, ui: httpx.Client
 ):
     page = sign_in(browser, stack, ui_key)
     page.goto(stack.url + "/ui/new")
-    page.wait_for_function("document.querySelectorAll('#f-dataset option').length > 1")
+    page.wait_for_function("() => document.querySelectorAll('#f-dataset option').length > 1")
     page.fill("#f-name", "dash-demo")
     page.select_option("#f-dataset", TINY_JOB["dataset"])  # the default: not sent
     for name, value in TINY_JOB.items():
@@ -211,6 +293,7 @@ def test_a_job_from_the_form_trains_live_on_its_page(
     assert not asked, asked
 
     page.wait_for_function(SAMPLES_READY, arg=["checkpointStep", str(TINY_JOB["steps"])])
+    assert page.locator("#label-box").is_hidden()  # an unconditional model takes no label
     assert page.evaluate("document.getElementById('samples').src").startswith("blob:")
     seed0 = page.evaluate(GRID_PIXELS)
     page.fill("#seed", "7")
@@ -232,13 +315,15 @@ def test_a_job_from_the_form_trains_live_on_its_page(
     assert f"step {best['step']}" in page.text_content("#samples-caption")
     for picture in ("losses", "timeline"):
         page.wait_for_function(
-            "id => { const i = document.getElementById(id); return i.complete && i.naturalWidth > 0 && !i.hidden }",
+            "id => { const i = document.getElementById(id);"
+            " return i.dataset.state === 'ready' && i.complete && i.naturalWidth > 0 }",
             arg=picture,
         )
     shot = browser.shots / "job-page.png"
     page.screenshot(path=shot, full_page=True)
-    if os.environ.get("GANFORGE_SCREENSHOT_DIR"):  # on purpose only: it changes a tracked file
-        shutil.copyfile(shot, os.path.join(os.environ["GANFORGE_SCREENSHOT_DIR"], "dashboard.png"))
+    if out := os.environ.get("GANFORGE_SCREENSHOT_DIR"):  # on purpose only (docs/ is tracked)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, Path(out) / "dashboard.png")
 
     page.click("a.brand")
     row = page.locator(f'tr[data-job-id="{job_id}"]')
@@ -252,7 +337,10 @@ def test_cancel_resume_and_delete_from_the_job_page(
     browser: Browser, stack: Stack, ui_key: str, ui: httpx.Client
 ):
     page = sign_in(browser, stack, ui_key)
-    r = ui.post("/v1/jobs", json={"name": "to-cancel", "config": tiny(steps=1_000_000)})
+    r = ui.post(
+        "/v1/jobs",
+        json={"name": "to-cancel", "config": tiny(steps=1_000_000, checkpoint_every=100_000)},
+    )
     job_id = r.json()["id"]
     stack.wait_step(job_id, 1)
     page.goto(f"{stack.url}/ui/jobs/{job_id}")

@@ -29,7 +29,13 @@ document.getElementById("key-form").addEventListener("submit", async (event) => 
   input.value = "";
   if (!key) return;
   // Try the key before keeping it, so a typo gets a message rather than a redirect loop.
-  const res = await fetch("/v1/jobs?limit=1", { headers: authHeaders(key), cache: "no-store", credentials: "omit" });
+  let res;
+  try {
+    res = await fetch("/v1/jobs?limit=1", { headers: authHeaders(key), cache: "no-store", credentials: "omit" });
+  } catch {
+    showError(error, "Could not reach the server; try again.");
+    return;
+  }
   if (res.status === 401) {
     showError(error, "That key was refused (invalid or revoked).");
     return;

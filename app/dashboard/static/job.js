@@ -151,9 +151,14 @@ async function drawSamples() {
 
 /** A chart or timeline: shown, or its placeholder while there is nothing to draw yet. */
 async function drawPicture(img, path, placeholder) {
+  img.dataset.state = "loading";
   try {
-    if (await showImage(img, path)) placeholder.hidden = true;
+    if (await showImage(img, path)) {
+      placeholder.hidden = true;
+      img.dataset.state = "ready";
+    }
   } catch (err) {
+    img.dataset.state = "error";
     if (err.status === 404 || err.status === 409) {
       img.hidden = true;
       placeholder.hidden = false;
