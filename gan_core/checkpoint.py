@@ -58,6 +58,7 @@ class CheckpointInfo:
     files: dict[str, dict[str, Any]]  # name -> {"sha256": hex, "size": bytes}
     size_bytes: int
     losses: dict[str, float]
+    seconds: float = 0.0  # how long writing it took (serialise, hash, fsync, rename)
 
 
 def checkpoint_root(run_dir: str | Path) -> Path:
@@ -167,6 +168,7 @@ def write_checkpoint(
     keep: int | None = None,
 ) -> CheckpointInfo:
     """Write one checkpoint atomically, then prune to the newest ``keep``."""
+    started = time.monotonic()
     root = checkpoint_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_dir_name(step)
@@ -205,7 +207,14 @@ def write_checkpoint(
     if keep is not None:
         prune_checkpoints(run_dir, keep)
     size = sum(f["size"] for f in files.values()) + (final / META_FILE).stat().st_size
-    return CheckpointInfo(step=step, path=final, files=files, size_bytes=size, losses=losses)
+    return CheckpointInfo(
+        step=step,
+        path=final,
+        files=files,
+        size_bytes=size,
+        losses=losses,
+        seconds=time.monotonic() - started,
+    )
 
 
 def prune_checkpoints(run_dir: str | Path, keep: int, protect: Collection[int] = ()) -> list[Path]:

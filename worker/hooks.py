@@ -7,6 +7,8 @@ conditional on this worker still holding the job's lease.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Collection
 from dataclasses import asdict
@@ -87,6 +89,8 @@ class JobHooks:
         self.url = settings.resolved_database_url
         self.scorer: CheckpointScorer | None = None
         self.protected: set[int] = set()  # checkpoint steps pruning must keep (the best)
+        # the heartbeat row of the Celery worker whose pool child runs this (worker.sweep)
+        self.heartbeat_id = f"{socket.gethostname()}:{os.getppid()}"
 
     def train_hooks(self) -> TrainHooks:
         return TrainHooks(
@@ -117,6 +121,9 @@ class JobHooks:
 
     def on_progress(self, p: Progress) -> None:
         with session_scope(self.url) as s:
+            runs.record_worker_load(
+                s, worker=self.heartbeat_id, job_id=self.job_id, images_per_sec=p.images_per_sec
+            )
             runs.record_progress(
                 s,
                 job_id=self.job_id,
@@ -124,6 +131,16 @@ class JobHooks:
                 progress=p,
                 history_points=self.settings.history_points,
             )
+
+    def idle(self) -> None:
+        """The job is over here: the worker trains nothing now (for /metrics)."""
+        try:
+            with session_scope(self.url) as s:
+                runs.record_worker_load(
+                    s, worker=self.heartbeat_id, job_id=None, images_per_sec=None
+                )
+        except Exception:  # telemetry only
+            log.warning("could not clear the worker's load", exc_info=True)
 
     def should_stop(self) -> bool:
         if self.lease.lost.is_set():  # not a cancel: the loop's save-on-stop must not run
@@ -162,6 +179,7 @@ class JobHooks:
                 losses=info.losses,
                 worker_id=self.worker_id,
                 scoring=self.scorer is not None,
+                write_seconds=info.seconds,
             )
             checkpoint_id = recorded.id if recorded is not None else None
         if checkpoint_id is None:  # the lease went to another worker before we noticed

@@ -89,7 +89,7 @@ def run_job(
 
     lease = LeaseKeeper(url, job_id, worker_id, settings.lease_seconds)
     lease.start()
-    hooks = JobHooks(
+    job_hooks = JobHooks(
         settings,
         store,
         _scorers_for(settings, store, worker_id),
@@ -97,14 +97,14 @@ def run_job(
         worker_id=worker_id,
         config=config,
         lease=lease,
-    ).train_hooks()
+    )
     status, error, step = JobStatus.failed, None, None
     try:
         dataset = _load_upload(store, upload, config) if upload is not None else None
         result = train(
             config,
             store.run_dir(job_id),
-            hooks,
+            job_hooks.train_hooks(),
             dataset=dataset,
             data_dirs=settings.dataset_dirs,
             allow_download=settings.allow_download,
@@ -124,6 +124,7 @@ def run_job(
         error = f"{type(exc).__name__}: {exc}"
     finally:
         lease.stop()
+        job_hooks.idle()
     if lease.lost.is_set():
         log.warning("job %s was taken over by another worker; not recording an end", job_id)
         return "lost"

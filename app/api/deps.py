@@ -22,6 +22,7 @@ from app.core.queue import JobQueue
 from app.core.sampling import SamplingService
 from app.core.settings import Settings
 from app.core.store import LocalStore
+from app.core.telemetry import Exposition
 from app.core.uploads import UploadGate
 
 log = logging.getLogger("ganforge.api")
@@ -36,6 +37,7 @@ class Services:
     sampling: SamplingService
     pictures: JobPictures
     exports: Exports
+    exposition: Exposition
     queue: JobQueue
     celery: Any  # the Celery app the queue sends through (only sends; never consumes)
     uploads: UploadGate

@@ -13,14 +13,16 @@ from fastapi import Depends, FastAPI
 from app.api import errors
 from app.api.deps import Services, check_parameters
 from app.api.routes import checkpoints, datasets, health, history, jobs
+from app.api.telemetry import MetricsMiddleware
 from app.core import revocations
 from app.core.db import migrate
 from app.core.exports import Exports
 from app.core.job_pictures import JobPictures
-from app.core.queue import JobQueue, celery_config
+from app.core.queue import JobQueue, celery_config, queue_length
 from app.core.sampling import Sampler, SamplingService
 from app.core.settings import Settings, get_settings
 from app.core.store import get_store
+from app.core.telemetry import Exposition
 from app.core.uploads import UploadGate
 from app.dashboard import pages as dashboard
 from gan_core.config import TrainConfig
@@ -43,6 +45,7 @@ def build_services(settings: Settings, local_worker: Callable[[], bool] | None =
         sampling=sampling,
         pictures=JobPictures(sampling),
         exports=Exports(sampling),
+        exposition=Exposition(settings, lambda: queue_length(settings)),
         queue=JobQueue(celery, settings),
         celery=celery,
         uploads=UploadGate(settings),
@@ -92,6 +95,7 @@ def create_app(
     )
     app.state.services = build_services(settings, local_worker)
     errors.install(app)
+    app.add_middleware(MetricsMiddleware)
     for module in (health, datasets, jobs, checkpoints, history):
         app.include_router(module.router)
     app.include_router(dashboard.router)  # pages and /ui/static: no data, the scripts call /v1

@@ -128,6 +128,8 @@ class Checkpoint(Base):
     best_fd: Mapped[float | None] = mapped_column(Float)  # the lower FD of its generators
     preferred: Mapped[str | None] = mapped_column(String(8))  # "ema" | "raw": which scored better
     event_version: Mapped[int | None] = mapped_column(Integer)  # job.version when it was final
+    write_seconds: Mapped[float | None] = mapped_column(Float)  # writing its files took
+    score_seconds: Mapped[float | None] = mapped_column(Float)  # scoring it took
     # Pruned to keep_checkpoints: the files are gone, the row stays as the run's history.
     pruned_at: Mapped[datetime | None] = mapped_column(DateTime)
 
@@ -174,6 +176,9 @@ class Worker(Base):
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     hostname: Mapped[str] = mapped_column(String(200))
     last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    # what its running job reports (for /metrics: one scrape of any API sees the fleet)
+    job_id: Mapped[str | None] = mapped_column(String(40))
+    images_per_sec: Mapped[float | None] = mapped_column(Float)
 
 
 class ApiKey(Base):

@@ -89,3 +89,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "accept_content": ["json"],
     }
+
+
+def queue_length(settings: Settings) -> int | None:
+    """Training messages waiting in the broker, or None when it cannot say (or is down)."""
+    try:
+        if settings.embedded:  # the filesystem transport: one file per message
+            return sum(1 for p in (settings.broker_dir / "queue").iterdir() if p.is_file())
+        url = settings.broker_url or ""
+        if url.startswith(("redis://", "rediss://")):
+            import redis
+
+            with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1) as r:
+                return int(r.llen(settings.queue))
+    except Exception as exc:
+        log.info("queue length unknown: %s", exc)
+    return None

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.core import history
 from app.core.db import utcnow
-from app.core.models import Checkpoint, Job, JobStatus
+from app.core.models import Checkpoint, Job, JobStatus, Worker
 
 
 def update_rows(session: Session, statement: Update) -> int:
@@ -122,6 +122,7 @@ def record_checkpoint(
     losses: dict[str, Any] | None,
     worker_id: str | None = None,
     scoring: bool = False,
+    write_seconds: float | None = None,
 ) -> Checkpoint | None:
     """Record a checkpoint that has landed (pruning is app.core.scores.prune_rows' job).
 
@@ -150,6 +151,7 @@ def record_checkpoint(
     ckpt.path, ckpt.size_bytes, ckpt.files, ckpt.losses = key, size_bytes, files, losses
     ckpt.created_at = utcnow()
     ckpt.pruned_at = None
+    ckpt.write_seconds = write_seconds
     ckpt.score_status, ckpt.scores, ckpt.best_fd, ckpt.preferred = (
         "pending" if scoring else "off",
         None,
@@ -160,6 +162,18 @@ def record_checkpoint(
     session.execute(update(Job).where(Job.id == job_id).values(step=max(step, 0)))
     session.commit()
     return ckpt
+
+
+def record_worker_load(
+    session: Session, *, worker: str, job_id: str | None, images_per_sec: float | None
+) -> None:
+    """What a worker process is training and how fast, on its heartbeat row (for /metrics)."""
+    session.execute(
+        update(Worker)
+        .where(Worker.id == worker)
+        .values(job_id=job_id, images_per_sec=images_per_sec)
+    )
+    session.commit()
 
 
 def record_rollback(

@@ -30,6 +30,7 @@ from app.core.ratelimit import SamplingLimits
 from app.core.render_queue import FairSlots, SingleFlight
 from app.core.settings import Settings
 from app.core.store import ArtifactStore
+from app.core.telemetry import CACHE, RENDER_SECONDS
 from gan_core.checkpoint import CheckpointError, load_generator
 from gan_core.nets import Generator
 from gan_core.sampling import generate, interpolation_inputs, png_grid, sample_inputs
@@ -212,6 +213,7 @@ class SamplingService:
         if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
             return unchanged
         cached = self.sampler.pngs.get(etag)  # a repeat: no thread hop, no disk access
+        CACHE.labels("hit" if cached is not None else "miss").inc()
         if cached is None:
             images = req.n if req.kind == "samples" else req.steps
             await self.limits.render(
@@ -224,6 +226,12 @@ class SamplingService:
         return replace(unchanged, body=cached)
 
     async def _render(
+        self, path: Path, req: SampleRequest, etag: str, *, owner: str, row: Checkpoint
+    ) -> bytes:
+        with RENDER_SECONDS.labels(req.kind).time():
+            return await self._render_chunks(path, req, etag, owner=owner, row=row)
+
+    async def _render_chunks(
         self, path: Path, req: SampleRequest, etag: str, *, owner: str, row: Checkpoint
     ) -> bytes:
         loop = asyncio.get_running_loop()

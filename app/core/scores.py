@@ -147,6 +147,7 @@ def record_scores(
     else:
         ckpt.score_status, ckpt.scores = "scored", scores
         ckpt.best_fd, ckpt.preferred = float(scores["fd"]), str(scores["preferred"])
+        ckpt.score_seconds = scores.get("seconds")
     session.flush()
     job = session.get(Job, ckpt.job_id)
     assert job is not None

@@ -129,6 +129,11 @@ class Settings(BaseSettings):
         description="after the first idle timeout, an upload body slower than "
         "this on average is cut off (408)",
     )
+    metrics_auth: bool = Field(
+        False,
+        description="/metrics needs an admin API key (default: open, like most exporters; "
+        "keep the port private or set this)",
+    )
     auth: bool = Field(
         True, description="require API keys; false serves everyone as admin (logged as a warning)"
     )

@@ -2,7 +2,7 @@
 the key form, the new-job form, a job page following its event stream to the end, the
 sample grid, the checkpoint picker and the job's actions; and the key never leaking.
 
-Screenshots land in the test's tmp dir. GANFORGE_SCREENSHOT_DIR=docs also copies the job page's
+Screenshots land in the test's tmp dir. DASHBOARD_SCREENSHOT_DIR=docs also copies the job page's
 to docs/dashboard.png, the README's picture (any DIR gets DIR/dashboard.png), on purpose only.
 """
 
@@ -321,7 +321,7 @@ def test_a_job_from_the_form_trains_live_on_its_page(
         )
     shot = browser.shots / "job-page.png"
     page.screenshot(path=shot, full_page=True)
-    if out := os.environ.get("GANFORGE_SCREENSHOT_DIR"):  # on purpose only (docs/ is tracked)
+    if out := os.environ.get("DASHBOARD_SCREENSHOT_DIR"):  # on purpose only (docs/ is tracked)
         Path(out).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, Path(out) / "dashboard.png")
 

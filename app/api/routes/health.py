@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.api.deps import ServicesDep
+from app.api.deps import ServicesDep, _bearer, get_principal
 from app.api.schemas import Readiness
 from app.core.health import readiness, status_of
 
@@ -18,6 +19,28 @@ router = APIRouter(tags=["health"])
 def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "Prometheus text exposition format",
+        },
+        403: {"description": "GANFORGE_METRICS_AUTH is on and the key is not an admin's"},
+    },
+)
+async def metrics(request: Request, services: ServicesDep) -> Response:
+    """Prometheus metrics: this API process's requests and renders, and the fleet's jobs,
+    queue and workers (from the database, so every replica reports the same)."""
+    if services.settings.metrics_auth:
+        principal = await get_principal(request, services, await _bearer(request))
+        if not principal.admin:
+            raise HTTPException(403, "/metrics needs an admin key (GANFORGE_METRICS_AUTH)")
+    body = await asyncio.to_thread(services.exposition.render)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get(
