@@ -112,6 +112,11 @@ class EventStream(Iterator[Event]):
             raise TimeoutError(f"job {self.job_id} did not finish in time")
         return left
 
+    def _lines(self, response: httpx.Response) -> Iterator[str]:
+        for line in response.iter_lines():
+            self._remaining()  # keep-alives too: a quiet stream still ends at the deadline
+            yield line
+
     def _run(self) -> Generator[Event, None, None]:
         failures, connected = 0, False
         while True:
@@ -119,8 +124,7 @@ class EventStream(Iterator[Event]):
             try:
                 with self._open(self.last_event_id, self._remaining()) as response:
                     self.response, connected = response, True
-                    for raw_id, kind, raw_data, retry in parse_sse(response.iter_lines()):
-                        self._remaining()
+                    for raw_id, kind, raw_data, retry in parse_sse(self._lines(response)):
                         if retry is not None:
                             self._server_retry = retry / 1000
                         event = _event(raw_id, kind, raw_data)
