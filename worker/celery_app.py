@@ -85,9 +85,16 @@ def _default_sigterm(**_kwargs: Any) -> None:
 
 
 @worker_shutting_down.connect
-def _stop_training_gracefully(**_kwargs) -> None:
+def _stop_training_gracefully(**_kwargs: Any) -> None:
     # Celery's warm shutdown waits for the running task, which may train for hours; a
     # SIGTERM that reached only this process is passed on, so the task hands its job back.
+    # Only while a task runs: an idle pool child blocks reading the task queue under a lock
+    # it shares with this process, and killed there it would leave this process's own exit
+    # waiting for that lock forever (a worker that outlived serve).
+    from celery.worker import state
+
+    if not state.active_requests:
+        return
     for child in active_children():
         with contextlib.suppress(OSError):
             os.kill(child.pid, signal.SIGTERM)
