@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 
@@ -12,7 +14,7 @@ from fastapi import Depends, FastAPI
 
 from app.api import errors
 from app.api.deps import Services, check_parameters
-from app.api.routes import checkpoints, datasets, health, history, jobs
+from app.api.routes import checkpoints, datasets, health, history, jobs, webhooks
 from app.api.telemetry import MetricsMiddleware
 from app.core import revocations
 from app.core.db import migrate
@@ -24,6 +26,7 @@ from app.core.settings import Settings, get_settings
 from app.core.store import get_store
 from app.core.telemetry import Exposition
 from app.core.uploads import UploadGate
+from app.core.webhook_delivery import Dispatcher
 from app.dashboard import pages as dashboard
 from gan_core.config import TrainConfig
 from gan_core.memory import estimate_training_memory
@@ -71,6 +74,9 @@ def create_app(
             )
         # The first memory estimate initialises torch's meta device (~1 s): not on a request.
         warm = asyncio.create_task(asyncio.to_thread(estimate_training_memory, TrainConfig()))
+        dispatcher = asyncio.create_task(
+            Dispatcher(settings, f"{socket.gethostname()}:{os.getpid()}").run()
+        )
         revocations_task = asyncio.create_task(
             revocations.listen(
                 settings,
@@ -81,6 +87,7 @@ def create_app(
             yield
         finally:
             revocations_task.cancel()
+            dispatcher.cancel()
             warm.cancel()
             services.uploads.close()
             services.sampling.sampler.close()
@@ -96,7 +103,7 @@ def create_app(
     app.state.services = build_services(settings, local_worker)
     errors.install(app)
     app.add_middleware(MetricsMiddleware)
-    for module in (health, datasets, jobs, checkpoints, history):
+    for module in (health, datasets, jobs, checkpoints, history, webhooks):
         app.include_router(module.router)
     app.include_router(dashboard.router)  # pages and /ui/static: no data, the scripts call /v1
     return app

@@ -32,6 +32,12 @@ class JobCreate(BaseModel):
 
     name: Annotated[str, AfterValidator(_printable)] = Field("job", min_length=1, max_length=200)
     config: TrainConfig = Field(default_factory=TrainConfig)
+    webhook_url: Annotated[str, AfterValidator(_printable)] | None = Field(
+        None, max_length=2000, description="POST the job's events here (Standard Webhooks)"
+    )
+    webhook_events: (
+        list[Literal["started", "checkpoint", "succeeded", "failed", "canceled"]] | None
+    ) = Field(None, max_length=5, description="which events (default: all five)")
 
 
 class JobResume(BaseModel):
@@ -75,6 +81,8 @@ class JobPublic(BaseModel):
         description="the stored checkpoint with the lowest FD so far (null until one is scored)"
     )
     best_fd: float | None
+    webhook_url: str | None
+    webhook_events: list[str] | None
     rollbacks: list[dict[str, Any]] = Field(
         description="divergences the run rolled back from (config.on_divergence = 'rollback')"
     )
@@ -107,6 +115,8 @@ class JobPublic(BaseModel):
             updated_at=job.updated_at,
             best_checkpoint_id=job.best_checkpoint_id,
             best_fd=job.best_fd,
+            webhook_url=job.webhook_url,
+            webhook_events=job.webhook_events,
             rollbacks=job.rollbacks or [],
             links={
                 "self": base,
@@ -329,3 +339,30 @@ class MetricsPublic(BaseModel):
                 for c in h.checkpoints
             ],
         )
+
+
+class WebhookAttemptPublic(BaseModel):
+    at: str
+    status_code: int | None
+    error: str | None
+    seconds: float | None = None
+
+
+class WebhookDeliveryPublic(BaseModel):
+    id: str = Field(description="the webhook-id header of the delivery")
+    event: str
+    url: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: list[WebhookAttemptPublic]
+    created_at: UtcDateTime
+    next_attempt_at: UtcDateTime | None
+    delivered_at: UtcDateTime | None
+
+
+class WebhookDeliveriesPublic(BaseModel):
+    items: list[WebhookDeliveryPublic]
+
+
+class WebhookSecretPublic(BaseModel):
+    secret: str = Field(description="whsec_...: verify webhook-signature with it")
+    created_at: UtcDateTime

@@ -19,7 +19,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.core import datasets, limits
+from app.core import datasets, limits, webhooks
 from app.core.auth import Principal
 from app.core.db import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound
@@ -30,8 +30,11 @@ from app.core.store import ArtifactStore
 from gan_core.config import TrainConfig
 
 
-def _request_hash(name: str, config: TrainConfig) -> str:
-    body = json.dumps({"name": name, "config": config.model_dump(mode="json")}, sort_keys=True)
+def _request_hash(name: str, config: TrainConfig, webhook: Any = None) -> str:
+    request = {"name": name, "config": config.model_dump(mode="json")}
+    if webhook is not None:
+        request["webhook"] = webhook
+    body = json.dumps(request, sort_keys=True)
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -48,6 +51,8 @@ def submit_job(
     name: str,
     config: TrainConfig,
     idempotency_key: str | None = None,
+    webhook_url: str | None = None,
+    webhook_events: list[str] | None = None,
 ) -> Job:
     """Check, record and enqueue a new job; a repeated Idempotency-Key returns the first job.
 
@@ -59,6 +64,12 @@ def submit_job(
         session, settings, config, owner_id=principal.scope
     )
     owner = principal.owner_id
+    webhook = None
+    if webhook_url is not None:  # refused now if it points inside; checked again at delivery
+        webhooks.resolve_target(webhook_url, allow_private=settings.webhook_allow_private)
+        webhook = (webhook_url, webhooks.check_events(webhook_events))
+    elif webhook_events is not None:
+        raise InvalidInput("webhook_events needs a webhook_url", field="webhook_events")
     if idempotency_key is None or not find_idempotent(session, owner_id=owner, key=idempotency_key):
         limits.check_new_job(session, settings, owner_id=owner, config=config)
     job, created = create_job(
@@ -68,6 +79,7 @@ def submit_job(
         idempotency_key=idempotency_key,
         dataset=upload,
         owner_id=owner,
+        webhook=webhook,
     )
     session.commit()
     if created:
@@ -88,9 +100,10 @@ def create_job(
     owner_id: str | None = None,
     idempotency_key: str | None = None,
     dataset: Dataset | None = None,
+    webhook: tuple[str, list[str]] | None = None,
 ) -> tuple[Job, bool]:
     """Store a queued job; returns (job, created). A repeated idempotency key returns the first job."""
-    digest = _request_hash(name, config)
+    digest = _request_hash(name, config, webhook)
     dataset_id = dataset.id if dataset else None
     if idempotency_key is not None:
         existing = find_idempotent(session, owner_id=owner_id, key=idempotency_key)
@@ -111,6 +124,8 @@ def create_job(
         request_hash=digest,
         total_steps=config.steps,
         enqueued_at=utcnow(),
+        webhook_url=webhook[0] if webhook else None,
+        webhook_events=webhook[1] if webhook else None,
     )
     session.add(job)
     try:
@@ -129,6 +144,7 @@ def create_job(
                 owner_id=owner_id,
                 idempotency_key=idempotency_key,
                 dataset=dataset,
+                webhook=webhook,
             )
         if dataset_id is not None and session.get(Dataset, dataset_id) is None:
             raise Conflict(
@@ -199,11 +215,14 @@ def request_cancel(session: Session, *, job_id: str, owner_id: str | None = None
     job = get_job(session, job_id=job_id, owner_id=owner_id)
     if job.status in FINISHED:
         raise Conflict(f"job {job_id} is already {job.status}")
-    if job.status == JobStatus.queued:
+    canceled_now = job.status == JobStatus.queued
+    if canceled_now:
         job.status, job.finished_at = JobStatus.canceled, utcnow()
     job.cancel_requested = True
     job.version = Job.version + 1  # atomic, beside the worker's writes
     session.flush()
+    if canceled_now:
+        webhooks.announce(session, job_id, "canceled")  # the caller's commit sends both
     return job
 
 

@@ -96,6 +96,9 @@ class Job(Base):
     best_fd: Mapped[float | None] = mapped_column(Float)
     # divergences rolled back (config.on_divergence = "rollback"), oldest first
     rollbacks: Mapped[list[Any] | None] = mapped_column(JSON)
+    # where to announce the job's events, and which ones (app.core.webhooks)
+    webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    webhook_events: Mapped[list[Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     first_step_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -193,3 +196,34 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class WebhookSecret(Base):
+    """An owner's webhook signing secret (Standard Webhooks: ``whsec_`` + base64)."""
+
+    __tablename__ = "webhook_secrets"
+
+    owner_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event to deliver: the outbox row, written in the transaction of the change it
+    announces, and its delivery attempts."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("msg"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    owner_id: Mapped[str | None] = mapped_column(String(40))
+    event: Mapped[str] = mapped_column(String(20))  # started|checkpoint|succeeded|failed|canceled
+    url: Mapped[str] = mapped_column(String(2000))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    attempts: Mapped[list[Any]] = mapped_column(JSON, default=list)  # {at, status_code, error}
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime)

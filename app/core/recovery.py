@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.core import webhooks
 from app.core.db import utcnow
 from app.core.models import Job, JobStatus
 from app.core.runs import update_rows
@@ -45,7 +46,7 @@ def sweep_jobs(session: Session, *, max_attempts: int, requeue_after: float) -> 
     now = utcnow()
     done = Sweep()
     stale_lease = and_(Job.status == JobStatus.running, Job.lease_expires_at < now)
-    for job in session.scalars(select(Job).where(stale_lease)):
+    for job in list(session.scalars(select(Job).where(stale_lease))):
         end = {
             "lease_owner": None,
             "lease_expires_at": None,
@@ -91,7 +92,9 @@ def sweep_jobs(session: Session, *, max_attempts: int, requeue_after: float) -> 
         ):
             done.requeued.append(job.id)
     queued = Job.status == JobStatus.queued
-    for job_id in session.scalars(select(Job.id).where(queued, Job.cancel_requested.is_(True))):
+    for job_id in list(
+        session.scalars(select(Job.id).where(queued, Job.cancel_requested.is_(True)))
+    ):
         if _flip(
             session,
             job_id,
@@ -111,6 +114,10 @@ def sweep_jobs(session: Session, *, max_attempts: int, requeue_after: float) -> 
     for job_id in session.scalars(select(Job.id).where(lost)):
         if _flip(session, job_id, lost, {"enqueued_at": now}):
             done.resent.append(job_id)
+    for job_id in done.canceled:  # announced in the transaction of the change
+        webhooks.announce(session, job_id, "canceled")
+    for job_id in done.failed:
+        webhooks.announce(session, job_id, "failed")
     session.commit()
     done.to_send = done.requeued + done.resent
     return done

@@ -14,7 +14,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Update, and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.core import history
+from app.core import history, webhooks
 from app.core.db import utcnow
 from app.core.models import Checkpoint, Job, JobStatus, Worker
 
@@ -46,6 +46,8 @@ def claim_job(session: Session, *, job_id: str, worker_id: str, lease_seconds: f
             version=Job.version + 1,
         ),
     )
+    if result == 1:
+        webhooks.announce(session, job_id, "started")  # in the claim's transaction
     session.commit()
     if result != 1:
         return None
@@ -160,6 +162,8 @@ def record_checkpoint(
     )
     ckpt.event_version = None if scoring else bump_version(session, job_id)
     session.execute(update(Job).where(Job.id == job_id).values(step=max(step, 0)))
+    if not scoring:  # final now; with scoring, announced with its scores
+        webhooks.announce(session, job_id, "checkpoint", ckpt)
     session.commit()
     return ckpt
 
@@ -224,6 +228,8 @@ def finish_job(
     result = update_rows(
         session, update(Job).where(Job.id == job_id, Job.lease_owner == worker_id).values(**values)
     )
+    if result == 1:
+        webhooks.announce(session, job_id, str(status))
     session.commit()
     return result == 1
 

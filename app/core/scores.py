@@ -20,7 +20,7 @@ import torch
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.core import locks
+from app.core import locks, webhooks
 from app.core.db import utcnow
 from app.core.models import Checkpoint, Job
 from app.core.runs import bump_version, update_rows
@@ -153,6 +153,7 @@ def record_scores(
     assert job is not None
     _refresh_best(session, job)
     ckpt.event_version = bump_version(session, ckpt.job_id)
+    webhooks.announce(session, ckpt.job_id, "checkpoint", ckpt)
     session.commit()
     return ckpt
 

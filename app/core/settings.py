@@ -129,6 +129,22 @@ class Settings(BaseSettings):
         description="after the first idle timeout, an upload body slower than "
         "this on average is cut off (408)",
     )
+    webhook_allow_private: bool = Field(
+        False,
+        description="let webhooks reach loopback, private, link-local and other "
+        "non-public addresses (refused by default: server-side request forgery)",
+    )
+    webhook_timeout_seconds: float = Field(5.0, gt=0, le=60, description="per delivery attempt")
+    webhook_retry_seconds: float = Field(
+        86400.0,
+        gt=0,
+        description="a delivery that keeps failing is retried (exponential backoff "
+        "with jitter) for this long after its event, then marked failed",
+    )
+    webhook_poll_seconds: float = Field(1.0, gt=0, description="how often the outbox is read")
+    webhook_backoff_seconds: float = Field(
+        2.0, gt=0, description="first retry delay; doubles per failure (capped at 10 min), x0.5-1.5"
+    )
     metrics_auth: bool = Field(
         False,
         description="/metrics needs an admin API key (default: open, like most exporters; "

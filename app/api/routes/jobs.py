@@ -61,6 +61,8 @@ def create_job(
         name=body.name,
         config=body.config,
         idempotency_key=idempotency_key,
+        webhook_url=body.webhook_url,
+        webhook_events=list(body.webhook_events) if body.webhook_events is not None else None,
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobPublic.of(job)
