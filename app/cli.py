@@ -198,6 +198,25 @@ def keys_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def store_command(args: argparse.Namespace) -> int:
+    """Make the artifact store ready: its directory, or (S3) its bucket if missing; then check
+    that it can be written."""
+    from app.core.settings import get_settings
+    from app.core.store import StoreError, get_store
+
+    settings = get_settings()
+    try:
+        store = get_store(settings.resolved_store_dir, settings.store_url)
+        created = store.init()
+        store.ping()
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    where = settings.store_url or str(settings.resolved_store_dir)
+    print(f"{'created' if created else 'ready'}: {where}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ganforge", description="Train GANs and sample from them."
@@ -220,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     kr = ksub.add_parser("revoke", help="revoke a key by id")
     kr.add_argument("key_id")
     k.set_defaults(func=keys_command)
+
+    st = sub.add_parser("store", help="the artifact store")
+    stsub = st.add_subparsers(dest="store_command", required=True)
+    stsub.add_parser("init", help="create the store's directory or S3 bucket if missing")
+    st.set_defaults(func=store_command)
 
     w = sub.add_parser("worker", help="run a training worker (Celery)")
     w.add_argument("--loglevel", default="INFO")

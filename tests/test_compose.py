@@ -151,6 +151,19 @@ def test_app_services_fleet_environment(services, name):
     assert env.get("GANFORGE_STORE_DIR") == "/data/store", name
 
 
+def test_s3_profile_switches_the_store_by_environment(services):
+    for name in ("api", "worker", "worker-cpu", "s3-bucket"):
+        env = _env(services[name])
+        assert env.get("GANFORGE_STORE_URL") == "${GANFORGE_STORE_URL:-}", name  # empty: local
+        assert {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(env), name
+    for name in ("minio", "s3-bucket"):
+        assert services[name].get("profiles") == ["s3"], name
+    assert _command(services["s3-bucket"]) == ["ganforge", "store", "init"]
+    assert services["s3-bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    minio = _env(services["minio"])
+    assert minio["MINIO_ROOT_USER"] == "${AWS_ACCESS_KEY_ID:-}"
+
+
 def test_app_services_share_one_image(services):
     images = {services[n].get("image") for n in ("api", "worker", "worker-cpu")}
     assert len(images) == 1 and None not in images, (

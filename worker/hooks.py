@@ -188,9 +188,11 @@ class JobHooks:
         if self.scorer is not None:
             self._score(checkpoint_id, Path(info.path))
         with session_scope(self.url) as s:
-            self.protected = scores.prune_rows(
+            self.protected, pruned = scores.prune_rows(
                 s, job_id=self.job_id, keep=self.config.keep_checkpoints
             )
+        for key in pruned:  # after their rows (the trainer prunes its local copies too)
+            self.store.discard(key)
 
     def _score(self, checkpoint_id: str, path: Path) -> None:
         assert self.scorer is not None

@@ -36,7 +36,8 @@ def _scorers_for(settings: Settings, store: LocalStore, worker_id: str) -> score
 
 
 def _load_upload(store: ArtifactStore, row: Dataset, config: TrainConfig) -> ImageTensorDataset:
-    path = store.local_path(row.path)
+    root = f"datasets/{row.id}"  # published as a whole; row.path is inside it
+    path = store.local_path(root) / row.path.removeprefix(root + "/")
     try:
         return load_dataset(
             f"{row.kind}:{path}", image_size=config.image_size, channels=config.channels
@@ -72,7 +73,7 @@ def run_job(
     'released' if a shutdown stopped it (checkpointed and back in the queue)."""
     settings = settings or get_settings()
     url = settings.resolved_database_url
-    store = get_store(settings.resolved_store_dir)
+    store = get_store(settings.resolved_store_dir, settings.store_url)
     worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     if SHUTDOWN.is_set() and queue is not None:  # a message taken while shutting down
         queue.enqueue(job_id)

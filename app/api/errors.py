@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.api.schemas import Problem
 from app.core.errors import DomainError
 from app.core.limits import retry_after_header
+from app.core.store import StoreError
 
 log = logging.getLogger("ganforge.api")
 PROBLEM = "application/problem+json"
@@ -176,6 +177,16 @@ def install(app: FastAPI) -> None:
             500,
             "Internal server error",
             "an unexpected error; it has been logged (nothing was changed if it was a write)",
+        )
+
+    @app.exception_handler(StoreError)
+    async def _store_down(_req: Request, exc: StoreError) -> JSONResponse:
+        log.warning("artifact store failed: %s", exc)
+        return problem(
+            503,
+            "Service unavailable",
+            "the artifact store could not be read or written; try again",
+            headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(OperationalError)

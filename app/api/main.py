@@ -37,7 +37,7 @@ log = logging.getLogger("ganforge.api")
 def build_services(settings: Settings, local_worker: Callable[[], bool] | None = None) -> Services:
     celery = Celery("ganforge-api")
     celery.conf.update(celery_config(settings))
-    store = get_store(settings.resolved_store_dir)
+    store = get_store(settings.resolved_store_dir, settings.store_url)
     sampler = Sampler(
         settings.generator_cache_size, settings.png_cache_size, settings.png_cache_bytes
     )

@@ -68,7 +68,7 @@ def get_checkpoint(
 
 def checkpoint_path(store: ArtifactStore, ckpt: Checkpoint) -> Path:
     """The local directory of a recorded checkpoint; Conflict if its files are gone."""
-    path = store.local_path(ckpt.path)
+    path = store.local_checkpoint(ckpt.path, content_hash(ckpt))
     if not path.is_dir():
         raise Conflict(f"checkpoint {ckpt.id} is recorded but its files are missing from the store")
     return path

@@ -53,7 +53,7 @@ def delete_upload(
         job.dataset_id = None
     session.delete(ds)
     session.commit()
-    store.delete(f"datasets/{ds.id}")
+    store.discard(f"datasets/{ds.id}")
 
 
 def check_training_dataset(

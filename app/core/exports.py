@@ -72,7 +72,7 @@ class Exports:
 
         ckpt_id, ckpt_dir, averaged, step, fixed = await asyncio.to_thread(read)
         name, media = FORMATS[kind]
-        target = store.local_path(
+        target = store.cache_path(
             f"jobs/{job_id}/exports/{ckpt_id}-{'ema' if averaged else 'raw'}-{name}"
         )
         if not target.is_file():

@@ -309,4 +309,4 @@ def delete_job(
         job.status = JobStatus.canceled  # a message still in the queue will find nothing to run
     session.delete(job)
     session.commit()
-    store.delete(f"jobs/{job_id}")
+    store.discard(f"jobs/{job_id}")

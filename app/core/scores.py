@@ -60,17 +60,22 @@ class Scorers:
         if memo_key in self._memo:
             self._memo.move_to_end(memo_key)
             return self._memo[memo_key]
-        directory = self.store.local_path(f"scorers/{key}")
+        directory = self.store.cache_path(f"scorers/{key}")  # where a build writes
 
         def build() -> tuple[FeatureClassifier, RealReference]:
             log.warning("scorer %s: not in the store; training it (once for the fleet)", key)
-            return build_scorer(directory, dataset, device, log.info)
+            built = build_scorer(directory, dataset, device, log.info)
+            self.store.publish(f"scorers/{key}")
+            return built
+
+        def load() -> tuple[FeatureClassifier, RealReference] | None:
+            return load_scorer(self.store.local_path(f"scorers/{key}"), dataset, device, log.info)
 
         extractor, reference = locks.load_or_build(
             self.settings.resolved_database_url,
             f"scorer:{key}",
             self.holder,
-            load=lambda: load_scorer(directory, dataset, device, log.info),
+            load=load,
             build=build,
         )
         log.info("scorer %s: ready", key)
@@ -95,11 +100,12 @@ class Scorers:
     def _inception_reference(
         self, key: str, dataset: ImageTensorDataset, model: InceptionFeatures
     ) -> RealReference:
-        path = self.store.local_path(f"scorers/{key}-inception/reference.safetensors")
+        folder = f"scorers/{key}-inception"
+        path = self.store.cache_path(folder) / "reference.safetensors"
         digest = extractor_digest(model)  # other weights: another reference
 
         def load() -> RealReference | None:
-            if not path.is_file():
+            if not (self.store.local_path(folder) / "reference.safetensors").is_file():
                 return None
             ref = load_reference(path)
             return ref if ref.extractor_digest == digest else None
@@ -109,6 +115,7 @@ class Scorers:
             ref = build_reference(model, dataset.images, stats_size=n, features_size=n)
             path.parent.mkdir(parents=True, exist_ok=True)
             save_reference(ref, path)
+            self.store.publish(folder)
             return ref
 
         return locks.load_or_build(
@@ -174,16 +181,17 @@ def _refresh_best(session: Session, job: Job) -> None:
     job.best_fd = best.best_fd if best else None
 
 
-def prune_rows(session: Session, *, job_id: str, keep: int) -> set[int]:
+def prune_rows(session: Session, *, job_id: str, keep: int) -> tuple[set[int], list[str]]:
     """Mark all but the newest ``keep`` stored checkpoints pruned, except the job's best.
 
-    Returns the steps the trainer must keep on disk beyond the newest ``keep`` (the best's).
+    Returns the steps the trainer must keep on disk beyond the newest ``keep`` (the best's),
+    and the store keys of the checkpoints just pruned (for the caller to delete after).
     Rows go before files: a checkpoint the API lists always has its files. Pruned rows stay
     as the run's history (their scores feed the metrics and charts).
     """
     job = session.get(Job, job_id)
     if job is None:
-        return set()
+        return set(), []
     stored = list(
         session.scalars(
             select(Checkpoint)
@@ -192,9 +200,10 @@ def prune_rows(session: Session, *, job_id: str, keep: int) -> set[int]:
         )
     )
     protected = {c.step for c in stored if c.id == job.best_checkpoint_id}
-    now = utcnow()
+    now, pruned = utcnow(), []
     for ckpt in stored[keep:]:
         if ckpt.step not in protected:
             ckpt.pruned_at = now
+            pruned.append(ckpt.path)
     session.commit()
-    return protected
+    return protected, pruned

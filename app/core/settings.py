@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     )
     store_dir: Path | None = Field(
         None, description="artifact store for checkpoints and uploads; default <data_dir>/store"
+    )
+    store_url: str | None = Field(
+        None,
+        description="s3://bucket/prefix: keep artifacts in an S3-compatible store (endpoint "
+        "and credentials from the AWS_* variables); GANFORGE_STORE_DIR is then its local cache",
     )
     store_min_free_bytes: int = Field(
         2 << 30, ge=0, description="/readyz reports the store 'degraded' with less free space"
@@ -186,6 +191,15 @@ class Settings(BaseSettings):
     )
     max_samples: int = Field(256, ge=1, description="largest n for samples.png")
     max_interpolation_steps: int = Field(64, ge=2)
+
+    @field_validator("store_url")
+    @classmethod
+    def _s3_url(cls, v: str | None) -> str | None:
+        if not v:  # empty: the local store (compose passes an unset variable as "")
+            return None
+        if not v.startswith("s3://") or not v[5:].split("/", 1)[0]:
+            raise ValueError("must be s3://bucket or s3://bucket/prefix")
+        return v
 
     @property
     def embedded(self) -> bool:

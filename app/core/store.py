@@ -1,16 +1,18 @@
-"""The artifact store: checkpoints and uploaded datasets, behind one small interface.
+"""The artifact store: checkpoints, uploaded datasets and scorers, behind one small interface.
 
-The local directory store is the default (a shared volume in compose). An
-S3-compatible store implements the same methods: ``run_dir`` is then a local
-scratch directory the trainer writes into, ``publish_checkpoint`` uploads a
-finished checkpoint directory, and ``local_path`` downloads one into a cache
-before it is loaded. Keys are relative POSIX paths such as ``jobs/job_x/checkpoints/step-00000500``.
+The local directory store is the default (a shared volume in compose). The S3-compatible
+store (app.core.s3store, GANFORGE_STORE_URL=s3://...) keeps the same keys as objects and
+uses a local directory as its cache: ``run_dir`` is where the trainer writes,
+``publish_checkpoint`` / ``publish`` upload what was written there, and ``local_path`` /
+``local_checkpoint`` download what is read. Keys are relative POSIX paths such as
+``jobs/job_x/checkpoints/step-00000500``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import socket
@@ -18,6 +20,8 @@ import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TextIO
+
+log = logging.getLogger("ganforge.store")
 
 
 class StoreError(OSError):
@@ -34,8 +38,20 @@ class ArtifactStore(ABC):
         """Make a finished checkpoint directory durable; returns its key."""
 
     @abstractmethod
+    def publish(self, key: str) -> None:
+        """Make what was written locally under ``key`` durable (a dataset, a scorer)."""
+
+    @abstractmethod
     def local_path(self, key: str) -> Path:
         """A local path holding what is stored under ``key`` (a checkpoint dir, a dataset)."""
+
+    @abstractmethod
+    def local_checkpoint(self, key: str, sha256: str) -> Path:
+        """A local directory holding a recorded checkpoint (its generator file's hash given)."""
+
+    @abstractmethod
+    def cache_path(self, key: str) -> Path:
+        """A local path for files this process makes and keeps (exports): never fetched."""
 
     @abstractmethod
     def dataset_dir(self, dataset_id: str) -> Path:
@@ -45,8 +61,20 @@ class ArtifactStore(ABC):
     def delete(self, key: str) -> None:
         """Remove everything under ``key`` (no error if absent)."""
 
+    def discard(self, key: str) -> None:
+        """Delete files whose record is already gone: a failure leaves orphans (logged), it
+        does not fail the request or the training that let them go."""
+        try:
+            self.delete(key)
+        except OSError as exc:
+            log.warning("could not delete %s from the store (left behind): %s", key, exc)
+
     @abstractmethod
     def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def init(self) -> bool:
+        """Create the store if it is missing (`ganforge store init`); True if it was."""
 
     @abstractmethod
     def ping(self) -> None:
@@ -87,7 +115,17 @@ class LocalStore(ArtifactStore):
         # The trainer wrote straight into the store (atomically); nothing to copy.
         return self.key_of(local_dir)
 
+    def publish(self, key: str) -> None:
+        pass  # written in place
+
     def local_path(self, key: str) -> Path:
+        return self._path(key)
+
+    def local_checkpoint(self, key: str, sha256: str) -> Path:
+        return self._path(key)
+
+    def cache_path(self, key: str) -> Path:
+        """A local path for derived files this process keeps (exports): never fetched."""
         return self._path(key)
 
     def dataset_dir(self, dataset_id: str) -> Path:
@@ -105,6 +143,15 @@ class LocalStore(ArtifactStore):
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
+
+    def init(self) -> bool:
+        if self.root.is_dir():
+            return False
+        try:
+            self.root.mkdir(parents=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the artifact store {self.root}: {exc}") from exc
+        return True
 
     def ping(self) -> None:
         try:
@@ -183,5 +230,11 @@ def _held(lock: Path) -> bool:
         return False
 
 
-def get_store(root: Path) -> LocalStore:
+def get_store(root: Path, url: str | None = None) -> LocalStore:
+    """The local store at ``root``, or with ``url`` (s3://bucket/prefix) the S3-compatible
+    store with ``root`` as its local cache."""
+    if url:
+        from app.core.s3store import S3Store
+
+        return S3Store(url, root)
     return LocalStore(root)

@@ -259,6 +259,7 @@ def create_dataset(
         key = store.key_of(final)
         if owner_id is not None:
             check_storage(session, settings, owner_id=owner_id, adding=store.usage_bytes(key))
+        store.publish(key)  # uploaded (S3) before it is recorded
         row = Dataset(
             id=dataset_id,
             owner_id=owner_id,
@@ -276,7 +277,7 @@ def create_dataset(
         session.commit()  # recorded after the files landed
     except BaseException:
         session.rollback()
-        shutil.rmtree(final, ignore_errors=True)
+        store.discard(f"datasets/{dataset_id}")
         raise
     return row
 

@@ -50,45 +50,24 @@ def test_metrics_count_requests_by_route_template_and_report_the_fleet(client, r
     client.get("/v1/jobs/job_0000000000000000")  # a 404
     m = scrape(client)
     requests = m["ganforge_http_requests"]
-    assert (
-        _value(requests, "ganforge_http_requests_total", route="/v1/jobs/{job_id}", status="404")
-        == 1
-    )
-    assert (
-        _value(
-            requests,
-            "ganforge_http_requests_total",
-            route="/v1/jobs/{job_id}/checkpoints/{ckpt}/samples.png",
-            status="200",
-        )
-        == 3
-    )
+    sample_route = "/v1/jobs/{job_id}/checkpoints/{ckpt}/samples.png"
+    http = "ganforge_http_requests"
+    assert grew(http, "ganforge_http_requests_total", route="/v1/jobs/{job_id}", status="404") == 1
+    assert grew(http, "ganforge_http_requests_total", route=sample_route, status="200") == 3
     assert not any(job_id in str(s.labels) for s in requests)  # templates, never raw ids
-    assert (
-        _value(
-            m["ganforge_http_request_seconds"],
-            "ganforge_http_request_seconds_count",
-            method="POST",
-            route="/v1/jobs",
-        )
-        == 1
-    )
-    assert _value(m["ganforge_sample_cache"], "ganforge_sample_cache_total", result="hit") == 1
-    assert _value(m["ganforge_sample_cache"], "ganforge_sample_cache_total", result="miss") == 2
-    assert (
-        _value(
-            m["ganforge_sample_render_seconds"],
-            "ganforge_sample_render_seconds_count",
-            kind="samples",
-        )
-        == 2
-    )
+    seconds = "ganforge_http_request_seconds"
+    assert grew(seconds, f"{seconds}_count", method="POST", route="/v1/jobs") == 1
+    cache = "ganforge_sample_cache"
+    assert grew(cache, "ganforge_sample_cache_total", result="hit") == 1
+    assert grew(cache, "ganforge_sample_cache_total", result="miss") == 2
+    render = "ganforge_sample_render_seconds"
+    assert grew(render, f"{render}_count", kind="samples") == 2
     assert _value(m["ganforge_jobs"], "ganforge_jobs", status="succeeded") == 1
     assert _value(m["ganforge_jobs"], "ganforge_jobs", status="queued") == 0
     ckpts = len(client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"])
-    writes = m["ganforge_checkpoint_write_seconds"]
-    assert _value(writes, "ganforge_checkpoint_write_seconds_count") == ckpts
-    assert _value(writes, "ganforge_checkpoint_write_seconds_bucket", le="+Inf") == ckpts
+    writes = "ganforge_checkpoint_write_seconds"
+    assert grew(writes, f"{writes}_count") == ckpts
+    assert grew(writes, f"{writes}_bucket", le="+Inf") == ckpts
     assert _value(m["ganforge_queue_depth"], "ganforge_queue_depth", source="database") == 0
 
 

@@ -1,0 +1,277 @@
+"""The S3-compatible store against a real S3-protocol server (moto's standalone server on
+loopback): a fleet whose API and workers share nothing but Postgres, Redis and the bucket,
+a job resumed on a worker with an empty cache, and an upload killed half-way."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from app.core.s3store import MARKER, S3Store
+from gan_core import checkpoint as ckpt
+from gan_core.config import TrainConfig
+from gan_core.training import train
+from tests.api.test_datasets import make_npz
+from tests.integration.conftest import Proc, Stack, _need_redis, free_port
+from tests.tiny import tiny
+
+pytestmark = pytest.mark.integration
+BUCKET = "ganforge-it"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory) -> dict[str, str]:
+    """A moto S3 server on a free loopback port with one bucket; the AWS_* variables for it."""
+    port = free_port()
+    tmp = tmp_path_factory.mktemp("s3")
+    server = Proc(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        dict(os.environ),
+        tmp / "moto.log",
+    )
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(env["AWS_ENDPOINT_URL"], timeout=1)
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, server.tail()
+            time.sleep(0.2)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # for this process's boto3 clients too
+    try:
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield env
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
+
+
+def objects(prefix: str) -> list[str]:
+    import boto3
+
+    pages = (
+        boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    )
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def steps_in_bucket(prefix: str, job_id: str) -> set[int]:
+    head = f"{prefix}/jobs/{job_id}/checkpoints/"
+    return {
+        int(k[len(head) :].split("/")[0].removeprefix("step-"))
+        for k in objects(head)
+        if k.endswith(f"/{MARKER}")
+    }
+
+
+# ------------------------------------------------------------------- the store on its own
+
+
+def test_an_upload_killed_half_way_is_never_listed_nor_loaded(s3, tmp_path):
+    """A worker dies while a checkpoint's files go up: the objects it left have no marker,
+    so another machine resumes from the checkpoint before it, and a retry completes it."""
+    url = f"s3://{BUCKET}/crash"
+    config = TrainConfig(**tiny(steps=20, checkpoint_every=10, keep_checkpoints=5))
+    writer = S3Store(url, tmp_path / "a")
+    run = writer.run_dir("job_crash")
+    train(config, run)
+    first, second = ckpt.list_checkpoints(run)
+    writer.publish_checkpoint("job_crash", first)
+    # pad the second with many small files so that its upload takes a while to kill
+    for i in range(400):
+        (second / f"pad-{i:03d}.bin").write_bytes(os.urandom(2048))
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from app.core.s3store import S3Store
+        S3Store({url!r}, Path({str(tmp_path / "a")!r})).publish_checkpoint(
+            "job_crash", Path({str(second)!r}))
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ))
+    key = writer.key_of(second)
+    deadline = time.monotonic() + 60
+    while len(objects(f"crash/{key}/")) < 20:  # part of it is up
+        assert proc.poll() is None, "the upload finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    left = [k.rsplit("/", 1)[1] for k in objects(f"crash/{key}/")]
+    assert 20 <= len(left) < 400 + 4, len(left)
+    assert MARKER not in left and "meta.json" not in left  # the manifest goes last
+
+    reader = S3Store(url, tmp_path / "b")  # another machine, an empty cache
+    assert not reader.exists(key) and reader.exists(writer.key_of(first))
+    resumed = reader.run_dir("job_crash")
+    assert [p.name for p in ckpt.list_checkpoints(resumed)] == [first.name]
+    assert ckpt.latest_checkpoint(resumed) == resumed / "checkpoints" / first.name
+    assert not any(reader.local_path(key).glob("*"))  # nothing half-fetched either
+    assert (resumed / "checkpoints" / first.name / "meta.json").is_file()
+
+    writer.publish_checkpoint("job_crash", second)  # the retry, after a restart
+    again = S3Store(url, tmp_path / "c").run_dir("job_crash")
+    assert ckpt.latest_checkpoint(again) == again / "checkpoints" / second.name
+    assert len(list((again / "checkpoints" / second.name).glob("pad-*"))) == 400
+
+    writer.delete("jobs/job_crash")
+    assert objects("crash/jobs/job_crash/") == []
+
+
+def test_a_bad_store_url_or_a_missing_bucket_is_a_clear_error(s3, tmp_path):
+    from app.core.store import StoreError
+
+    with pytest.raises(StoreError, match="s3://bucket"):
+        S3Store("https://example.com/x", tmp_path)
+    with pytest.raises(StoreError, match="s3://no-such-bucket is not writable"):
+        S3Store("s3://no-such-bucket", tmp_path).ping()
+
+
+def test_store_init_creates_the_bucket_once(s3, tmp_path):
+    env = {**os.environ, "GANFORGE_DATA_DIR": str(tmp_path), "GANFORGE_STORE_URL": "s3://fresh/p"}
+    run = [sys.executable, "-m", "app.cli", "store", "init"]
+    out = [subprocess.run(run, env=env, capture_output=True, text=True) for _ in range(2)]
+    assert [(o.returncode, o.stdout.split(":")[0]) for o in out] == [(0, "created"), (0, "ready")]
+    import boto3
+
+    boto3.client("s3").head_bucket(Bucket="fresh")  # raises if it is not there
+    bad = subprocess.run(
+        run,
+        env={**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"},
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "cannot reach s3://fresh" in bad.stderr, bad.stderr
+
+
+def test_a_bucket_gone_while_serving_is_a_503_and_records_nothing(s3, tmp_path):
+    import boto3
+    from fastapi.testclient import TestClient
+
+    from app.api.main import create_app
+    from app.core.settings import Settings
+    from app.core.store import StoreError
+    from tests.api.conftest import make_key
+
+    settings = Settings(data_dir=tmp_path, store_url="s3://flaky/x", score_samples=0)
+    app = create_app(settings)
+    with pytest.raises(StoreError, match="s3://flaky is not writable"), TestClient(app):
+        pass  # it refuses to start
+    boto3.client("s3").create_bucket(Bucket="flaky")
+    key = make_key(settings, "alice")
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as c:
+        boto3.client("s3").delete_bucket(Bucket="flaky")  # empty: the start-up probe is gone
+        x = np.zeros((8, 16, 16), np.uint8)
+        r = c.post("/v1/datasets", files={"file": ("a.npz", make_npz(x=x), "application/zip")})
+        assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+        assert "artifact store" in r.json()["detail"]
+        assert [d for d in c.get("/v1/datasets").json()["items"] if not d["builtin"]] == []
+        assert not any((tmp_path / "store" / "datasets").glob("*"))
+        ready = c.get("/readyz")
+        assert ready.status_code == 503
+        assert "flaky is not writable" in ready.json()["checks"]["store"]
+
+
+# ------------------------------------------------------------------------ a fleet on S3
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, pg_url, s3):
+    """serve and workers with separate data directories: only the bucket is shared."""
+    _need_redis()
+    tmp = tmp_path_factory.mktemp("s3fleet")
+    s = Stack(tmp, pg_url, extra_env={**s3, "GANFORGE_STORE_URL": f"s3://{BUCKET}/fleet"})
+    s.start_api()
+    try:
+        s.workers.append(machine(s, "w0"))
+        s.wait_ready()
+        yield s
+    finally:
+        s.stop()
+
+
+def machine(s: Stack, name: str) -> Proc:
+    """A worker on its own 'machine': a data directory (and so a store cache) of its own."""
+    env = {**s.env, "GANFORGE_DATA_DIR": str(s.tmp / name)}
+    args = [sys.executable, "-m", "app.cli", "worker", "--hostname", f"{name}@s3"]
+    return Proc(args, env, s.tmp / f"{name}.log")
+
+
+def test_uploads_train_and_samples_go_through_the_bucket_and_delete_removes_them(fleet):
+    c = fleet.client
+    assert c.get("/readyz").json()["checks"]["store"] == "ok"
+    x = np.random.default_rng(3).integers(0, 255, (64, 16, 16), dtype=np.uint8)
+    r = c.post("/v1/datasets", files={"file": ("noise.npz", make_npz(x=x), "application/zip")})
+    assert r.status_code == 201, r.text
+    ds = r.json()["id"]
+    assert f"fleet/datasets/{ds}/{MARKER}" in objects(f"fleet/datasets/{ds}/")
+
+    config = tiny(dataset=ds, steps=40, checkpoint_every=10, keep_checkpoints=2)
+    job_id = c.post("/v1/jobs", json={"config": config}).json()["id"]
+    job = fleet.wait_status(job_id, {"succeeded", "failed", "canceled"})
+    assert job["status"] == "succeeded", job
+    stored = {x["step"] for x in c.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]}
+    assert stored == {30, 40} == steps_in_bucket("fleet", job_id)  # pruned ones deleted
+    api_cache = fleet.tmp / "data" / "store"
+    assert not (api_cache / "jobs" / job_id).exists()  # the API never saw the run directory
+
+    r = c.get(f"/v1/jobs/{job_id}/checkpoints/latest/samples.png?n=4&seed=1")
+    assert r.status_code == 200 and r.content.startswith(b"\x89PNG")
+    assert list((api_cache / "objects").iterdir())  # fetched from the bucket by its hash
+
+    assert c.delete(f"/v1/jobs/{job_id}").status_code == 204
+    assert objects(f"fleet/jobs/{job_id}/") == []
+    assert c.delete(f"/v1/datasets/{ds}").status_code == 204
+    assert objects(f"fleet/datasets/{ds}/") == []
+
+
+def test_a_job_handed_back_resumes_on_a_worker_with_an_empty_cache(fleet):
+    """SIGTERM to the only worker mid-training: the job goes back to the queue with a
+    checkpoint in the bucket, and a worker on another machine continues from it."""
+    c = fleet.client
+    config = tiny(steps=400, checkpoint_every=10, keep_checkpoints=100)
+    job_id = c.post("/v1/jobs", json={"config": config}).json()["id"]
+    fleet.wait_step(job_id, 35)
+    (first,) = fleet.workers
+    os.killpg(first.popen.pid, signal.SIGTERM)
+    first.popen.wait(60)
+    first.stop()
+    handed_back = c.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]
+    newest = handed_back[0]["step"]
+    assert newest >= 35 and steps_in_bucket("fleet", job_id) >= {10, 20, 30, newest}
+    assert c.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+
+    fleet.workers.append(machine(fleet, "w1"))
+    done = fleet.wait_status(job_id, {"succeeded", "failed", "canceled"})
+    assert done["status"] == "succeeded" and done["attempts"] == 2, done
+    run = fleet.tmp / "w1" / "store" / "jobs" / job_id / "checkpoints"
+    here = [int(p.name.removeprefix("step-")) for p in ckpt.list_checkpoints(run.parent)]
+    # it pulled only the newest checkpoint and trained on from there: a restart from 0
+    # would have written steps 10, 20, ... again on this machine
+    assert min(here) == newest and all(s > newest for s in here[1:]), here
+    after = {x["id"]: x for x in c.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]}
+    for row in handed_back:  # the first attempt's records untouched
+        assert after[row["id"]]["created_at"] == row["created_at"]
+    assert (run / f"step-{newest:08d}" / "meta.json").is_file()
+    assert steps_in_bucket("fleet", job_id) >= {400}
