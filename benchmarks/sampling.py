@@ -7,15 +7,20 @@ measures, always for a 64-image 8x8 PNG grid:
 
   a  floor        in this process: gan_core.sampling.sample + png_grid on that checkpoint's
                   generator (loaded once), same torch thread count as the server, and like
-                  the server on a worker thread (the main-thread figure is reported too)
+                  the server on a worker thread (the main-thread figure is reported too):
+                  the plain eval-mode fp32 forward. The *fast floor* is the same through
+                  the server's own fast path (gan_core.inference, in the server's mode)
   b  warm         GET samples.png, sequential, a different seed per request (no PNG cache,
                   no ETag): p50/p99, interleaved with floor calls to cancel machine load
   c  cold         the first request on a checkpoint: the very first in the server process,
                   and one on a second checkpoint once the process is warm
   d  concurrent   16 client threads (own httpx.Client each, distinct seeds): throughput vs
-                  the floor's single-thread throughput (measured right before and after)
+                  the floor's and the fast floor's single-thread throughput (measured right
+                  before and after)
   e  repeat       one identical URL again and again (PNG cache), and with If-None-Match (304)
   f  naive        in-process load_generator + sample + png_grid per call (no cache)
+  h  memory       --memory-requests distinct renders by --clients clients: the server's RSS
+                  before, after each quarter, and after
   g  post->step   POST /v1/jobs then poll GET /v1/jobs/{id} until progress.step >= 1, with
                   the worker warm; also the job's own first_step_at - created_at
 
@@ -29,6 +34,7 @@ also on error or Ctrl-C. Results: a table on stdout and JSON at --out.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -66,10 +72,29 @@ from benchmarks._harness import (  # noqa: E402
     wait_job,
     wait_ready,
 )
+from gan_core import inference  # noqa: E402
 from gan_core.checkpoint import load_generator  # noqa: E402
-from gan_core.sampling import png_grid, sample  # noqa: E402
+from gan_core.sampling import png_grid, sample, sample_inputs  # noqa: E402
 
 N, NROW = 64, 8  # the grid every measurement renders
+
+
+def png_pixel_diff(a: bytes, b: bytes) -> dict:
+    """Mean and max absolute difference of two PNGs' pixels (0-255)."""
+    import numpy as np
+    from PIL import Image
+
+    pa, pb = (np.asarray(Image.open(io.BytesIO(x)), dtype=np.int16) for x in (a, b))
+    d = np.abs(pa - pb)
+    return {"mean": float(d.mean()), "max": int(d.max())}
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process, in MB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-client", type=int, default=3, help="requests per client in (d)")
     ap.add_argument("--repeat", type=int, default=100, help="identical requests in (e), each kind")
     ap.add_argument("--naive", type=int, default=6, help="load-per-request calls in (f)")
+    ap.add_argument(
+        "--memory-requests",
+        type=int,
+        default=1000,
+        help="distinct-seed requests by --clients clients in (h), RSS before and after",
+    )
     ap.add_argument(
         "--post-reps", type=int, default=3, help="POST-to-first-step repetitions in (g)"
     )
@@ -193,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             url: str, seed: int, c: httpx.Client = client, headers=None
         ) -> tuple[float, httpx.Response]:
             t = time.perf_counter()
-            resp = c.get(url, params={"n": N, "nrow": NROW, "seed": seed}, headers=headers)
+            # ema=true: the floor's generator (ema=auto may pick the raw one by its score)
+            params = {"n": N, "nrow": NROW, "seed": seed, "ema": "true"}
+            resp = c.get(url, params=params, headers=headers)
             dt = time.perf_counter() - t
             if resp.status_code not in (200, 304):
                 raise RuntimeError(f"GET {url} -> {resp.status_code}: {resp.text[:300]}")
@@ -203,30 +236,41 @@ def main(argv: list[str] | None = None) -> int:
         seed0 = next(seed_counter)
         t_cold_first, resp0 = http(url_a, seed0)
         G = load_generator(ckpt_dir)  # the floor's generator: same weights (EMA) as the server's
+        # The fast floor: the server's own fast path (gan_core.inference) in the server's mode.
+        mode = inference.resolve_mode(os.environ.get("GANFORGE_SAMPLE_PRECISION", "auto"))
+        fast_G = inference.prepare(G, mode)
+        out["server_mode"] = mode
 
-        def render_here(seed: int, load: bool = False) -> tuple[float, bytes]:
+        def render_here(seed: int, load: bool = False, fast: bool = False) -> tuple[float, bytes]:
             t = time.perf_counter()
-            gen = load_generator(ckpt_dir) if load else G
-            data = png_grid(sample(gen, N, seed), nrow=NROW)
+            if fast:
+                z, y = sample_inputs(fast_G, N, seed)
+                data = png_grid(inference.run(fast_G, z, y), nrow=NROW)
+            else:
+                gen = load_generator(ckpt_dir) if load else G
+                data = png_grid(sample(gen, N, seed), nrow=NROW)
             return time.perf_counter() - t, data
 
         # The server renders on a worker thread of its threadpool, never on its main thread, and
         # that matters for torch on CPU (a main thread's OpenMP team spin-waits; on a busy
         # machine that costs ~2x, see README). So the floor also runs on a worker thread.
-        def floor(seed: int, load: bool = False) -> tuple[float, bytes]:
-            return floor_pool.submit(render_here, seed, load).result()
+        def floor(seed: int, load: bool = False, fast: bool = False) -> tuple[float, bytes]:
+            return floor_pool.submit(render_here, seed, load, fast).result()
 
         _, floor_bytes0 = floor(seed0)
-        identical = (
-            floor_bytes0 == resp0.content
-        )  # the service renders exactly what the engine does
+        _, fast_bytes0 = floor(seed0, fast=True)
+        identical = fast_bytes0 == resp0.content  # the service renders what its fast path does
+        diff = png_pixel_diff(floor_bytes0, resp0.content)
+        out["server_vs_fp32_floor_pixels"] = diff
         print(
-            f"(c) cold first request {t_cold_first * 1000:.0f} ms; PNG identical to in-process: "
-            f"{identical}",
+            f"(c) cold first request {t_cold_first * 1000:.0f} ms; PNG identical to the "
+            f"in-process fast path ({mode}): {identical}; against the fp32 floor: mean "
+            f"{diff['mean']:.3f}/255, max {diff['max']}",
             flush=True,
         )
         for _ in range(2):  # warm both sides
             floor(next(seed_counter))
+            floor(next(seed_counter), fast=True)
             http(url_a, next(seed_counter))
 
         # ---- (a)+(b) floor vs warm HTTP, interleaved
@@ -280,16 +324,18 @@ def main(argv: list[str] | None = None) -> int:
         # ---- (d) concurrent clients vs floor single-thread throughput (before and after)
         floor_cpu_d: list[float] = []
 
-        def floor_throughput(k: int) -> float:
+        def floor_throughput(k: int, fast: bool = False) -> float:
             t, c = time.perf_counter(), time.process_time()
             for _ in range(k):
-                floor(next(seed_counter))
-            floor_cpu_d.append((time.process_time() - c) / k)
+                floor(next(seed_counter), fast=fast)
+            if not fast:
+                floor_cpu_d.append((time.process_time() - c) / k)
             return k / (time.perf_counter() - t)
 
         budget.check("concurrency")
         k_floor = max(4, min(args.clients * args.per_client // 2, 16))
         thr_before = floor_throughput(k_floor)
+        fast_before = floor_throughput(k_floor, fast=True)
         seeds = [[next(seed_counter) for _ in range(args.per_client)] for _ in range(args.clients)]
         barrier = threading.Barrier(args.clients + 1)
         lat: list[float] = []
@@ -321,8 +367,10 @@ def main(argv: list[str] | None = None) -> int:
         wall, conc_cpu = time.perf_counter() - t0, proc_cpu_seconds(spid) - c0
         if any(t.is_alive() for t in threads):
             raise BudgetExceeded("concurrent clients did not finish within the time budget")
+        fast_after = floor_throughput(k_floor, fast=True)
         thr_after = floor_throughput(k_floor)
         thr_floor = (thr_before + thr_after) / 2
+        thr_fast = (fast_before + fast_after) / 2
         thr_conc = len(lat) / wall
         out["concurrent"] = {
             "clients": args.clients,
@@ -335,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
             "floor_throughput_rps_after": thr_after,
             "floor_throughput_rps": thr_floor,
             "ratio_vs_floor": thr_conc / thr_floor,
+            "fast_floor_throughput_rps": thr_fast,
+            "ratio_vs_fast_floor": thr_conc / thr_fast,
             "server_cpu_s_per_request": conc_cpu / max(1, len(lat)),
             "floor_cpu_s_per_render": statistics.fmean(floor_cpu_d),
             "cpu_efficiency_vs_floor": statistics.fmean(floor_cpu_d)
@@ -342,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(
             f"(d) {args.clients} clients: {thr_conc:.2f} req/s vs floor {thr_floor:.2f} req/s "
-            f"(before {thr_before:.2f}, after {thr_after:.2f}); errors {len(errors)}",
+            f"(before {thr_before:.2f}, after {thr_after:.2f}); fast floor {thr_fast:.2f} "
+            f"req/s; errors {len(errors)}",
             flush=True,
         )
 
@@ -383,6 +434,41 @@ def main(argv: list[str] | None = None) -> int:
             f"p50 {pct(floor_t2, 50) * 1000:.0f} ms",
             flush=True,
         )
+
+        # ---- (h) memory: RSS of the server before and after many distinct renders
+        if args.memory_requests:
+            budget.check("memory")
+            local = threading.local()
+
+            def one(seed: int) -> None:
+                if not hasattr(local, "c"):
+                    local.c = httpx.Client(
+                        base_url=f"http://{HOST}:{port}", timeout=600, trust_env=False, headers=auth
+                    )
+                http(url_a, seed, local.c)
+
+            rss = [rss_mb(spid)]
+            quarter = max(1, args.memory_requests // 4)
+            with ThreadPoolExecutor(args.clients) as pool:
+                done = 0
+                while done < args.memory_requests:
+                    budget.check("memory")
+                    k = min(quarter, args.memory_requests - done)
+                    list(pool.map(one, [next(seed_counter) for _ in range(k)]))
+                    done += k
+                    rss.append(rss_mb(spid))
+            out["memory"] = {
+                "requests": args.memory_requests,
+                "clients": args.clients,
+                "rss_mb": rss,
+                "rss_growth_mb": rss[-1] - rss[0],
+            }
+            print(
+                f"(h) server RSS over {args.memory_requests} distinct renders: "
+                + " -> ".join(f"{v:.0f}" for v in rss)
+                + " MB",
+                flush=True,
+            )
 
         # ---- (g) POST -> first training step, worker warm (it has run the setup job).
         # Twice: a tiny model, whose first step costs ~nothing, isolates what the service adds
@@ -479,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             "warm_p50/floor_p50": wm["p50_ms"] / fl["p50_ms"],
             "warm_p99/floor_p99": wm["p99_ms"] / fl["p99_ms"],
             "concurrent_throughput/floor_throughput": out["concurrent"]["ratio_vs_floor"],
+            "concurrent_throughput/fast_floor_throughput": out["concurrent"]["ratio_vs_fast_floor"],
             "naive_p50/floor_p50": out["naive"]["p50_ms"]
             / out["naive"]["floor_interleaved"]["p50_ms"],
             "cold_first/floor_p50": out["cold"]["first_request_in_process_ms"] / fl["p50_ms"],
@@ -496,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             < 2.0,
         }
-        out["png_identical_to_in_process"] = identical
+        out["png_identical_to_in_process_fast_path"] = identical
         out["env"]["loadavg_end"] = list(os.getloadavg())
         rows = [
             (
@@ -542,6 +629,22 @@ def main(argv: list[str] | None = None) -> int:
                 f"server {out['concurrent']['server_cpu_s_per_request'] * 1000:.0f} ms "
                 f"vs floor {out['concurrent']['floor_cpu_s_per_render'] * 1000:.0f} ms",
                 f"floor/server {out['concurrent']['cpu_efficiency_vs_floor']:.2f}",
+            ),
+            (
+                f"    same, against the fast floor ({mode})",
+                f"{out['concurrent']['fast_floor_throughput_rps']:.2f} req/s in-process",
+                f"{out['ratios']['concurrent_throughput/fast_floor_throughput']:.2f}",
+            ),
+            *(
+                [
+                    (
+                        f"(h) RSS over {out['memory']['requests']} renders",
+                        " -> ".join(f"{v:.0f}" for v in out["memory"]["rss_mb"]) + " MB",
+                        f"+{out['memory']['rss_growth_mb']:.0f} MB",
+                    )
+                ]
+                if out.get("memory")
+                else []
             ),
             (
                 "(e) repeated identical (PNG cache)",

@@ -9,6 +9,11 @@ Variants (images/s = real images consumed per second):
   engine          train() with augment=None, ema_decay=None   -- apples to apples with `bare`
   engine_default  train() with the defaults plus DiffAugment translation,cutout: EMA + augmentation
   bare            a hand-written loop: same nets, loss, optimizers, batch size, data
+  CPU only (each lever alone against `bare`, all bare loops):
+  bare_channels_last  channels_last nets and batches
+  bare_bf16       bf16 autocast (oneDNN's bf16 kernels; emulated where the CPU lacks them)
+  bare_fused_adam Adam(fused=True) instead of the default foreach implementation
+  bare_compiled   G and D through torch.compile (compiled during warm-up, not timed)
   CUDA only (what each feature adds, all bare loops):
   bare_nchw       bare without channels_last (the engine uses channels_last on CUDA)
   bare_fp32 / bare_bf16   bare at the other precision than --precision
@@ -27,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import functools
 import io
 import json
 import os
@@ -129,8 +135,13 @@ def run_bare(
     precision: str,
     channels_last: bool,
     host_index: bool = False,
+    fused: bool = False,
+    compiled: bool = False,
 ) -> dict:
     """The same DCGAN trained by the textbook loop: no hooks, EMA, augmentation, checkpoints.
+
+    ``fused``: Adam's fused kernel instead of the default foreach one; ``compiled``: G and D
+    through ``torch.compile`` (compiled in the warm-up steps, not timed).
 
     images: the uint8 (N, C, H, W) dataset, already on the device.
     """
@@ -143,8 +154,11 @@ def run_bare(
         D.to(memory_format=torch.channels_last)
     G.train()
     D.train()
-    opt_g = torch.optim.Adam(G.parameters(), lr=config.g_lr, betas=config.g_betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=config.d_lr, betas=config.d_betas)
+    opt = {"fused": True} if fused else {}
+    opt_g = torch.optim.Adam(G.parameters(), lr=config.g_lr, betas=config.g_betas, **opt)
+    opt_d = torch.optim.Adam(D.parameters(), lr=config.d_lr, betas=config.d_betas, **opt)
+    if compiled:
+        G, D = torch.compile(G), torch.compile(D)  # type: ignore[assignment]
     B, N, latent = config.batch_size, images.shape[0], config.latent_dim
     if precision == "fp32":
         autocast = contextlib.nullcontext
@@ -363,6 +377,18 @@ def main(argv: list[str] | None = None) -> int:
             plain, images, warmup, steps, precision=args.precision, channels_last=cuda
         ),
     }
+    if not cuda:  # each CPU lever alone, against `bare` (fp32, NCHW, foreach Adam, eager)
+        bare = functools.partial(run_bare, plain, images, precision=args.precision)
+        variants |= {
+            "bare_channels_last": lambda: bare(warmup, steps, channels_last=True),
+            f"bare_{other}": lambda: run_bare(
+                plain, images, warmup, steps, precision=other, channels_last=False
+            ),
+            "bare_fused_adam": lambda: bare(warmup, steps, channels_last=False, fused=True),
+            "bare_compiled": lambda: bare(
+                max(warmup, 3), steps, channels_last=False, compiled=True
+            ),
+        }
     if cuda:
         variants |= {
             "bare_nchw": lambda: run_bare(

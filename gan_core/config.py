@@ -159,8 +159,10 @@ class TrainConfig(BaseModel):
                 )
         if self.num_classes is not None and not self.conditional:
             raise ValueError("num_classes: only meaningful with conditional=true")
-        if self.precision != "fp32" and self.device == "cpu":
-            raise ValueError(f"precision: {self.precision} autocast needs device cuda (or auto)")
+        if self.precision == "fp16" and self.device == "cpu":
+            raise ValueError(
+                "precision: fp16 autocast needs device cuda (or auto); use bf16 on CPU"
+            )
         if self.loss != "wgan-gp" and self.gp_weight != 10.0 and self.gp_weight != 0.0:
             # Accepting it silently would let a user believe a penalty is applied.
             raise ValueError("gp_weight: only used with loss wgan-gp")

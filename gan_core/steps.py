@@ -22,11 +22,13 @@ __all__ = ["GANStep", "autocast"]
 
 
 def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    """Mixed precision as the config asks (CUDA only; fp32 elsewhere)."""
-    if device.type != "cuda" or config.precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    """Mixed precision as the config asks: bf16 on CUDA or CPU, fp16 on CUDA only (fp16 on a
+    CPU, which ``device: auto`` can land on, trains in fp32)."""
+    if config.precision == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if config.precision == "fp16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
 
 
 class GANStep:

@@ -39,7 +39,10 @@ def build_services(settings: Settings, local_worker: Callable[[], bool] | None =
     celery.conf.update(celery_config(settings))
     store = get_store(settings.resolved_store_dir, settings.store_url)
     sampler = Sampler(
-        settings.generator_cache_size, settings.png_cache_size, settings.png_cache_bytes
+        settings.generator_cache_size,
+        settings.png_cache_size,
+        settings.png_cache_bytes,
+        precision=settings.sample_precision,
     )
     sampling = SamplingService(settings, store, sampler)
     return Services(

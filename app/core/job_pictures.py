@@ -156,6 +156,7 @@ class JobPictures:
         kind = "gif" if animated else "png"
         etag = _etag(
             "timeline",
+            self.sampling.sampler.mode,
             kind,
             n,
             seed,

@@ -31,9 +31,10 @@ from app.core.render_queue import FairSlots, SingleFlight
 from app.core.settings import Settings
 from app.core.store import ArtifactStore
 from app.core.telemetry import CACHE, RENDER_SECONDS
+from gan_core import inference
 from gan_core.checkpoint import CheckpointError, load_generator
 from gan_core.nets import Generator
-from gan_core.sampling import generate, interpolation_inputs, png_grid, sample_inputs
+from gan_core.sampling import interpolation_inputs, png_grid, sample_inputs
 
 
 class EmaChoice(StrEnum):
@@ -42,6 +43,9 @@ class EmaChoice(StrEnum):
     false = "false"
 
 
+# Bumped when the same request renders different bytes than before (2: the folded
+# gan_core.inference path), so that no client's cached ETag names other pixels.
+RENDER_VERSION = 2
 MOVING_REFS = ("latest", "best")  # resolve to another checkpoint as training goes on
 
 
@@ -77,7 +81,11 @@ class Sampler:
         png_cache_size: int = 256,
         png_cache_bytes: int = 128 << 20,
         render_slots: int | None = None,
+        precision: str = "auto",
     ):
+        # Generators are served folded and laid out for the CPU (gan_core.inference), in the
+        # precision this machine is fastest at; the mode is part of every ETag.
+        self.mode = inference.resolve_mode(precision)
         self.generators: LRU[Generator] = LRU(generator_cache_size)
         self.pngs: LRU[bytes] = LRU(png_cache_size, max_weight=png_cache_bytes, weigh=len)
         # Renders running at once. Each already uses torch's intra-op threads; more renders
@@ -92,15 +100,15 @@ class Sampler:
         self.pool = ThreadPoolExecutor(render_slots, thread_name_prefix="ganforge-render")
         self.renders = 0  # chunks rendered (tests and benchmarks read it)
 
-    @staticmethod
-    def etag(checkpoint_sha: str, req: SampleRequest) -> str:
-        """A strong validator: same checkpoint bytes and parameters -> same PNG bytes."""
-        raw = f"{checkpoint_sha}|{req}"
+    def etag(self, checkpoint_sha: str, req: SampleRequest) -> str:
+        """A strong validator: same checkpoint bytes, mode and parameters -> same PNG bytes."""
+        raw = f"{checkpoint_sha}|{RENDER_VERSION}|{self.mode}|{req}"
         return '"' + hashlib.sha256(raw.encode()).hexdigest()[:32] + '"'
 
     def generator(self, ckpt_dir: Path, ema: bool) -> Generator:
         return self.generators.get_or_load(
-            (str(ckpt_dir), ema), lambda: load_generator(ckpt_dir, ema=ema)
+            (str(ckpt_dir), ema),
+            lambda: inference.prepare(load_generator(ckpt_dir, ema=ema), self.mode),
         )
 
     @staticmethod
@@ -112,7 +120,7 @@ class Sampler:
 
     def generate(self, G: Generator, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         self.renders += 1
-        return generate(G, z, labels)
+        return inference.run(G, z, labels)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

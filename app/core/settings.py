@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -93,6 +94,11 @@ class Settings(BaseSettings):
         15.0, gt=0, description="a server-sent event stream sends a comment this often when idle"
     )
     generator_cache_size: int = Field(8, ge=1, description="generators kept loaded for sampling")
+    sample_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="how generators render samples: bf16 where the CPU has native bf16 "
+        "(auto), or fp32 always",
+    )
     png_cache_size: int = Field(256, ge=0, description="rendered PNGs kept for repeated requests")
     png_cache_bytes: int = Field(
         128 << 20, ge=0, description="total size of the rendered PNGs kept (a large grid is MBs)"

@@ -172,7 +172,7 @@ def test_bad_configs_are_422_naming_the_field(client):
         "config.batch_size": {"batch_size": 100_000},
         "config.g_lr": {"g_lr": 5.0},
         "config.steps": {"steps": 0},
-        "config.precision": {"precision": "bf16", "device": "cpu"},
+        "config.precision": {"precision": "fp16", "device": "cpu"},
         "config.dataset": {"dataset": "npz:/etc/passwd"},
         "config.augment": {"augment": "color,sharpen"},
         "config.bogus": {"bogus": 1},

@@ -148,7 +148,18 @@ RESUME_CASES = {
     "ema-augment": {"augment": "translation,cutout"},
     "wgan-gp-conditional-dsteps2": {"loss": "wgan-gp", "conditional": True, "d_steps": 2},
     "bce-color-no-ema": {"loss": "bce", "augment": "color,translation,cutout", "ema_decay": None},
+    "bf16-autocast-cpu": {"precision": "bf16", "device": "cpu"},
 }
+
+
+def test_bf16_on_cpu_is_deterministic_and_really_bf16(tmp_path, shapes16):
+    a = train(cfg(steps=4, precision="bf16", device="cpu"), tmp_path / "a", dataset=shapes16)
+    b = train(cfg(steps=4, precision="bf16", device="cpu"), tmp_path / "b", dataset=shapes16)
+    f = train(cfg(steps=4, precision="fp32", device="cpu"), tmp_path / "f", dataset=shapes16)
+    assert_same_checkpoint(a.checkpoint, b.checkpoint)
+    wa, wf = generator_weights(a.checkpoint), generator_weights(f.checkpoint)
+    assert any(not torch.equal(wa[k], wf[k]) for k in wa if wa[k].is_floating_point())
+    assert all(wa[k].dtype == wf[k].dtype for k in wa)  # weights stay fp32 (autocast)
 
 
 @pytest.mark.parametrize("extra", RESUME_CASES.values(), ids=RESUME_CASES.keys())
