@@ -179,22 +179,16 @@ def install(app: FastAPI) -> None:
             "an unexpected error; it has been logged (nothing was changed if it was a write)",
         )
 
+    def unavailable(detail: str) -> JSONResponse:
+        """A dependency is down: 503 with a retry hint, never a 500."""
+        return problem(503, "Service unavailable", detail, headers={"Retry-After": "5"})
+
     @app.exception_handler(StoreError)
     async def _store_down(_req: Request, exc: StoreError) -> JSONResponse:
         log.warning("artifact store failed: %s", exc)
-        return problem(
-            503,
-            "Service unavailable",
-            "the artifact store could not be read or written; try again",
-            headers={"Retry-After": "5"},
-        )
+        return unavailable("the artifact store could not be read or written; try again")
 
     @app.exception_handler(OperationalError)
     async def _db_down(_req: Request, exc: OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", exc)
-        return problem(
-            503,
-            "Service unavailable",
-            "the database is not reachable; try again",
-            headers={"Retry-After": "5"},
-        )
+        return unavailable("the database is not reachable; try again")
