@@ -153,7 +153,7 @@ def test_invalid_config_exits_2_naming_the_field(tmp_path):
     [
         (["--set", "loss=wasserstein"], "loss"),
         (["--set", "learning_rate=0.1"], "learning_rate"),
-        (["--set", "precision=bf16", "--set", "device=cpu"], "precision"),
+        (["--set", "precision=fp16", "--set", "device=cpu"], "precision"),
     ],
 )
 def test_invalid_overrides_exit_2(tmp_path, capsys, overrides, field):
