@@ -8,7 +8,7 @@ or takes ``--checkpoint DIR``, and then, for a 64-image 8x8 grid of the EMA gene
               eval-mode fp32 forward the sampler ran before this path existed
   fp32        ``gan_core.inference.prepare(G, "fp32")``: BatchNorm folded into the layer
               before it, channels_last, inference mode
-  bf16        the same in bf16 autocast (oneDNN bf16 kernels: AVX512-BF16 / AMX); timed
+  bf16        the same with bf16 weights (oneDNN bf16 kernels: AVX512-BF16 / AMX); timed
               only where the CPU has native bf16 (or with --all-modes: emulated bf16 takes
               seconds per grid), its tolerance always measured
   *+compile   the same after ``torch.compile`` (inductor), measured after warm-up, and its

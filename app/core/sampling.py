@@ -44,8 +44,9 @@ class EmaChoice(StrEnum):
 
 
 # Bumped when the same request renders different bytes than before (2: the folded
-# gan_core.inference path), so that no client's cached ETag names other pixels.
-RENDER_VERSION = 2
+# gan_core.inference path; 3: bf16 weights instead of autocast), so that no client's cached
+# ETag names other pixels.
+RENDER_VERSION = 3
 MOVING_REFS = ("latest", "best")  # resolve to another checkpoint as training goes on
 
 
