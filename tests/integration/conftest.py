@@ -142,6 +142,7 @@ class Stack:
         }
         self.api: Proc | None = None
         self.workers: list[Proc] = []
+        self.replicas: list[Proc] = []
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
     def start_api(self) -> None:
@@ -158,6 +159,35 @@ class Stack:
         )
         self.workers.append(proc)
         return proc
+
+    def start_replica(self) -> tuple[Proc, str]:
+        """Another `ganforge serve` on this stack's settings and its own port (stopped with
+        the stack); returns it and its URL. Wait for it with ``replica_client``."""
+        port = free_port()
+        proc = Proc(
+            [sys.executable, "-m", "app.cli", "serve"],
+            {**self.env, "GANFORGE_PORT": str(port)},
+            self.tmp / f"api{len(self.replicas) + 2}.log",
+            cwd=self.tmp,
+        )
+        self.replicas.append(proc)
+        return proc, f"http://127.0.0.1:{port}"
+
+    def replica_client(self, proc: Proc, url: str, timeout: float = 60) -> httpx.Client:
+        """A client of a replica once it is ready, with this stack's key (if it has one)."""
+        auth = self.client.headers.get("Authorization")
+        client = httpx.Client(
+            base_url=url, timeout=30, headers={"Authorization": auth} if auth else None
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if client.get("/readyz").status_code == 200:
+                    return client
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, proc.tail()
+            time.sleep(0.3)
 
     def use_key(self, key: str) -> None:
         self.client.headers["Authorization"] = f"Bearer {key}"
@@ -225,7 +255,7 @@ class Stack:
 
     def stop(self) -> None:
         self.client.close()
-        for proc in [*self.workers, self.api]:
+        for proc in [*self.workers, *self.replicas, self.api]:
             if proc is not None:
                 proc.stop()
 

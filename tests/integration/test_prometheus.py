@@ -3,14 +3,13 @@ processes in Prometheus' multiprocess mode counting together."""
 
 from __future__ import annotations
 
-import sys
 import time
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import Proc, Stack, _need_redis, free_port
+from tests.integration.conftest import Stack, _need_redis
 from tests.tiny import tiny
 
 pytestmark = pytest.mark.integration
@@ -36,26 +35,11 @@ def test_metrics_during_a_real_job_on_two_api_processes(tmp_path, pg_url):
     multiproc.mkdir()
     stack = Stack(tmp_path, pg_url, extra_env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)})
     stack.start_api()
-    port2 = free_port()
-    second = Proc(
-        [sys.executable, "-m", "app.cli", "serve"],
-        {**stack.env, "GANFORGE_PORT": str(port2)},
-        tmp_path / "api2.log",
-        cwd=tmp_path,
-    )
+    second, url2 = stack.start_replica()
     stack.start_worker()
     try:
         stack.wait_ready()
-        other = httpx.Client(base_url=f"http://127.0.0.1:{port2}", timeout=30)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if other.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, second.tail()
-            time.sleep(0.3)
+        other = stack.replica_client(second, url2)
         job = stack.client.post(
             "/v1/jobs", json={"config": tiny(steps=1_000_000, checkpoint_every=200)}
         ).json()
@@ -76,5 +60,4 @@ def test_metrics_during_a_real_job_on_two_api_processes(tmp_path, pg_url):
         stack.client.post(f"/v1/jobs/{job['id']}/cancel")
         stack.wait_status(job["id"], {"canceled"})
     finally:
-        second.stop()
         stack.stop()

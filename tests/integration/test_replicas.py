@@ -10,10 +10,9 @@ import subprocess
 import sys
 import time
 
-import httpx
 import pytest
 
-from tests.integration.conftest import Proc, Stack, _need_redis, free_port
+from tests.integration.conftest import Stack, _need_redis
 from tests.tiny import tiny
 
 pytestmark = pytest.mark.integration
@@ -36,32 +35,12 @@ def replicas(tmp_path_factory, pg_url):
     )
     s.start_api()
     s.start_worker()
-    port2 = free_port()
-    second = Proc(
-        [sys.executable, "-m", "app.cli", "serve"],
-        {**s.env, "GANFORGE_PORT": str(port2)},
-        tmp / "api2.log",
-        cwd=tmp,
-    )
+    second, url2 = s.start_replica()
     try:
         s.wait_ready()
-        other = httpx.Client(
-            base_url=f"http://127.0.0.1:{port2}",
-            timeout=30,
-            headers={"Authorization": s.client.headers["Authorization"]},
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if other.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, second.tail()
-            time.sleep(0.3)
+        other = s.replica_client(second, url2)
         yield s, other
     finally:
-        second.stop()
         s.stop()
 
 
