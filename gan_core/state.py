@@ -10,9 +10,20 @@ from gan_core import checkpoint as ckpt
 from gan_core.config import TrainConfig
 from gan_core.data import Batcher
 from gan_core.ema import EMA, standing_batchnorm_stats
+from gan_core.inference import cpu_has_fast_bf16
 from gan_core.nets import build_discriminator, build_generator
 
-__all__ = ["TrainState"]
+__all__ = ["TrainState", "uses_channels_last"]
+
+
+def uses_channels_last(config: TrainConfig, device: torch.device) -> bool:
+    """Whether the nets and batches are NHWC: on CUDA (markedly faster on tensor cores), and
+    in bf16 on a CPU with native bf16 kernels (oneDNN: 1.75x against 1.62x the eager fp32
+    loop for NCHW bf16 in benchmarks/train_throughput.py; in fp32 on CPU it gained nothing).
+    """
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and config.precision == "bf16" and cpu_has_fast_bf16()
 
 
 class TrainState:
@@ -23,7 +34,8 @@ class TrainState:
         torch.manual_seed(config.seed)  # weight init, latents and augmentation all use it
         self.G = build_generator(config).to(device)
         self.D = build_discriminator(config).to(device)
-        if device.type == "cuda":  # NHWC convolutions are markedly faster on tensor cores
+        self.channels_last = uses_channels_last(config, device)
+        if self.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.g_lr, betas=config.g_betas)

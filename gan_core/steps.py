@@ -48,7 +48,7 @@ class GANStep:
         fp16 = device.type == "cuda" and config.precision == "fp16"
         self.d_scaler = torch.amp.GradScaler("cuda", enabled=fp16)
         self.g_scaler = torch.amp.GradScaler("cuda", enabled=fp16)
-        self.channels_last = device.type == "cuda"
+        self.channels_last = state.channels_last
 
     def d_step(self, keep_graph: bool) -> tuple[Tensor, Tensor, Tensor | None]:
         """One D update on a real batch and a fresh fake one: (d_loss, fake, labels).
