@@ -16,6 +16,8 @@ the generated images cover (>= 2% of the samples each).
     .venv/bin/python benchmarks/quality.py --width 32 --seed 1 --out benchmarks/results/quality-seed1.json
     .venv/bin/python benchmarks/quality.py                  # default width 64: hours on 2 CPU cores
     .venv/bin/python benchmarks/quality.py --quick          # 300 steps, 2,000 samples: smoke run
+    .venv/bin/python benchmarks/quality.py --width 32 --precisions fp32,bf16 --no-plain \
+        --out benchmarks/results/quality-bf16-w32-seed0.json  # precision: bf16 against fp32
 
 Target: FD(default) <= 0.5 * FD(plain), and the default covers all 10 classes.
 """
@@ -212,23 +214,44 @@ def run(args: argparse.Namespace) -> dict:
     )
 
     results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="ganforge-quality-") as tmp:
-        run_dir = Path(args.run_dir) if args.run_dir else Path(tmp) / "default"
-        print("training the default recipe ...", flush=True)
-        ckpt_dir, config, secs = train_default(steps, args.seed, run_dir, train_set, **width)
-        assert latest_checkpoint(run_dir) == ckpt_dir
-        G_ema = load_generator(ckpt_dir, ema=True)  # the service's sampling path
-        G_raw = load_generator(ckpt_dir, ema=False)
-        results["default"] = {
-            "train_seconds": round(secs, 1),
-            "config": config.model_dump(mode="json"),
-            **scorer.score(sample_eval(G_ema, n, args.seed)).as_dict(),
-            "diagnostics": {
-                "raw_G_eval": scorer.score(sample_eval(G_raw, n, args.seed)).as_dict(),
-                "ema_G_train_mode": scorer.score(sample_train_mode(G_ema, n, args.seed)).as_dict(),
-            },
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    for i, precision in enumerate(precisions):
+        name = "default" if i == 0 else f"default_{precision}"
+        with tempfile.TemporaryDirectory(prefix="ganforge-quality-") as tmp:
+            run_dir = Path(args.run_dir) / name if args.run_dir else Path(tmp) / name
+            print(f"training the default recipe ({precision}) ...", flush=True)
+            ckpt_dir, config, secs = train_default(
+                steps, args.seed, run_dir, train_set, precision=precision, **width
+            )
+            assert latest_checkpoint(run_dir) == ckpt_dir
+            G_ema = load_generator(ckpt_dir, ema=True)  # the service's sampling path
+            G_raw = load_generator(ckpt_dir, ema=False)
+            results[name] = {
+                "train_seconds": round(secs, 1),
+                "config": config.model_dump(mode="json"),
+                **scorer.score(sample_eval(G_ema, n, args.seed)).as_dict(),
+                "diagnostics": {
+                    "raw_G_eval": scorer.score(sample_eval(G_raw, n, args.seed)).as_dict(),
+                    "ema_G_train_mode": scorer.score(
+                        sample_train_mode(G_ema, n, args.seed)
+                    ).as_dict(),
+                },
+            }
+        print(f"  {name}: FD {results[name]['fd']:.3f}, {secs:.0f}s", flush=True)
+    extra = {k: v for k, v in results.items() if k != "default"}
+
+    if args.no_plain:
+        return {
+            "benchmark": "quality",
+            "dataset": DATASET,
+            "steps": steps,
+            "seed": args.seed,
+            "width": args.width or TrainConfig.model_fields["g_width"].default,
+            "samples": n,
+            "scorer": clf_info,
+            **results,
+            "total_seconds": round(time.monotonic() - t_all, 1),
         }
-        print(f"  default: FD {results['default']['fd']:.3f}, {secs:.0f}s", flush=True)
 
     print("training the plain DCGAN loop ...", flush=True)
     G_plain, secs = train_plain(steps, args.seed, train_set, args.width)
@@ -257,6 +280,7 @@ def run(args: argparse.Namespace) -> dict:
         "quick": bool(args.quick),
         "scorer": clf_info,
         "default": d,
+        **extra,
         "plain": p,
         "ratio_default_over_plain": round(ratio, 4),
         "target": {"max_ratio": TARGET_RATIO, "classes_covered": 10},
@@ -317,11 +341,24 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="g_width = d_width for BOTH recipes (default: TrainConfig's, 64)",
     )
-    ap.add_argument("--run-dir", default=None, help="keep the default recipe's run here")
+    ap.add_argument(
+        "--precisions",
+        default="fp32",
+        help="train the default recipe in each of these (e.g. fp32,bf16); the first is `default`",
+    )
+    ap.add_argument("--no-plain", action="store_true", help="skip the plain loop")
+    ap.add_argument("--run-dir", default=None, help="keep the default recipe's runs here")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/quality.json")
     args = ap.parse_args(argv)
     result = run(args)
-    print_table(result)
+    if "plain" in result:
+        print_table(result)
+    for name in (k for k in result if k.startswith("default")):
+        r = result[name]
+        print(
+            f"{name:<16} FD {r['fd']:.3f} (raw G {r['diagnostics']['raw_G_eval']['fd']:.3f}), "
+            f"classes {r['classes_covered']}/{r['num_classes']}, {r['train_seconds']:.0f}s"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
