@@ -21,8 +21,8 @@ measures, always for a 64-image 8x8 PNG grid:
   f  naive        in-process load_generator + sample + png_grid per call (no cache)
   h  memory       --memory-requests distinct renders by --clients clients: the server's RSS
                   before, after each quarter, and after
-  g  post->step   POST /v1/jobs then poll GET /v1/jobs/{id} until progress.step >= 1, with
-                  the worker warm; also the job's own first_step_at - created_at
+
+(How long a job waits for its first step is benchmarks/job_latency.py.)
 
 Everything is bounded in count and by --time-budget; the server is stopped at the end,
 also on error or Ctrl-C. Results: a table on stdout and JSON at --out.
@@ -41,7 +41,6 @@ import platform
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -59,13 +58,11 @@ import httpx  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks._harness import (  # noqa: E402
-    ATTRIBUTION,
     HOST,
     Budget,
     BudgetExceeded,
     Server,
     free_port,
-    parse_ts,
     pct,
     proc_cpu_seconds,
     summary,
@@ -97,6 +94,120 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def report(out: dict, mode: str) -> None:
+    """The ratios and targets of a run into ``out``, and its table on stdout."""
+    clients, env = out["concurrent"]["clients"], out["env"]
+    fl, wm = out["floor"], out["warm"]
+    out["ratios"] = {
+        "warm_p50/floor_p50": wm["p50_ms"] / fl["p50_ms"],
+        "warm_p99/floor_p99": wm["p99_ms"] / fl["p99_ms"],
+        "concurrent_throughput/floor_throughput": out["concurrent"]["ratio_vs_floor"],
+        "concurrent_throughput/fast_floor_throughput": out["concurrent"]["ratio_vs_fast_floor"],
+        "naive_p50/floor_p50": out["naive"]["p50_ms"] / out["naive"]["floor_interleaved"]["p50_ms"],
+        "cold_first/floor_p50": out["cold"]["first_request_in_process_ms"] / fl["p50_ms"],
+        "cold_new_ckpt/floor_p50": out["cold"]["new_checkpoint_warm_process_ms"] / fl["p50_ms"],
+    }
+    out["targets"] = {
+        "concurrent_throughput/floor >= 0.9": out["ratios"][
+            "concurrent_throughput/floor_throughput"
+        ]
+        >= 0.9,
+        "repeat p50 <= 2 ms": out["repeat_png_cache"]["p50_ms"] <= 2.0,
+        "304 p50 <= 2 ms": out["repeat_304"]["p50_ms"] <= 2.0,
+    }
+    rows = [
+        (
+            "(a) floor: sample+png_grid, in-process",
+            f"p50 {fl['p50_ms']:.0f} ms, p99 {fl['p99_ms']:.0f} ms (n={fl['n']})",
+            "1.00",
+        ),
+        (
+            "    floor on the main thread instead",
+            f"p50 {out['floor_main_thread']['p50_ms']:.0f} ms, CPU "
+            f"{out['floor_main_thread']['cpu_s_per_render'] * 1000:.0f} ms/render",
+            "(information)",
+        ),
+        (
+            "    CPU per render: server / floor",
+            f"{wm['server_cpu_s_per_request'] * 1000:.0f} ms / "
+            f"{fl['cpu_s_per_render'] * 1000:.0f} ms",
+            f"{wm['server_cpu_s_per_request'] / fl['cpu_s_per_render']:.2f}",
+        ),
+        (
+            "(b) warm HTTP, distinct seeds",
+            f"p50 {wm['p50_ms']:.0f} ms, p99 {wm['p99_ms']:.0f} ms (n={wm['n']})",
+            f"{out['ratios']['warm_p50/floor_p50']:.2f} (p50)  {out['ratios']['warm_p99/floor_p99']:.2f} (p99)",
+        ),
+        (
+            "(c) cold, first request in process",
+            f"{out['cold']['first_request_in_process_ms']:.0f} ms",
+            f"{out['ratios']['cold_first/floor_p50']:.2f}",
+        ),
+        (
+            "(c) cold, new checkpoint, warm process",
+            f"{out['cold']['new_checkpoint_warm_process_ms']:.0f} ms",
+            f"{out['ratios']['cold_new_ckpt/floor_p50']:.2f}",
+        ),
+        (
+            f"(d) {clients} clients throughput",
+            f"{out['concurrent']['throughput_rps']:.2f} req/s vs floor "
+            f"{out['concurrent']['floor_throughput_rps']:.2f}",
+            f"{out['ratios']['concurrent_throughput/floor_throughput']:.2f} (target >= 0.9)",
+        ),
+        (
+            f"    CPU per request under {clients} clients",
+            f"server {out['concurrent']['server_cpu_s_per_request'] * 1000:.0f} ms "
+            f"vs floor {out['concurrent']['floor_cpu_s_per_render'] * 1000:.0f} ms",
+            f"floor/server {out['concurrent']['cpu_efficiency_vs_floor']:.2f}",
+        ),
+        (
+            f"    same, against the fast floor ({mode})",
+            f"{out['concurrent']['fast_floor_throughput_rps']:.2f} req/s in-process",
+            f"{out['ratios']['concurrent_throughput/fast_floor_throughput']:.2f}",
+        ),
+        *(
+            [
+                (
+                    f"(h) RSS over {out['memory']['requests']} renders",
+                    " -> ".join(f"{v:.0f}" for v in out["memory"]["rss_mb"]) + " MB",
+                    f"+{out['memory']['rss_growth_mb']:.0f} MB",
+                )
+            ]
+            if out.get("memory")
+            else []
+        ),
+        (
+            "(e) repeated identical (PNG cache)",
+            f"p50 {out['repeat_png_cache']['p50_ms']:.2f} ms, p99 {out['repeat_png_cache']['p99_ms']:.2f} ms",
+            "target p50 <= 2 ms",
+        ),
+        (
+            "(e) If-None-Match -> 304",
+            f"p50 {out['repeat_304']['p50_ms']:.2f} ms, p99 {out['repeat_304']['p99_ms']:.2f} ms",
+            "target p50 <= 2 ms",
+        ),
+        (
+            "    GET /healthz (HTTP stack only)",
+            f"p50 {out['healthz_baseline']['p50_ms']:.2f} ms",
+            "(baseline for e)",
+        ),
+        (
+            "(f) naive: load per request",
+            f"p50 {out['naive']['p50_ms']:.0f} ms",
+            f"{out['ratios']['naive_p50/floor_p50']:.2f}",
+        ),
+    ]
+    print()
+    print(f"{'measurement':<42}{'value':<48}ratio to floor / target")
+    for a, b, c in rows:
+        print(f"{a:<42}{b:<48}{c}")
+    print(
+        f"\ntorch threads: server {env['torch_threads_server']}, floor "
+        f"{env['torch_threads_floor']}; "
+        f"targets: {out['targets']}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -126,9 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1000,
         help="distinct-seed requests by --clients clients in (h), RSS before and after",
-    )
-    ap.add_argument(
-        "--post-reps", type=int, default=3, help="POST-to-first-step repetitions in (g)"
     )
     ap.add_argument("--time-budget", type=float, default=1200, help="seconds for the whole run")
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir (and server log)")
@@ -470,227 +578,9 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
-        # ---- (g) POST -> first training step, worker warm (it has run the setup job).
-        # Twice: a tiny model, whose first step costs ~nothing, isolates what the service adds
-        # (queue pickup, claim, data, model build); the default DCGAN adds one real CPU step.
-        latency_cfgs = {
-            "tiny": {
-                "dataset": "shapes",
-                "image_size": 32,
-                "steps": 1,
-                "g_width": 8,
-                "d_width": 8,
-                "batch_size": 8,
-            },
-            "default": {"dataset": "shapes", "image_size": 32, "steps": 1},
-        }
-        for label, job_cfg in latency_cfgs.items():
-            post = []
-            for i in range(args.post_reps):
-                budget.check("post-to-first-step")
-                t0 = time.perf_counter()
-                r = client.post(
-                    "/v1/jobs", json={"name": f"bench-latency-{label}-{i}", "config": job_cfg}
-                )
-                r.raise_for_status()
-                jid = r.json()["id"]
-                seen = None
-                while seen is None:
-                    job = client.get(f"/v1/jobs/{jid}").raise_for_status().json()
-                    if job["progress"]["step"] >= 1:
-                        seen = time.perf_counter() - t0
-                    elif job["status"] in ("failed", "canceled"):
-                        raise RuntimeError(f"latency job {job['status']}: {job['error']}")
-                    elif time.perf_counter() - t0 > 300:
-                        raise RuntimeError("latency job made no step in 300 s")
-                    else:
-                        time.sleep(0.02)
-                job = wait_job(client, jid, budget, limit=300)
-                created, started, first = (
-                    parse_ts(job[k]) for k in ("created_at", "started_at", "first_step_at")
-                )
-                row = {
-                    "client_post_to_step_seen_s": seen,
-                    "server_created_to_first_step_s": (first - created).total_seconds(),
-                    "created_to_started_s (queue pickup)": (started - created).total_seconds(),
-                    "started_to_first_step_s (setup + step 1)": (first - started).total_seconds(),
-                }
-                post.append(row)
-                print(
-                    f"(g) {label} rep {i + 1}: "
-                    + ", ".join(f"{k} {v:.2f}" for k, v in row.items()),
-                    flush=True,
-                )
-            key = "post_to_first_step" if label == "tiny" else f"post_to_first_step_{label}"
-            out[key] = (
-                {
-                    "config": job_cfg,
-                    "reps": post,
-                    "median_client_s": statistics.median(
-                        r["client_post_to_step_seen_s"] for r in post
-                    ),
-                    "median_server_s": statistics.median(
-                        r["server_created_to_first_step_s"] for r in post
-                    ),
-                }
-                if post
-                else None
-            )
-        # Attribution: the same setup + first steps in a fresh process, without the service
-        budget.check("attribution")
-        attr = subprocess.run(
-            [sys.executable, "-c", ATTRIBUTION],
-            capture_output=True,
-            text=True,
-            timeout=max(10.0, min(300.0, budget.left())),
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        if attr.returncode == 0:
-            out["post_to_first_step_attribution"] = a = json.loads(
-                attr.stdout.strip().splitlines()[-1]
-            )
-            print(
-                f"    fresh process, no service: load 'shapes' {a['load_dataset_shapes_s']:.2f}s, "
-                f"train() to step-1 report {a['train_call_to_step1_report_s']:.2f}s, then "
-                f"{a['step2_s']:.2f}s/{a['step3_s']:.2f}s per step",
-                flush=True,
-            )
-        else:
-            out["post_to_first_step_attribution"] = {"error": attr.stderr[-2000:]}
-
-        # ---- table
-        fl, wm = out["floor"], out["warm"]
-        out["ratios"] = {
-            "warm_p50/floor_p50": wm["p50_ms"] / fl["p50_ms"],
-            "warm_p99/floor_p99": wm["p99_ms"] / fl["p99_ms"],
-            "concurrent_throughput/floor_throughput": out["concurrent"]["ratio_vs_floor"],
-            "concurrent_throughput/fast_floor_throughput": out["concurrent"]["ratio_vs_fast_floor"],
-            "naive_p50/floor_p50": out["naive"]["p50_ms"]
-            / out["naive"]["floor_interleaved"]["p50_ms"],
-            "cold_first/floor_p50": out["cold"]["first_request_in_process_ms"] / fl["p50_ms"],
-            "cold_new_ckpt/floor_p50": out["cold"]["new_checkpoint_warm_process_ms"] / fl["p50_ms"],
-        }
-        out["targets"] = {
-            "concurrent_throughput/floor >= 0.9": out["ratios"][
-                "concurrent_throughput/floor_throughput"
-            ]
-            >= 0.9,
-            "repeat p50 <= 2 ms": out["repeat_png_cache"]["p50_ms"] <= 2.0,
-            "304 p50 <= 2 ms": out["repeat_304"]["p50_ms"] <= 2.0,
-            "post-to-first-step < 2 s": (out["post_to_first_step"] or {}).get(
-                "median_client_s", 1e9
-            )
-            < 2.0,
-        }
         out["png_identical_to_in_process_fast_path"] = identical
         out["env"]["loadavg_end"] = list(os.getloadavg())
-        rows = [
-            (
-                "(a) floor: sample+png_grid, in-process",
-                f"p50 {fl['p50_ms']:.0f} ms, p99 {fl['p99_ms']:.0f} ms (n={fl['n']})",
-                "1.00",
-            ),
-            (
-                "    floor on the main thread instead",
-                f"p50 {out['floor_main_thread']['p50_ms']:.0f} ms, CPU "
-                f"{out['floor_main_thread']['cpu_s_per_render'] * 1000:.0f} ms/render",
-                "(information)",
-            ),
-            (
-                "    CPU per render: server / floor",
-                f"{wm['server_cpu_s_per_request'] * 1000:.0f} ms / "
-                f"{fl['cpu_s_per_render'] * 1000:.0f} ms",
-                f"{wm['server_cpu_s_per_request'] / fl['cpu_s_per_render']:.2f}",
-            ),
-            (
-                "(b) warm HTTP, distinct seeds",
-                f"p50 {wm['p50_ms']:.0f} ms, p99 {wm['p99_ms']:.0f} ms (n={wm['n']})",
-                f"{out['ratios']['warm_p50/floor_p50']:.2f} (p50)  {out['ratios']['warm_p99/floor_p99']:.2f} (p99)",
-            ),
-            (
-                "(c) cold, first request in process",
-                f"{out['cold']['first_request_in_process_ms']:.0f} ms",
-                f"{out['ratios']['cold_first/floor_p50']:.2f}",
-            ),
-            (
-                "(c) cold, new checkpoint, warm process",
-                f"{out['cold']['new_checkpoint_warm_process_ms']:.0f} ms",
-                f"{out['ratios']['cold_new_ckpt/floor_p50']:.2f}",
-            ),
-            (
-                f"(d) {args.clients} clients throughput",
-                f"{out['concurrent']['throughput_rps']:.2f} req/s vs floor "
-                f"{out['concurrent']['floor_throughput_rps']:.2f}",
-                f"{out['ratios']['concurrent_throughput/floor_throughput']:.2f} (target >= 0.9)",
-            ),
-            (
-                f"    CPU per request under {args.clients} clients",
-                f"server {out['concurrent']['server_cpu_s_per_request'] * 1000:.0f} ms "
-                f"vs floor {out['concurrent']['floor_cpu_s_per_render'] * 1000:.0f} ms",
-                f"floor/server {out['concurrent']['cpu_efficiency_vs_floor']:.2f}",
-            ),
-            (
-                f"    same, against the fast floor ({mode})",
-                f"{out['concurrent']['fast_floor_throughput_rps']:.2f} req/s in-process",
-                f"{out['ratios']['concurrent_throughput/fast_floor_throughput']:.2f}",
-            ),
-            *(
-                [
-                    (
-                        f"(h) RSS over {out['memory']['requests']} renders",
-                        " -> ".join(f"{v:.0f}" for v in out["memory"]["rss_mb"]) + " MB",
-                        f"+{out['memory']['rss_growth_mb']:.0f} MB",
-                    )
-                ]
-                if out.get("memory")
-                else []
-            ),
-            (
-                "(e) repeated identical (PNG cache)",
-                f"p50 {out['repeat_png_cache']['p50_ms']:.2f} ms, p99 {out['repeat_png_cache']['p99_ms']:.2f} ms",
-                "target p50 <= 2 ms",
-            ),
-            (
-                "(e) If-None-Match -> 304",
-                f"p50 {out['repeat_304']['p50_ms']:.2f} ms, p99 {out['repeat_304']['p99_ms']:.2f} ms",
-                "target p50 <= 2 ms",
-            ),
-            (
-                "    GET /healthz (HTTP stack only)",
-                f"p50 {out['healthz_baseline']['p50_ms']:.2f} ms",
-                "(baseline for e)",
-            ),
-            (
-                "(f) naive: load per request",
-                f"p50 {out['naive']['p50_ms']:.0f} ms",
-                f"{out['ratios']['naive_p50/floor_p50']:.2f}",
-            ),
-        ]
-        for key, label in (
-            ("post_to_first_step", "tiny model"),
-            ("post_to_first_step_default", "default DCGAN"),
-        ):
-            if out.get(key):
-                p = out[key]
-                rows.append(
-                    (
-                        f"(g) POST -> first step, {label}",
-                        f"client {p['median_client_s']:.2f} s, server "
-                        f"{p['median_server_s']:.2f} s (median of {len(p['reps'])})",
-                        "target < 2 s"
-                        if key == "post_to_first_step"
-                        else "(one CPU step included)",
-                    )
-                )
-        print()
-        print(f"{'measurement':<42}{'value':<48}ratio to floor / target")
-        for a, b, c in rows:
-            print(f"{a:<42}{b:<48}{c}")
-        print(
-            f"\ntorch threads: server {server_threads}, floor {torch.get_num_threads()}; "
-            f"targets: {out['targets']}"
-        )
+        report(out, mode)
         return_code = 0
     except BaseException as exc:
         out["error"] = f"{type(exc).__name__}: {exc}"
