@@ -32,6 +32,13 @@ def make_key(settings: Settings, name: str, admin: bool = False) -> str:
         return auth.create_key(s, name=name, admin=admin)[1]
 
 
+def create_job(client, **config) -> str:
+    """POST /v1/jobs with TINY and ``config`` over it; the new job's id."""
+    r = client.post("/v1/jobs", json={"name": "test", "config": {**TINY, **config}})
+    assert r.status_code == 202, r.text
+    return r.json()["id"]
+
+
 @pytest.fixture
 def client(settings):
     """A client acting as an ordinary owner, 'alice'."""

@@ -1,9 +1,9 @@
 """Faults, in process: lease races, divergence, crashes and full disks while checkpointing,
-a broker that is down. Each drives the real path (API routes, run_job, the training loop,
+Each drives the real path (API routes, run_job, the training loop,
 the checkpoint writer); only the fault itself is injected.
 
-The fleet-level faults (killed workers, Redis and API restarts) are in
-tests/integration/test_faults.py.
+A broker that is down and the sweep are in test_recovery.py; the fleet-level faults
+(killed workers, Redis and API restarts) in tests/integration/test_faults.py.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from app.core import runs
 from app.core.db import session_scope, utcnow
 from app.core.models import Checkpoint, Job
 from app.core.settings import Settings
-from tests.api.conftest import TINY
+from tests.api.conftest import TINY, create_job
 
 # Diverges deterministically on CPU: a critic with no gradient penalty, a large learning
 # rate and Adam with beta2 = 0 (each step divides by the latest |grad| alone). With seed 0
@@ -58,12 +58,6 @@ def settings(tmp_path) -> Settings:
         lease_seconds=1.0,
         score_samples=0,
     )
-
-
-def _create(client, **config) -> str:
-    r = client.post("/v1/jobs", json={"name": "fault", "config": {**TINY, **config}})
-    assert r.status_code == 202, r.text
-    return r.json()["id"]
 
 
 def _listed(client, job_id: str) -> list[dict]:
@@ -107,7 +101,7 @@ def _run_when_claimable(run_job, job_id: str, timeout: float = 30) -> str:
 def test_a_fresh_lease_refuses_a_second_claimer_and_a_redelivered_message_is_skipped(
     client, settings, run_job
 ):
-    job_id = _create(client)
+    job_id = create_job(client)
     url = settings.resolved_database_url
     with session_scope(url) as s:
         assert runs.claim_job(s, job_id=job_id, worker_id="A", lease_seconds=60) is not None
@@ -138,7 +132,7 @@ def test_a_fresh_lease_refuses_a_second_claimer_and_a_redelivered_message_is_ski
 def test_a_run_that_lost_its_lease_stops_and_writes_nothing(client, settings, run_job):
     """A worker stalls past its lease (GC pause, partition) and another claims the job: when the
     first notices, it must stop without a checkpoint, a record or an end -- the job is not its."""
-    job_id = _create(client, steps=1_000_000, checkpoint_every=100_000)  # no periodic checkpoint
+    job_id = create_job(client, steps=1_000_000, checkpoint_every=100_000)  # no periodic checkpoint
     url = settings.resolved_database_url
     out: list[str] = []
     runner = threading.Thread(target=lambda: out.append(run_job(job_id)), daemon=True)
@@ -166,7 +160,7 @@ def test_a_run_that_lost_its_lease_stops_and_writes_nothing(client, settings, ru
 
 
 def test_a_checkpoint_is_recorded_only_by_the_lease_holder(client, settings):
-    job_id = _create(client)
+    job_id = create_job(client)
     with session_scope(settings.resolved_database_url) as s:
         runs.claim_job(s, job_id=job_id, worker_id="B", lease_seconds=60)
         kwargs = dict(
@@ -213,6 +207,39 @@ def test_a_diverging_run_fails_naming_the_step_and_its_last_good_checkpoint_serv
                             item["step"],
                             key,
                         )
+
+
+def test_a_diverging_run_with_rollback_recovers_and_finishes(client, run_job, monkeypatch):
+    """on_divergence=rollback: a NaN at step 30 rolls the run back to its step-20 checkpoint
+    with halved learning rates; the job succeeds and shows the rollback (also in its events)."""
+    import gan_core.steps as steps
+
+    real_get_loss, calls = steps.get_loss, [0]
+
+    def get_loss(name):
+        loss = real_get_loss(name)
+        d_loss = loss.d_loss
+
+        def once_nan(real_logits, fake_logits):
+            calls[0] += 1
+            out = d_loss(real_logits, fake_logits)
+            return out * float("nan") if calls[0] == 30 else out
+
+        loss.d_loss = once_nan
+        return loss
+
+    monkeypatch.setattr(steps, "get_loss", get_loss)
+    config = {**TINY, "steps": 40, "checkpoint_every": 10, "on_divergence": "rollback"}
+    job_id = client.post("/v1/jobs", json={"config": config}).json()["id"]
+    assert run_job(job_id) == "succeeded"
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["progress"]["step"] == 40 and job["error"] is None
+    (rollback,) = job["rollbacks"]
+    assert rollback["diverged_at"] == 30 and rollback["resumed_from"] == 20
+    assert rollback["lr_scale"] == 0.5 and "diverged at step 30" in rollback["reason"]
+    with client.stream("GET", f"/v1/jobs/{job_id}/events") as r:
+        data = next(line for line in r.iter_lines() if line.startswith("data: "))
+    assert '"rollbacks":[{' in data
 
 
 # ----------------------------------------------------------------- crashes while checkpointing
@@ -273,7 +300,7 @@ def _crash_a_run(settings: Settings, job_id: str, crash_at: str) -> None:
 def test_a_crash_halfway_through_writing_a_checkpoint_leaves_only_whole_ones_listed(
     client, settings, run_job
 ):
-    job_id = _create(client, steps=36, checkpoint_every=12)
+    job_id = create_job(client, steps=36, checkpoint_every=12)
     _crash_a_run(settings, job_id, "mid-file")
     root = _ckpt_root(settings, job_id)
     assert [p.name for p in root.iterdir() if p.name.startswith(".tmp-")], (
@@ -299,7 +326,7 @@ def test_a_crash_between_writing_and_recording_a_checkpoint_lists_no_missing_fil
     client, settings, run_job
 ):
     # keep 1: writing checkpoint 2 makes checkpoint 1 go; its record must not outlive its files
-    job_id = _create(client, steps=36, checkpoint_every=12, keep_checkpoints=1)
+    job_id = create_job(client, steps=36, checkpoint_every=12, keep_checkpoints=1)
     _crash_a_run(settings, job_id, "before-record")
     assert _assert_every_listed_checkpoint_serves(client, job_id) == [12]
     assert _run_when_claimable(run_job, job_id) == "succeeded"
@@ -324,7 +351,7 @@ def test_disk_full_while_checkpointing_fails_the_job_with_the_reason(
         return real(path, data)
 
     monkeypatch.setattr(ckpt, "_write_file", full_disk)
-    job_id = _create(client, steps=36, checkpoint_every=12)
+    job_id = create_job(client, steps=36, checkpoint_every=12)
     assert run_job(job_id) == "failed"
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "failed"
@@ -341,7 +368,7 @@ def test_disk_full_while_checkpointing_fails_the_job_with_the_reason(
 
 
 def test_an_unwritable_run_directory_fails_the_job_with_the_oserror(client, settings, run_job):
-    job_id = _create(client)
+    job_id = create_job(client)
     jobs_dir = settings.resolved_store_dir / "jobs"
     jobs_dir.mkdir(parents=True, exist_ok=True)
     (jobs_dir / job_id).write_text("not a directory")  # the store cannot hold this job's files
@@ -352,194 +379,3 @@ def test_an_unwritable_run_directory_fails_the_job_with_the_oserror(client, sett
     assert "File exists" in job["error"] or "Not a directory" in job["error"], job["error"]
     assert _listed(client, job_id) == []
     assert client.get(f"/v1/jobs/{job_id}/checkpoints/latest/samples.png").status_code == 404
-
-
-# ----------------------------------------------------------------- the broker is down
-
-
-@pytest.fixture
-def broker_down(client, monkeypatch):
-    from kombu.exceptions import OperationalError
-
-    celery = client.app.state.services.celery
-    calls = [0]
-
-    def refuse(*_args, **_kwargs):
-        calls[0] += 1
-        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-
-    monkeypatch.setattr(celery, "send_task", refuse)
-    return calls
-
-
-def test_create_while_the_broker_is_down_is_a_503_and_leaves_nothing_behind(client, broker_down):
-    r = client.post("/v1/jobs", json={"config": TINY}, headers={"Idempotency-Key": "k1"})
-    assert r.status_code == 503
-    assert r.headers["content-type"].startswith("application/problem+json")
-    assert r.headers["retry-after"] == "5"
-    assert "broker" in r.json()["detail"]
-    assert client.get("/v1/jobs").json()["items"] == []
-    assert broker_down[0] == 1
-
-
-def test_resume_while_the_broker_is_down_is_a_503_and_can_be_retried(client, run_job, monkeypatch):
-    job_id = _create(client)
-    assert client.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "canceled"
-    celery = client.app.state.services.celery
-    real_send = celery.send_task
-    from kombu.exceptions import OperationalError
-
-    def refuse(*_args, **_kwargs):
-        raise OperationalError("Connection refused")
-
-    monkeypatch.setattr(celery, "send_task", refuse)
-    r = client.post(f"/v1/jobs/{job_id}/resume", json={"steps": 30})
-    assert r.status_code == 503 and r.headers["retry-after"] == "5"
-    # not left 'queued' with no message on its way (nothing would ever run it, and a retry
-    # of the resume would be refused with 409)
-    job = client.get(f"/v1/jobs/{job_id}").json()
-    assert job["status"] == "canceled", job
-    assert job["progress"]["total_steps"] == TINY["steps"]
-    monkeypatch.setattr(celery, "send_task", real_send)
-    r = client.post(f"/v1/jobs/{job_id}/resume", json={"steps": 30})
-    assert r.status_code == 202, r.text
-    assert run_job(job_id) == "succeeded"
-    assert client.get(f"/v1/jobs/{job_id}").json()["progress"]["step"] == 30
-
-
-def test_a_stale_job_found_while_the_broker_is_down_is_requeued_once_it_is_back(
-    client, settings, monkeypatch
-):
-    """The heartbeat sweep re-queues a dead worker's job; if sending its message fails, the next
-    sweep must try again instead of leaving it 'queued' with no message."""
-    import worker.sweep as sweep
-
-    monkeypatch.setattr(sweep, "get_settings", lambda: settings)
-    job_id = _create(client)
-    with session_scope(settings.resolved_database_url) as s:  # a worker claimed it, then died
-        runs.claim_job(s, job_id=job_id, worker_id="dead", lease_seconds=-1)
-    stop = threading.Event()
-    stop.set()  # one sweep per call
-
-    class BrokerDown:
-        def enqueue(self, _job_id: str) -> None:
-            raise ConnectionRefusedError(111, "Connection refused")
-
-    sweep.heartbeat_loop("w1", stop, BrokerDown())
-    queue = _Recording()
-    sweep.heartbeat_loop("w1", stop, queue)
-    assert queue.sent == [job_id]
-    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
-
-
-# ----------------------------------------------------------------- the sweep: jobs nobody would run
-
-
-class _Recording:
-    """Stands in for the broker link: records what the sweep sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def enqueue(self, job_id: str) -> None:
-        self.sent.append(job_id)
-
-
-def _sweep(settings: Settings, queue: _Recording | None = None):
-    from worker.sweep import sweep_once
-
-    return sweep_once(settings, queue or _Recording())
-
-
-def _die_holding(settings: Settings, job_id: str, worker_id: str = "dead") -> None:
-    """A worker claims the job and dies at once: its lease is already expired."""
-    with session_scope(settings.resolved_database_url) as s:
-        assert runs.claim_job(s, job_id=job_id, worker_id=worker_id, lease_seconds=-1) is not None
-
-
-def test_a_job_canceled_while_its_worker_is_away_ends_canceled_not_stuck(client, settings):
-    """Cancel a running job whose worker is frozen, then the worker dies: the sweep must end
-    the job as canceled. (It used to put it back to 'queued' with cancel_requested set, which
-    no worker would claim; it held a slot of the owner's job limit forever.)"""
-    job_id = _create(client)
-    _die_holding(settings, job_id)
-    assert client.post(f"/v1/jobs/{job_id}/cancel").json()["cancel_requested"] is True
-    queue = _Recording()
-    done = _sweep(settings, queue)
-    assert done.canceled == [job_id] and queue.sent == []
-    job = client.get(f"/v1/jobs/{job_id}").json()
-    assert job["status"] == "canceled" and job["finished_at"] is not None
-    assert client.post(f"/v1/jobs/{job_id}/resume").status_code == 202  # and it can go on
-
-
-def test_a_queued_job_with_a_cancel_request_is_finished_by_the_sweep(client, settings):
-    job_id = _create(client)
-    with session_scope(settings.resolved_database_url) as s:  # as the old sweep left such jobs
-        s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
-    assert _sweep(settings).canceled == [job_id]
-    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "canceled"
-
-
-def test_a_job_that_keeps_killing_its_worker_fails_after_max_attempts(client, settings):
-    settings = settings.model_copy(update={"max_attempts": 3})
-    job_id = _create(client)
-    queue = _Recording()
-    for attempt in (1, 2):
-        _die_holding(settings, job_id, f"dead{attempt}")
-        assert _sweep(settings, queue).requeued == [job_id]
-        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
-    _die_holding(settings, job_id, "dead3")
-    done = _sweep(settings, queue)
-    assert done.failed == [job_id] and queue.sent == [job_id, job_id]
-    job = client.get(f"/v1/jobs/{job_id}").json()
-    assert job["status"] == "failed" and job["attempts"] == 3
-    assert "died 3 times" in job["error"]
-
-
-def test_a_queued_job_whose_message_was_lost_is_sent_again_after_the_bound(client, settings):
-    settings = settings.model_copy(update={"requeue_after_seconds": 60})
-    job_id = _create(client)
-    queue = _Recording()
-    assert _sweep(settings, queue).resent == []  # just sent: not yet
-    with session_scope(settings.resolved_database_url) as s:  # an hour passes, nobody runs it
-        s.execute(
-            update(Job)
-            .where(Job.id == job_id)
-            .values(enqueued_at=utcnow() - timedelta(seconds=3600))
-        )
-    assert _sweep(settings, queue).resent == [job_id]
-    assert _sweep(settings, queue).resent == []  # once per bound, not every sweep
-    assert queue.sent == [job_id]
-
-
-def test_a_diverging_run_with_rollback_recovers_and_finishes(client, run_job, monkeypatch):
-    """on_divergence=rollback: a NaN at step 30 rolls the run back to its step-20 checkpoint
-    with halved learning rates; the job succeeds and shows the rollback (also in its events)."""
-    import gan_core.steps as steps
-
-    real_get_loss, calls = steps.get_loss, [0]
-
-    def get_loss(name):
-        loss = real_get_loss(name)
-        d_loss = loss.d_loss
-
-        def once_nan(real_logits, fake_logits):
-            calls[0] += 1
-            out = d_loss(real_logits, fake_logits)
-            return out * float("nan") if calls[0] == 30 else out
-
-        loss.d_loss = once_nan
-        return loss
-
-    monkeypatch.setattr(steps, "get_loss", get_loss)
-    config = {**TINY, "steps": 40, "checkpoint_every": 10, "on_divergence": "rollback"}
-    job_id = client.post("/v1/jobs", json={"config": config}).json()["id"]
-    assert run_job(job_id) == "succeeded"
-    job = client.get(f"/v1/jobs/{job_id}").json()
-    assert job["progress"]["step"] == 40 and job["error"] is None
-    (rollback,) = job["rollbacks"]
-    assert rollback["diverged_at"] == 30 and rollback["resumed_from"] == 20
-    assert rollback["lr_scale"] == 0.5 and "diverged at step 30" in rollback["reason"]
-    with client.stream("GET", f"/v1/jobs/{job_id}/events") as r:
-        data = next(line for line in r.iter_lines() if line.startswith("data: "))
-    assert '"rollbacks":[{' in data
