@@ -31,7 +31,16 @@ def _peak_rss_bytes() -> int:
 
 
 def test_the_estimate_is_near_what_training_takes(tmp_path):
-    config = TrainConfig(image_size=64, batch_size=32, steps=2, checkpoint_every=100, device="cpu")
+    # widths 32: the estimate matched within 5% here (443 vs 424 MiB) at half the time of 64
+    config = TrainConfig(
+        image_size=64,
+        batch_size=32,
+        steps=2,
+        checkpoint_every=100,
+        device="cpu",
+        g_width=32,
+        d_width=32,
+    )
     data = load_dataset("shapes", image_size=64, max_items=256)
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
     before = _peak_rss_bytes()

@@ -113,6 +113,7 @@ class Stack:
         self, tmp: Path, database_url: str | None, extra_env: dict[str, str] | None = None
     ):
         self.tmp = tmp
+        self.replicas: list[Proc] = []  # more `ganforge serve`s on these settings
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         if database_url is None:  # embedded: only the port is set, like a newcomer's first run
@@ -142,7 +143,6 @@ class Stack:
         }
         self.api: Proc | None = None
         self.workers: list[Proc] = []
-        self.replicas: list[Proc] = []
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
     def start_api(self) -> None:
