@@ -105,6 +105,7 @@ class Server:
     """`ganforge serve` in its own process group, stopped (group-wide) by stop()."""
 
     def __init__(self, data_dir: Path, port: int, log: Path):
+        self.data_dir, self.port, self.url = data_dir, port, f"http://{HOST}:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("GANFORGE_")}
         env |= {
             "GANFORGE_DATA_DIR": str(data_dir),
@@ -179,6 +180,20 @@ def wait_ready(client: httpx.Client, server: Server, budget: Budget, limit: floa
             raise RuntimeError(f"server not ready after {limit:.0f}s:\n{server.tail()}")
         budget.check("waiting for /readyz")
         time.sleep(0.25)
+
+
+def connect(
+    server: Server, budget: Budget, limit: float = 240
+) -> tuple[httpx.Client, dict[str, str], float]:
+    """A client of ``server`` once it is ready, carrying the admin key that embedded serve
+    writes into its data dir (auth is on by default); also those headers and the seconds
+    until ready."""
+    client = httpx.Client(base_url=server.url, timeout=180, trust_env=False)
+    t_ready = wait_ready(client, server, budget, limit)
+    key_file = server.data_dir / "admin-key"
+    auth = {"Authorization": f"Bearer {key_file.read_text().strip()}"} if key_file.is_file() else {}
+    client.headers.update(auth)
+    return client, auth, t_ready
 
 
 def wait_job(client: httpx.Client, job_id: str, budget: Budget, limit: float) -> dict:

@@ -39,13 +39,12 @@ import httpx  # noqa: E402
 
 from benchmarks._harness import (  # noqa: E402
     ATTRIBUTION,
-    HOST,
     Budget,
     Server,
+    connect,
     free_port,
     parse_ts,
     wait_job,
-    wait_ready,
 )
 
 CONFIGS = {
@@ -118,17 +117,12 @@ def main(argv: list[str] | None = None) -> int:
 
     budget = Budget(args.time_budget)
     data_dir = Path(tempfile.mkdtemp(prefix="ganforge-latency-bench-"))
-    port = free_port()
     server: Server | None = None
     out: dict = {"benchmark": "job_latency", "args": {"reps": args.reps}}
     return_code = 1
     try:
-        server = Server(data_dir, port, data_dir / "server.log")
-        client = httpx.Client(base_url=f"http://{HOST}:{port}", timeout=180, trust_env=False)
-        wait_ready(client, server, budget, limit=240)
-        key_file = data_dir / "admin-key"  # embedded serve writes the first admin key here
-        if key_file.is_file():
-            client.headers["Authorization"] = f"Bearer {key_file.read_text().strip()}"
+        server = Server(data_dir, free_port(), data_dir / "server.log")
+        client, _, _ = connect(server, budget)
         # the worker warm: it has run a job before
         warm = {"dataset": "shapes", "image_size": 32, "steps": 2, "batch_size": 16}
         r = client.post("/v1/jobs", json={"name": "bench-warm-up", "config": warm})

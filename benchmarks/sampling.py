@@ -62,12 +62,12 @@ from benchmarks._harness import (  # noqa: E402
     Budget,
     BudgetExceeded,
     Server,
+    connect,
     free_port,
     pct,
     proc_cpu_seconds,
     summary,
     wait_job,
-    wait_ready,
 )
 from gan_core import inference  # noqa: E402
 from gan_core.checkpoint import load_generator  # noqa: E402
@@ -260,16 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     floor_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="floor")
     try:
         server = Server(data_dir, port, data_dir / "server.log")
-        client = httpx.Client(base_url=f"http://{HOST}:{port}", timeout=180, trust_env=False)
-        t_ready = wait_ready(client, server, budget, limit=240)
-        # Auth is on by default: embedded serve writes the first admin key into the data dir.
-        key_file = data_dir / "admin-key"
-        auth = (
-            {"Authorization": f"Bearer {key_file.read_text().strip()}"}
-            if key_file.is_file()
-            else {}
-        )
-        client.headers.update(auth)
+        client, auth, t_ready = connect(server, budget)
         out["auth"] = bool(auth)
         print(
             f"server up and ready (worker heartbeat seen) in {t_ready:.1f}s on {HOST}:{port}; "

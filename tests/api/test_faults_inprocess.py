@@ -29,6 +29,7 @@ from app.core.db import session_scope, utcnow
 from app.core.models import Checkpoint, Job
 from app.core.settings import Settings
 from tests.api.conftest import TINY, create_job
+from tests.nan_loss import nan_d_loss_from
 
 # Diverges deterministically on CPU: a critic with no gradient penalty, a large learning
 # rate and Adam with beta2 = 0 (each step divides by the latest |grad| alone). With seed 0
@@ -212,23 +213,7 @@ def test_a_diverging_run_fails_naming_the_step_and_its_last_good_checkpoint_serv
 def test_a_diverging_run_with_rollback_recovers_and_finishes(client, run_job, monkeypatch):
     """on_divergence=rollback: a NaN at step 30 rolls the run back to its step-20 checkpoint
     with halved learning rates; the job succeeds and shows the rollback (also in its events)."""
-    import gan_core.steps as steps
-
-    real_get_loss, calls = steps.get_loss, [0]
-
-    def get_loss(name):
-        loss = real_get_loss(name)
-        d_loss = loss.d_loss
-
-        def once_nan(real_logits, fake_logits):
-            calls[0] += 1
-            out = d_loss(real_logits, fake_logits)
-            return out * float("nan") if calls[0] == 30 else out
-
-        loss.d_loss = once_nan
-        return loss
-
-    monkeypatch.setattr(steps, "get_loss", get_loss)
+    nan_d_loss_from(monkeypatch, 30, once=True)
     config = {**TINY, "steps": 40, "checkpoint_every": 10, "on_divergence": "rollback"}
     job_id = client.post("/v1/jobs", json={"config": config}).json()["id"]
     assert run_job(job_id) == "succeeded"

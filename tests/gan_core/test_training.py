@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gan_core import state, steps
+from gan_core import state
 from gan_core.checkpoint import (
     list_checkpoints,
     load_checkpoint,
@@ -18,6 +18,7 @@ from gan_core.checkpoint import (
 from gan_core.config import TrainConfig
 from gan_core.data import load_dataset
 from gan_core.training import Progress, TrainHooks, TrainingDiverged, train
+from tests.nan_loss import nan_d_loss_from
 from tests.tiny import tiny
 
 TINY = tiny(device="cpu")
@@ -313,28 +314,6 @@ def test_cancel_on_a_checkpoint_step_writes_it_once(tmp_path, shapes16):
 
 
 # --------------------------------------------------------------------------- divergence
-
-
-def nan_d_loss_from(monkeypatch, bad_call: int, once: bool = False) -> None:
-    """Make D's loss NaN from its bad_call-th evaluation on (d_steps=1: from that step), or
-    only at that evaluation with ``once``."""
-    real_get_loss = steps.get_loss
-    calls = [0]
-
-    def get_loss(name):
-        loss = real_get_loss(name)
-        d_loss = loss.d_loss
-
-        def poisoned(real_logits, fake_logits):
-            calls[0] += 1
-            out = d_loss(real_logits, fake_logits)
-            bad = calls[0] == bad_call if once else calls[0] >= bad_call
-            return out * float("nan") if bad else out
-
-        loss.d_loss = poisoned
-        return loss
-
-    monkeypatch.setattr(steps, "get_loss", get_loss)
 
 
 @pytest.mark.parametrize("interval", [0, 3600], ids=["checked-every-step", "checked-at-save"])
