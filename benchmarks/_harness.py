@@ -1,16 +1,21 @@
-"""Harness for benchmarks/sampling.py: a real `ganforge serve` process, time budgets, stats."""
+"""Harness for the service benchmarks (sampling.py, job_latency.py): a real `ganforge serve`
+process, time budgets, stats."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from types import TracebackType
 
 import httpx
 
@@ -194,6 +199,57 @@ def connect(
     auth = {"Authorization": f"Bearer {key_file.read_text().strip()}"} if key_file.is_file() else {}
     client.headers.update(auth)
     return client, auth, t_ready
+
+
+class ServedRun:
+    """One benchmark run against its own `ganforge serve` in a temp data dir.
+
+    ``with ServedRun(out, path, "name") as run: client, auth, t = run.start(budget); ...``:
+    on an error (Ctrl-C and SIGTERM included) it records it in ``out`` and prints the server
+    log's tail; in any case it stops the server, writes ``out`` as JSON at ``path`` and
+    removes the data dir (unless ``keep``). ``run.failed`` says whether the body raised.
+    """
+
+    def __init__(self, out: dict, path: Path, name: str, keep: bool = False):
+        self.out, self.path, self.keep = out, path, keep
+        self.data_dir = Path(tempfile.mkdtemp(prefix=f"ganforge-{name}-bench-"))
+        self.server: Server | None = None
+        self.failed = False
+
+    def start(self, budget: Budget) -> tuple[httpx.Client, dict[str, str], float]:
+        self.server = Server(self.data_dir, free_port(), self.data_dir / "server.log")
+        return connect(self.server, budget)
+
+    def __enter__(self) -> ServedRun:
+        def _terminate(signum, _frame):  # make SIGTERM end the run like Ctrl-C
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, _terminate)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if exc is not None:
+            self.failed = True
+            self.out["error"] = f"{type(exc).__name__}: {exc}"
+            print(f"error: {self.out['error']}", file=sys.stderr)
+            if self.server is not None:
+                print(f"--- server log tail ---\n{self.server.tail()}", file=sys.stderr)
+        if self.server is not None:
+            self.server.stop()
+            self.out["server_stopped"] = not self.server.alive()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.out, indent=2, default=str))
+        print(f"wrote {self.path}")
+        if self.keep:
+            print(f"kept {self.data_dir}")
+        else:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        return True  # recorded: main() returns 1
 
 
 def wait_job(client: httpx.Client, job_id: str, budget: Budget, limit: float) -> dict:

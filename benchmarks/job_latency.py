@@ -23,11 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,9 +38,7 @@ import httpx  # noqa: E402
 from benchmarks._harness import (  # noqa: E402
     ATTRIBUTION,
     Budget,
-    Server,
-    connect,
-    free_port,
+    ServedRun,
     parse_ts,
     wait_job,
 )
@@ -116,13 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     budget = Budget(args.time_budget)
-    data_dir = Path(tempfile.mkdtemp(prefix="ganforge-latency-bench-"))
-    server: Server | None = None
     out: dict = {"benchmark": "job_latency", "args": {"reps": args.reps}}
-    return_code = 1
-    try:
-        server = Server(data_dir, free_port(), data_dir / "server.log")
-        client, _, _ = connect(server, budget)
+    with ServedRun(out, args.out, "latency") as run:
+        client, _, _ = run.start(budget)
         # the worker warm: it has run a job before
         warm = {"dataset": "shapes", "image_size": 32, "steps": 2, "batch_size": 16}
         r = client.post("/v1/jobs", json={"name": "bench-warm-up", "config": warm})
@@ -163,20 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{p['median_server_s']:.2f} s (median of {len(p['reps'])})"
             )
         print(f"target (tiny < 2 s): {'met' if out['target_met'] else 'NOT met'}")
-        return_code = 0
-    except BaseException as exc:
-        out["error"] = f"{type(exc).__name__}: {exc}"
-        print(f"error: {out['error']}", file=sys.stderr)
-        if server is not None:
-            print(f"--- server log tail ---\n{server.tail()}", file=sys.stderr)
-    finally:
-        if server is not None:
-            server.stop()
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=2, default=str))
-        print(f"wrote {args.out}")
-        shutil.rmtree(data_dir, ignore_errors=True)
-    return return_code
+    return 1 if run.failed else 0
 
 
 if __name__ == "__main__":

@@ -35,14 +35,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -61,9 +57,7 @@ from benchmarks._harness import (  # noqa: E402
     HOST,
     Budget,
     BudgetExceeded,
-    Server,
-    connect,
-    free_port,
+    ServedRun,
     pct,
     proc_cpu_seconds,
     summary,
@@ -244,355 +238,345 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     budget = Budget(args.time_budget)
-    data_dir = Path(tempfile.mkdtemp(prefix="ganforge-sampling-bench-"))
-    port = free_port()
-    server: Server | None = None
     out: dict = {
         "benchmark": "sampling",
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
-
-    def _terminate(signum, _frame):  # make SIGTERM run the finally-block too
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, _terminate)
     seed_counter = iter(range(1_000_000, 10_000_000))  # every render gets a seed never used before
     floor_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="floor")
-    try:
-        server = Server(data_dir, port, data_dir / "server.log")
-        client, auth, t_ready = connect(server, budget)
-        out["auth"] = bool(auth)
-        print(
-            f"server up and ready (worker heartbeat seen) in {t_ready:.1f}s on {HOST}:{port}; "
-            f"data dir {data_dir}",
-            flush=True,
-        )
-
-        # ---- the checkpoint, registered through the real path
-        cfg = {
-            "dataset": "shapes",
-            "image_size": 32,
-            "steps": args.train_steps,
-            "batch_size": args.train_batch,
-            "checkpoint_every": max(1, args.train_steps - 1),
-            "keep_checkpoints": 5,
-        }  # default widths, latent, EMA
-        r = client.post("/v1/jobs", json={"name": "bench-setup", "config": cfg})
-        r.raise_for_status()
-        setup = wait_job(client, r.json()["id"], budget, limit=600)
-        if setup["status"] != "succeeded":
-            raise RuntimeError(f"setup job {setup['status']}: {setup['error']}")
-        job_id = setup["id"]
-        ckpts = client.get(f"/v1/jobs/{job_id}/checkpoints").raise_for_status().json()["items"]
-        if len(ckpts) < 2:
-            raise RuntimeError(f"want two checkpoints, got {[c['step'] for c in ckpts]}")
-        ck_a, ck_b = (
-            ckpts[0],
-            ckpts[1],
-        )  # newest (main subject), an older one (cold on warm process)
-        ckpt_dir = data_dir / "store" / "jobs" / job_id / "checkpoints" / f"step-{ck_a['step']:08d}"
-        assert ckpt_dir.is_dir(), ckpt_dir
-        url_a = f"/v1/jobs/{job_id}/checkpoints/{ck_a['id']}/samples.png"
-        url_b = f"/v1/jobs/{job_id}/checkpoints/{ck_b['id']}/samples.png"
-        print(
-            f"job {job_id} trained; checkpoints {[c['step'] for c in ckpts]}; subject {ckpt_dir}",
-            flush=True,
-        )
-
-        server_threads = server.threads()
-        if server_threads:
-            torch.set_num_threads(server_threads)
-        out["env"] = {
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads_floor": torch.get_num_threads(),
-            "torch_threads_server": server_threads,
-            "loadavg_start": list(os.getloadavg()),
-            "omp_env": {
-                k: v for k, v in os.environ.items() if k.startswith(("OMP_", "MKL_", "GOMP_"))
-            },
-        }
-        print(
-            f"torch threads: server {server_threads}, floor {torch.get_num_threads()}; "
-            f"load {os.getloadavg()}",
-            flush=True,
-        )
-
-        def http(
-            url: str, seed: int, c: httpx.Client = client, headers=None
-        ) -> tuple[float, httpx.Response]:
-            t = time.perf_counter()
-            # ema=true: the floor's generator (ema=auto may pick the raw one by its score)
-            params = {"n": N, "nrow": NROW, "seed": seed, "ema": "true"}
-            resp = c.get(url, params=params, headers=headers)
-            dt = time.perf_counter() - t
-            if resp.status_code not in (200, 304):
-                raise RuntimeError(f"GET {url} -> {resp.status_code}: {resp.text[:300]}")
-            return dt, resp
-
-        # ---- (c1) cold: the first samples request this server process ever serves
-        seed0 = next(seed_counter)
-        t_cold_first, resp0 = http(url_a, seed0)
-        G = load_generator(ckpt_dir)  # the floor's generator: same weights (EMA) as the server's
-        # The fast floor: the server's own fast path (gan_core.inference) in the server's mode.
-        mode = inference.resolve_mode(os.environ.get("GANFORGE_SAMPLE_PRECISION", "auto"))
-        fast_G = inference.prepare(G, mode)
-        out["server_mode"] = mode
-
-        def render_here(seed: int, load: bool = False, fast: bool = False) -> tuple[float, bytes]:
-            t = time.perf_counter()
-            if fast:
-                z, y = sample_inputs(fast_G, N, seed)
-                data = png_grid(inference.run(fast_G, z, y), nrow=NROW)
-            else:
-                gen = load_generator(ckpt_dir) if load else G
-                data = png_grid(sample(gen, N, seed), nrow=NROW)
-            return time.perf_counter() - t, data
-
-        # The server renders on a worker thread of its threadpool, never on its main thread, and
-        # that matters for torch on CPU (a main thread's OpenMP team spin-waits; on a busy
-        # machine that costs ~2x, see README). So the floor also runs on a worker thread.
-        def floor(seed: int, load: bool = False, fast: bool = False) -> tuple[float, bytes]:
-            return floor_pool.submit(render_here, seed, load, fast).result()
-
-        _, floor_bytes0 = floor(seed0)
-        _, fast_bytes0 = floor(seed0, fast=True)
-        identical = fast_bytes0 == resp0.content  # the service renders what its fast path does
-        diff = png_pixel_diff(floor_bytes0, resp0.content)
-        out["server_vs_fp32_floor_pixels"] = diff
-        print(
-            f"(c) cold first request {t_cold_first * 1000:.0f} ms; PNG identical to the "
-            f"in-process fast path ({mode}): {identical}; against the fp32 floor: mean "
-            f"{diff['mean']:.3f}/255, max {diff['max']}",
-            flush=True,
-        )
-        for _ in range(2):  # warm both sides
-            floor(next(seed_counter))
-            floor(next(seed_counter), fast=True)
-            http(url_a, next(seed_counter))
-
-        # ---- (a)+(b) floor vs warm HTTP, interleaved
-        floor_t: list[float] = []
-        warm_t: list[float] = []
-        floor_cpu = server_cpu = 0.0  # CPU seconds spent by the floor / by the server process
-        spid = server.popen.pid  # uvicorn serves in the `serve` process itself
-        per_round = max(1, args.warm // args.rounds)
-        for rnd in range(args.rounds):
-            budget.check("floor/warm rounds")
-            c0 = time.process_time()
-            for _ in range(per_round):
-                floor_t.append(floor(next(seed_counter))[0])
-            floor_cpu += time.process_time() - c0
-            c0 = proc_cpu_seconds(spid)
-            for _ in range(per_round):
-                dt, resp = http(url_a, next(seed_counter))
-                assert resp.status_code == 200 and resp.headers["content-type"] == "image/png"
-                warm_t.append(dt)
-            server_cpu += proc_cpu_seconds(spid) - c0
+    with ServedRun(out, args.out, "sampling", keep=args.keep) as run:
+        try:
+            client, auth, t_ready = run.start(budget)
+            server, data_dir = run.server, run.data_dir
+            assert server is not None
+            port = server.port
+            out["auth"] = bool(auth)
             print(
-                f"  round {rnd + 1}/{args.rounds}: floor p50 {pct(floor_t, 50) * 1000:.0f} ms, "
-                f"warm p50 {pct(warm_t, 50) * 1000:.0f} ms",
+                f"server up and ready (worker heartbeat seen) in {t_ready:.1f}s on {HOST}:{port}; "
+                f"data dir {data_dir}",
                 flush=True,
             )
-        out["floor"], out["warm"] = summary(floor_t), summary(warm_t)
-        out["floor"]["cpu_s_per_render"] = floor_cpu / len(floor_t)
-        out["warm"]["server_cpu_s_per_request"] = server_cpu / len(warm_t)
 
-        # for information: the same floor on this process's main thread
-        c0 = time.process_time()
-        main_t = [render_here(next(seed_counter))[0] for _ in range(per_round)]
-        out["floor_main_thread"] = summary(main_t)
-        out["floor_main_thread"]["cpu_s_per_render"] = (time.process_time() - c0) / len(main_t)
-        print(
-            f"  floor on the main thread instead: p50 {pct(main_t, 50) * 1000:.0f} ms", flush=True
-        )
+            # ---- the checkpoint, registered through the real path
+            cfg = {
+                "dataset": "shapes",
+                "image_size": 32,
+                "steps": args.train_steps,
+                "batch_size": args.train_batch,
+                "checkpoint_every": max(1, args.train_steps - 1),
+                "keep_checkpoints": 5,
+            }  # default widths, latent, EMA
+            r = client.post("/v1/jobs", json={"name": "bench-setup", "config": cfg})
+            r.raise_for_status()
+            setup = wait_job(client, r.json()["id"], budget, limit=600)
+            if setup["status"] != "succeeded":
+                raise RuntimeError(f"setup job {setup['status']}: {setup['error']}")
+            job_id = setup["id"]
+            ckpts = client.get(f"/v1/jobs/{job_id}/checkpoints").raise_for_status().json()["items"]
+            if len(ckpts) < 2:
+                raise RuntimeError(f"want two checkpoints, got {[c['step'] for c in ckpts]}")
+            ck_a, ck_b = (
+                ckpts[0],
+                ckpts[1],
+            )  # newest (main subject), an older one (cold on warm process)
+            ckpt_dir = (
+                data_dir / "store" / "jobs" / job_id / "checkpoints" / f"step-{ck_a['step']:08d}"
+            )
+            assert ckpt_dir.is_dir(), ckpt_dir
+            url_a = f"/v1/jobs/{job_id}/checkpoints/{ck_a['id']}/samples.png"
+            url_b = f"/v1/jobs/{job_id}/checkpoints/{ck_b['id']}/samples.png"
+            print(
+                f"job {job_id} trained; checkpoints {[c['step'] for c in ckpts]}; subject {ckpt_dir}",
+                flush=True,
+            )
 
-        # ---- (c2) cold on a second checkpoint, process warm
-        budget.check("cold second checkpoint")
-        t_cold_b, _ = http(url_b, next(seed_counter))
-        out["cold"] = {
-            "first_request_in_process_ms": t_cold_first * 1000,
-            "new_checkpoint_warm_process_ms": t_cold_b * 1000,
-        }
-        print(
-            f"(c) cold request on a second checkpoint (warm process) {t_cold_b * 1000:.0f} ms",
-            flush=True,
-        )
-
-        # ---- (d) concurrent clients vs floor single-thread throughput (before and after)
-        floor_cpu_d: list[float] = []
-
-        def floor_throughput(k: int, fast: bool = False) -> float:
-            t, c = time.perf_counter(), time.process_time()
-            for _ in range(k):
-                floor(next(seed_counter), fast=fast)
-            if not fast:
-                floor_cpu_d.append((time.process_time() - c) / k)
-            return k / (time.perf_counter() - t)
-
-        budget.check("concurrency")
-        k_floor = max(4, min(args.clients * args.per_client // 2, 16))
-        thr_before = floor_throughput(k_floor)
-        fast_before = floor_throughput(k_floor, fast=True)
-        seeds = [[next(seed_counter) for _ in range(args.per_client)] for _ in range(args.clients)]
-        barrier = threading.Barrier(args.clients + 1)
-        lat: list[float] = []
-        errors: list[str] = []
-        lock = threading.Lock()
-
-        def worker(my_seeds: list[int]) -> None:
-            with httpx.Client(
-                base_url=f"http://{HOST}:{port}", timeout=600, trust_env=False, headers=auth
-            ) as c:
-                c.get("/healthz")  # connect before the clock starts
-                barrier.wait()
-                for s in my_seeds:
-                    try:
-                        dt, _ = http(url_a, s, c)
-                        with lock:
-                            lat.append(dt)
-                    except Exception as exc:  # counted, reported
-                        with lock:
-                            errors.append(repr(exc))
-
-        threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in seeds]
-        for t in threads:
-            t.start()
-        barrier.wait(timeout=60)
-        t0, c0 = time.perf_counter(), proc_cpu_seconds(spid)
-        for t in threads:
-            t.join(timeout=max(1.0, budget.left()))
-        wall, conc_cpu = time.perf_counter() - t0, proc_cpu_seconds(spid) - c0
-        if any(t.is_alive() for t in threads):
-            raise BudgetExceeded("concurrent clients did not finish within the time budget")
-        fast_after = floor_throughput(k_floor, fast=True)
-        thr_after = floor_throughput(k_floor)
-        thr_floor = (thr_before + thr_after) / 2
-        thr_fast = (fast_before + fast_after) / 2
-        thr_conc = len(lat) / wall
-        out["concurrent"] = {
-            "clients": args.clients,
-            "requests": len(lat),
-            "errors": errors,
-            "wall_s": wall,
-            "throughput_rps": thr_conc,
-            "latency": summary(lat) if lat else None,
-            "floor_throughput_rps_before": thr_before,
-            "floor_throughput_rps_after": thr_after,
-            "floor_throughput_rps": thr_floor,
-            "ratio_vs_floor": thr_conc / thr_floor,
-            "fast_floor_throughput_rps": thr_fast,
-            "ratio_vs_fast_floor": thr_conc / thr_fast,
-            "server_cpu_s_per_request": conc_cpu / max(1, len(lat)),
-            "floor_cpu_s_per_render": statistics.fmean(floor_cpu_d),
-            "cpu_efficiency_vs_floor": statistics.fmean(floor_cpu_d)
-            / (conc_cpu / max(1, len(lat))),
-        }
-        print(
-            f"(d) {args.clients} clients: {thr_conc:.2f} req/s vs floor {thr_floor:.2f} req/s "
-            f"(before {thr_before:.2f}, after {thr_after:.2f}); fast floor {thr_fast:.2f} "
-            f"req/s; errors {len(errors)}",
-            flush=True,
-        )
-
-        # ---- (e) repeated identical request (PNG cache) and conditional (304)
-        budget.check("repeat")
-        seed_r = next(seed_counter)
-        _, first = http(url_a, seed_r)  # fills the PNG cache
-        etag = first.headers["etag"]
-        rep, rep304, health = [], [], []
-        for _ in range(args.repeat):  # interleaved, so load drifts hit all three alike
-            dt, resp = http(url_a, seed_r)
-            assert resp.status_code == 200 and resp.content == first.content
-            rep.append(dt)
-            dt, resp = http(url_a, seed_r, headers={"If-None-Match": etag})
-            assert resp.status_code == 304, resp.status_code
-            rep304.append(dt)
-            t = time.perf_counter()  # the HTTP stack's own floor: a route with no auth, no DB
-            client.get("/healthz").raise_for_status()
-            health.append(time.perf_counter() - t)
-        out["repeat_png_cache"], out["repeat_304"] = summary(rep), summary(rep304)
-        out["healthz_baseline"] = summary(health)
-        print(
-            f"(e) repeated: p50 {pct(rep, 50) * 1000:.2f} ms; If-None-Match 304: "
-            f"p50 {pct(rep304, 50) * 1000:.2f} ms; /healthz p50 {pct(health, 50) * 1000:.2f} ms",
-            flush=True,
-        )
-
-        # ---- (f) naive handler: load the checkpoint on every call, interleaved with the floor
-        budget.check("naive")
-        naive_t, floor_t2 = [], []
-        for _ in range(args.naive):
-            naive_t.append(floor(next(seed_counter), load=True)[0])
-            floor_t2.append(floor(next(seed_counter))[0])
-        out["naive"] = summary(naive_t)
-        out["naive"]["floor_interleaved"] = summary(floor_t2)
-        print(
-            f"(f) naive load-per-request p50 {pct(naive_t, 50) * 1000:.0f} ms vs interleaved floor "
-            f"p50 {pct(floor_t2, 50) * 1000:.0f} ms",
-            flush=True,
-        )
-
-        # ---- (h) memory: RSS of the server before and after many distinct renders
-        if args.memory_requests:
-            budget.check("memory")
-            local = threading.local()
-
-            def one(seed: int) -> None:
-                if not hasattr(local, "c"):
-                    local.c = httpx.Client(
-                        base_url=f"http://{HOST}:{port}", timeout=600, trust_env=False, headers=auth
-                    )
-                http(url_a, seed, local.c)
-
-            rss = [rss_mb(spid)]
-            quarter = max(1, args.memory_requests // 4)
-            with ThreadPoolExecutor(args.clients) as pool:
-                done = 0
-                while done < args.memory_requests:
-                    budget.check("memory")
-                    k = min(quarter, args.memory_requests - done)
-                    list(pool.map(one, [next(seed_counter) for _ in range(k)]))
-                    done += k
-                    rss.append(rss_mb(spid))
-            out["memory"] = {
-                "requests": args.memory_requests,
-                "clients": args.clients,
-                "rss_mb": rss,
-                "rss_growth_mb": rss[-1] - rss[0],
+            server_threads = server.threads()
+            if server_threads:
+                torch.set_num_threads(server_threads)
+            out["env"] = {
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "cpu_count": os.cpu_count(),
+                "torch_threads_floor": torch.get_num_threads(),
+                "torch_threads_server": server_threads,
+                "loadavg_start": list(os.getloadavg()),
+                "omp_env": {
+                    k: v for k, v in os.environ.items() if k.startswith(("OMP_", "MKL_", "GOMP_"))
+                },
             }
             print(
-                f"(h) server RSS over {args.memory_requests} distinct renders: "
-                + " -> ".join(f"{v:.0f}" for v in rss)
-                + " MB",
+                f"torch threads: server {server_threads}, floor {torch.get_num_threads()}; "
+                f"load {os.getloadavg()}",
                 flush=True,
             )
 
-        out["png_identical_to_in_process_fast_path"] = identical
-        out["env"]["loadavg_end"] = list(os.getloadavg())
-        report(out, mode)
-        return_code = 0
-    except BaseException as exc:
-        out["error"] = f"{type(exc).__name__}: {exc}"
-        print(f"error: {out['error']}", file=sys.stderr)
-        if server is not None:
-            print(f"--- server log tail ---\n{server.tail()}", file=sys.stderr)
-        return_code = 1
-    finally:
-        floor_pool.shutdown(wait=False, cancel_futures=True)
-        if server is not None:
-            server.stop()
-            out["server_stopped"] = not server.alive()
-        out["wall_seconds"] = args.time_budget - budget.left()
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=2, default=str))
-        print(f"wrote {args.out}")
-        if args.keep:
-            print(f"kept {data_dir}")
-        else:
-            shutil.rmtree(data_dir, ignore_errors=True)
-    return return_code
+            def http(
+                url: str, seed: int, c: httpx.Client = client, headers=None
+            ) -> tuple[float, httpx.Response]:
+                t = time.perf_counter()
+                # ema=true: the floor's generator (ema=auto may pick the raw one by its score)
+                params = {"n": N, "nrow": NROW, "seed": seed, "ema": "true"}
+                resp = c.get(url, params=params, headers=headers)
+                dt = time.perf_counter() - t
+                if resp.status_code not in (200, 304):
+                    raise RuntimeError(f"GET {url} -> {resp.status_code}: {resp.text[:300]}")
+                return dt, resp
+
+            # ---- (c1) cold: the first samples request this server process ever serves
+            seed0 = next(seed_counter)
+            t_cold_first, resp0 = http(url_a, seed0)
+            G = load_generator(
+                ckpt_dir
+            )  # the floor's generator: same weights (EMA) as the server's
+            # The fast floor: the server's own fast path (gan_core.inference) in the server's mode.
+            mode = inference.resolve_mode(os.environ.get("GANFORGE_SAMPLE_PRECISION", "auto"))
+            fast_G = inference.prepare(G, mode)
+            out["server_mode"] = mode
+
+            def render_here(
+                seed: int, load: bool = False, fast: bool = False
+            ) -> tuple[float, bytes]:
+                t = time.perf_counter()
+                if fast:
+                    z, y = sample_inputs(fast_G, N, seed)
+                    data = png_grid(inference.run(fast_G, z, y), nrow=NROW)
+                else:
+                    gen = load_generator(ckpt_dir) if load else G
+                    data = png_grid(sample(gen, N, seed), nrow=NROW)
+                return time.perf_counter() - t, data
+
+            # The server renders on a worker thread of its threadpool, never on its main thread, and
+            # that matters for torch on CPU (a main thread's OpenMP team spin-waits; on a busy
+            # machine that costs ~2x, see README). So the floor also runs on a worker thread.
+            def floor(seed: int, load: bool = False, fast: bool = False) -> tuple[float, bytes]:
+                return floor_pool.submit(render_here, seed, load, fast).result()
+
+            _, floor_bytes0 = floor(seed0)
+            _, fast_bytes0 = floor(seed0, fast=True)
+            identical = fast_bytes0 == resp0.content  # the service renders what its fast path does
+            diff = png_pixel_diff(floor_bytes0, resp0.content)
+            out["server_vs_fp32_floor_pixels"] = diff
+            print(
+                f"(c) cold first request {t_cold_first * 1000:.0f} ms; PNG identical to the "
+                f"in-process fast path ({mode}): {identical}; against the fp32 floor: mean "
+                f"{diff['mean']:.3f}/255, max {diff['max']}",
+                flush=True,
+            )
+            for _ in range(2):  # warm both sides
+                floor(next(seed_counter))
+                floor(next(seed_counter), fast=True)
+                http(url_a, next(seed_counter))
+
+            # ---- (a)+(b) floor vs warm HTTP, interleaved
+            floor_t: list[float] = []
+            warm_t: list[float] = []
+            floor_cpu = server_cpu = 0.0  # CPU seconds spent by the floor / by the server process
+            spid = server.popen.pid  # uvicorn serves in the `serve` process itself
+            per_round = max(1, args.warm // args.rounds)
+            for rnd in range(args.rounds):
+                budget.check("floor/warm rounds")
+                c0 = time.process_time()
+                for _ in range(per_round):
+                    floor_t.append(floor(next(seed_counter))[0])
+                floor_cpu += time.process_time() - c0
+                c0 = proc_cpu_seconds(spid)
+                for _ in range(per_round):
+                    dt, resp = http(url_a, next(seed_counter))
+                    assert resp.status_code == 200 and resp.headers["content-type"] == "image/png"
+                    warm_t.append(dt)
+                server_cpu += proc_cpu_seconds(spid) - c0
+                print(
+                    f"  round {rnd + 1}/{args.rounds}: floor p50 {pct(floor_t, 50) * 1000:.0f} ms, "
+                    f"warm p50 {pct(warm_t, 50) * 1000:.0f} ms",
+                    flush=True,
+                )
+            out["floor"], out["warm"] = summary(floor_t), summary(warm_t)
+            out["floor"]["cpu_s_per_render"] = floor_cpu / len(floor_t)
+            out["warm"]["server_cpu_s_per_request"] = server_cpu / len(warm_t)
+
+            # for information: the same floor on this process's main thread
+            c0 = time.process_time()
+            main_t = [render_here(next(seed_counter))[0] for _ in range(per_round)]
+            out["floor_main_thread"] = summary(main_t)
+            out["floor_main_thread"]["cpu_s_per_render"] = (time.process_time() - c0) / len(main_t)
+            print(
+                f"  floor on the main thread instead: p50 {pct(main_t, 50) * 1000:.0f} ms",
+                flush=True,
+            )
+
+            # ---- (c2) cold on a second checkpoint, process warm
+            budget.check("cold second checkpoint")
+            t_cold_b, _ = http(url_b, next(seed_counter))
+            out["cold"] = {
+                "first_request_in_process_ms": t_cold_first * 1000,
+                "new_checkpoint_warm_process_ms": t_cold_b * 1000,
+            }
+            print(
+                f"(c) cold request on a second checkpoint (warm process) {t_cold_b * 1000:.0f} ms",
+                flush=True,
+            )
+
+            # ---- (d) concurrent clients vs floor single-thread throughput (before and after)
+            floor_cpu_d: list[float] = []
+
+            def floor_throughput(k: int, fast: bool = False) -> float:
+                t, c = time.perf_counter(), time.process_time()
+                for _ in range(k):
+                    floor(next(seed_counter), fast=fast)
+                if not fast:
+                    floor_cpu_d.append((time.process_time() - c) / k)
+                return k / (time.perf_counter() - t)
+
+            budget.check("concurrency")
+            k_floor = max(4, min(args.clients * args.per_client // 2, 16))
+            thr_before = floor_throughput(k_floor)
+            fast_before = floor_throughput(k_floor, fast=True)
+            seeds = [
+                [next(seed_counter) for _ in range(args.per_client)] for _ in range(args.clients)
+            ]
+            barrier = threading.Barrier(args.clients + 1)
+            lat: list[float] = []
+            errors: list[str] = []
+            lock = threading.Lock()
+
+            def worker(my_seeds: list[int]) -> None:
+                with httpx.Client(
+                    base_url=f"http://{HOST}:{port}", timeout=600, trust_env=False, headers=auth
+                ) as c:
+                    c.get("/healthz")  # connect before the clock starts
+                    barrier.wait()
+                    for s in my_seeds:
+                        try:
+                            dt, _ = http(url_a, s, c)
+                            with lock:
+                                lat.append(dt)
+                        except Exception as exc:  # counted, reported
+                            with lock:
+                                errors.append(repr(exc))
+
+            threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in seeds]
+            for t in threads:
+                t.start()
+            barrier.wait(timeout=60)
+            t0, c0 = time.perf_counter(), proc_cpu_seconds(spid)
+            for t in threads:
+                t.join(timeout=max(1.0, budget.left()))
+            wall, conc_cpu = time.perf_counter() - t0, proc_cpu_seconds(spid) - c0
+            if any(t.is_alive() for t in threads):
+                raise BudgetExceeded("concurrent clients did not finish within the time budget")
+            fast_after = floor_throughput(k_floor, fast=True)
+            thr_after = floor_throughput(k_floor)
+            thr_floor = (thr_before + thr_after) / 2
+            thr_fast = (fast_before + fast_after) / 2
+            thr_conc = len(lat) / wall
+            out["concurrent"] = {
+                "clients": args.clients,
+                "requests": len(lat),
+                "errors": errors,
+                "wall_s": wall,
+                "throughput_rps": thr_conc,
+                "latency": summary(lat) if lat else None,
+                "floor_throughput_rps_before": thr_before,
+                "floor_throughput_rps_after": thr_after,
+                "floor_throughput_rps": thr_floor,
+                "ratio_vs_floor": thr_conc / thr_floor,
+                "fast_floor_throughput_rps": thr_fast,
+                "ratio_vs_fast_floor": thr_conc / thr_fast,
+                "server_cpu_s_per_request": conc_cpu / max(1, len(lat)),
+                "floor_cpu_s_per_render": statistics.fmean(floor_cpu_d),
+                "cpu_efficiency_vs_floor": statistics.fmean(floor_cpu_d)
+                / (conc_cpu / max(1, len(lat))),
+            }
+            print(
+                f"(d) {args.clients} clients: {thr_conc:.2f} req/s vs floor {thr_floor:.2f} req/s "
+                f"(before {thr_before:.2f}, after {thr_after:.2f}); fast floor {thr_fast:.2f} "
+                f"req/s; errors {len(errors)}",
+                flush=True,
+            )
+
+            # ---- (e) repeated identical request (PNG cache) and conditional (304)
+            budget.check("repeat")
+            seed_r = next(seed_counter)
+            _, first = http(url_a, seed_r)  # fills the PNG cache
+            etag = first.headers["etag"]
+            rep, rep304, health = [], [], []
+            for _ in range(args.repeat):  # interleaved, so load drifts hit all three alike
+                dt, resp = http(url_a, seed_r)
+                assert resp.status_code == 200 and resp.content == first.content
+                rep.append(dt)
+                dt, resp = http(url_a, seed_r, headers={"If-None-Match": etag})
+                assert resp.status_code == 304, resp.status_code
+                rep304.append(dt)
+                t = time.perf_counter()  # the HTTP stack's own floor: a route with no auth, no DB
+                client.get("/healthz").raise_for_status()
+                health.append(time.perf_counter() - t)
+            out["repeat_png_cache"], out["repeat_304"] = summary(rep), summary(rep304)
+            out["healthz_baseline"] = summary(health)
+            print(
+                f"(e) repeated: p50 {pct(rep, 50) * 1000:.2f} ms; If-None-Match 304: "
+                f"p50 {pct(rep304, 50) * 1000:.2f} ms; /healthz p50 {pct(health, 50) * 1000:.2f} ms",
+                flush=True,
+            )
+
+            # ---- (f) naive handler: load the checkpoint on every call, interleaved with the floor
+            budget.check("naive")
+            naive_t, floor_t2 = [], []
+            for _ in range(args.naive):
+                naive_t.append(floor(next(seed_counter), load=True)[0])
+                floor_t2.append(floor(next(seed_counter))[0])
+            out["naive"] = summary(naive_t)
+            out["naive"]["floor_interleaved"] = summary(floor_t2)
+            print(
+                f"(f) naive load-per-request p50 {pct(naive_t, 50) * 1000:.0f} ms vs interleaved floor "
+                f"p50 {pct(floor_t2, 50) * 1000:.0f} ms",
+                flush=True,
+            )
+
+            # ---- (h) memory: RSS of the server before and after many distinct renders
+            if args.memory_requests:
+                budget.check("memory")
+                local = threading.local()
+
+                def one(seed: int) -> None:
+                    if not hasattr(local, "c"):
+                        local.c = httpx.Client(
+                            base_url=f"http://{HOST}:{port}",
+                            timeout=600,
+                            trust_env=False,
+                            headers=auth,
+                        )
+                    http(url_a, seed, local.c)
+
+                rss = [rss_mb(spid)]
+                quarter = max(1, args.memory_requests // 4)
+                with ThreadPoolExecutor(args.clients) as pool:
+                    done = 0
+                    while done < args.memory_requests:
+                        budget.check("memory")
+                        k = min(quarter, args.memory_requests - done)
+                        list(pool.map(one, [next(seed_counter) for _ in range(k)]))
+                        done += k
+                        rss.append(rss_mb(spid))
+                out["memory"] = {
+                    "requests": args.memory_requests,
+                    "clients": args.clients,
+                    "rss_mb": rss,
+                    "rss_growth_mb": rss[-1] - rss[0],
+                }
+                print(
+                    f"(h) server RSS over {args.memory_requests} distinct renders: "
+                    + " -> ".join(f"{v:.0f}" for v in rss)
+                    + " MB",
+                    flush=True,
+                )
+
+            out["png_identical_to_in_process_fast_path"] = identical
+            out["env"]["loadavg_end"] = list(os.getloadavg())
+            report(out, mode)
+        finally:
+            floor_pool.shutdown(wait=False, cancel_futures=True)
+            out["wall_seconds"] = args.time_budget - budget.left()
+    return 1 if run.failed else 0
 
 
 if __name__ == "__main__":
