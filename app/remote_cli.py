@@ -13,14 +13,14 @@ import argparse
 import json
 import logging
 import sys
-import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app import remote_output as show
+
 if TYPE_CHECKING:
-    from app.client import Checkpoint, Client, Job
+    from app.client import Client
 
 Handler = Callable[["Client", argparse.Namespace], int]
 
@@ -130,46 +130,6 @@ def _run(handler: Handler, args: argparse.Namespace) -> int:
         return 130
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2))
-
-
-def _table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _when(value: datetime | None) -> str:
-    return f"{value:%Y-%m-%d %H:%M:%S}" if value is not None else "-"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
-
-
-def _progress_text(job: Job) -> str:
-    """d=… g=… img/s eta: the job's latest report, for a bar's postfix or a log line."""
-    p = job.progress
-    parts = [f"{k}={v:.3f}" for k, v in (p.losses or {}).items()]
-    if p.images_per_sec:
-        parts.append(f"{p.images_per_sec:.0f} img/s")
-    if job.status == "running":
-        parts.append(f"eta {_duration(p.eta_seconds)}")
-    return " ".join(parts)
-
-
-def _checkpoint_text(ckpt: Checkpoint) -> str:
-    fd = ckpt.scores.fd if ckpt.scores is not None else None
-    score = f", FD {fd:.3f}" if fd is not None else f", scores {ckpt.score_status}"
-    return f"checkpoint {ckpt.id} at step {ckpt.step}{score}{' (best)' if ckpt.best else ''}"
-
-
 # -- jobs -------------------------------------------------------------------------------------
 
 
@@ -193,7 +153,7 @@ def _jobs_create(client: Client, args: argparse.Namespace) -> int:
         return 2
     job = client.create_job(config, name=args.name, idempotency_key=args.idempotency_key)
     if args.json:
-        _print_json(job.api_json())
+        show.print_json(job.api_json())
     else:
         print(f"{job.status} {job.id} ({job.name}): {job.progress.total_steps} steps")
         print(f"follow it with: ganforge jobs watch {job.id}")
@@ -206,7 +166,7 @@ def _jobs_list(client: Client, args: argparse.Namespace) -> int:
     page_size = min(args.limit, 100)  # the API's largest page
     jobs = list(itertools.islice(client.list_jobs(status=args.status, limit=page_size), args.limit))
     if args.json:
-        _print_json([j.api_json() for j in jobs])
+        show.print_json([j.api_json() for j in jobs])
         return 0
     rows = [
         [
@@ -214,43 +174,27 @@ def _jobs_list(client: Client, args: argparse.Namespace) -> int:
             j.name,
             j.status,
             f"{j.progress.step}/{j.progress.total_steps}",
-            _when(j.created_at),
+            show.when(j.created_at),
         ]
         for j in jobs
     ]
-    _table(rows, ["ID", "NAME", "STATUS", "STEP", "CREATED (UTC)"])
+    show.table(rows, ["ID", "NAME", "STATUS", "STEP", "CREATED (UTC)"])
     return 0
-
-
-def _show_job(job: Job) -> None:
-    p = job.progress
-    asked = " (cancel requested)" if job.cancel_requested and not job.finished else ""
-    print(f"{job.id}  {job.name}  {job.status}{asked}")
-    print(f"  step {p.step}/{p.total_steps}, epoch {p.epoch:.2f}  {_progress_text(job)}".rstrip())
-    print(f"  dataset {job.config.get('dataset', '?')}, {job.config.get('image_size', '?')} px")
-    times = [f"created {_when(job.created_at)}"]
-    times += [f"started {_when(job.started_at)}"] if job.started_at else []
-    times += [f"finished {_when(job.finished_at)}"] if job.finished_at else []
-    print(f"  {', '.join(times)} (UTC)")
-    if job.best_checkpoint_id:
-        print(f"  best checkpoint {job.best_checkpoint_id} (FD {job.best_fd:.3f})")
-    if job.error:
-        print(f"  error: {job.error}")
 
 
 def _jobs_show(client: Client, args: argparse.Namespace) -> int:
     job = client.get_job(args.id)
     if args.json:
-        _print_json(job.api_json())
+        show.print_json(job.api_json())
     else:
-        _show_job(job)
+        show.show_job(job)
     return 0
 
 
 def _jobs_cancel(client: Client, args: argparse.Namespace) -> int:
     job = client.cancel_job(args.id)
     if args.json:
-        _print_json(job.api_json())
+        show.print_json(job.api_json())
     elif job.status == "canceled":
         print(f"canceled {job.id}")
     else:
@@ -261,7 +205,7 @@ def _jobs_cancel(client: Client, args: argparse.Namespace) -> int:
 def _jobs_resume(client: Client, args: argparse.Namespace) -> int:
     job = client.resume_job(args.id, steps=args.steps)
     if args.json:
-        _print_json(job.api_json())
+        show.print_json(job.api_json())
     else:
         print(f"{job.status} {job.id}: from step {job.progress.step} to {job.progress.total_steps}")
     return 0
@@ -270,76 +214,19 @@ def _jobs_resume(client: Client, args: argparse.Namespace) -> int:
 def _jobs_delete(client: Client, args: argparse.Namespace) -> int:
     client.delete_job(args.id)
     if args.json:
-        _print_json({"id": args.id, "deleted": True})
+        show.print_json({"id": args.id, "deleted": True})
     else:
         print(f"deleted {args.id}")
     return 0
-
-
-class _Bar:
-    """A tqdm bar of the job's steps, its losses and the server's ETA in the postfix."""
-
-    def __init__(self, job: Job):
-        from tqdm import tqdm
-
-        self.bar = tqdm(
-            total=job.progress.total_steps or None,
-            initial=job.progress.step,
-            unit="step",
-            desc=job.id,
-            file=sys.stdout,
-            dynamic_ncols=True,
-            mininterval=0.1,
-        )
-
-    def job(self, job: Job) -> None:
-        p = job.progress
-        if p.total_steps and p.total_steps != self.bar.total:
-            self.bar.total = p.total_steps
-        self.bar.set_postfix_str(
-            " ".join(x for x in (job.status, _progress_text(job)) if x), refresh=False
-        )
-        if p.step > self.bar.n:
-            self.bar.update(p.step - self.bar.n)  # update(), so tqdm's own rate stays right
-        else:
-            self.bar.n = p.step
-            self.bar.refresh()
-
-    def checkpoint(self, ckpt: Checkpoint) -> None:
-        self.bar.write(_checkpoint_text(ckpt), file=sys.stdout)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-class _Lines:
-    """Plain lines for a log: each status change and checkpoint, progress every few seconds."""
-
-    def __init__(self, job: Job, every: float = 5.0):
-        self.every, self.status, self.printed = every, "", 0.0
-
-    def job(self, job: Job) -> None:
-        now = time.monotonic()
-        if job.status != self.status or now - self.printed >= self.every:
-            p = job.progress
-            text = f"{job.id} {job.status} step {p.step}/{p.total_steps} {_progress_text(job)}"
-            print(text.rstrip(), flush=True)
-            self.status, self.printed = job.status, now
-
-    def checkpoint(self, ckpt: Checkpoint) -> None:
-        print(_checkpoint_text(ckpt), flush=True)
-
-    def close(self) -> None:
-        pass
 
 
 def _jobs_watch(client: Client, args: argparse.Namespace) -> int:
     job = client.get_job(args.id)  # a 404 before anything is drawn
     if args.json:
         job = client.wait(args.id)
-        _print_json(job.api_json())
+        show.print_json(job.api_json())
         return 0 if job.status == "succeeded" else 1
-    view: _Bar | _Lines = _Bar(job) if sys.stdout.isatty() else _Lines(job)
+    view: show.Bar | show.Lines = show.Bar(job) if sys.stdout.isatty() else show.Lines(job)
     try:
         with client.events(args.id) as events:
             for event in events:
@@ -364,14 +251,6 @@ def _jobs_watch(client: Client, args: argparse.Namespace) -> int:
 
 
 # -- datasets and samples ---------------------------------------------------------------------
-
-
-def _show_dataset_line(ds: Any) -> str:
-    bits = [f"{ds.num_images} images" if ds.num_images is not None else None]
-    bits += [f"{ds.image_size} px" if ds.image_size else None]
-    bits += [f"{ds.channels} channel(s)" if ds.channels else None]
-    bits += [f"{ds.num_classes} classes" if ds.num_classes else None]
-    return ", ".join(b for b in bits if b)
 
 
 def _datasets_upload(client: Client, args: argparse.Namespace) -> int:
@@ -402,9 +281,9 @@ def _datasets_upload(client: Client, args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     if args.json:
-        _print_json(ds.api_json())
+        show.print_json(ds.api_json())
     else:
-        print(f"uploaded {ds.id} ({ds.name}, {ds.kind}): {_show_dataset_line(ds)}")
+        print(f"uploaded {ds.id} ({ds.name}, {ds.kind}): {show.dataset_line(ds)}")
         print(f"train on it with: ganforge jobs create --set dataset={ds.id} --set image_size=...")
     return 0
 
@@ -412,7 +291,7 @@ def _datasets_upload(client: Client, args: argparse.Namespace) -> int:
 def _datasets_list(client: Client, args: argparse.Namespace) -> int:
     items = client.list_datasets()
     if args.json:
-        _print_json([d.api_json() for d in items])
+        show.print_json([d.api_json() for d in items])
         return 0
 
     def size(n: int | None) -> str:
@@ -430,16 +309,16 @@ def _datasets_list(client: Client, args: argparse.Namespace) -> int:
         ]
         for d in items
     ]
-    _table(rows, ["ID", "NAME", "KIND", "IMAGES", "CLASSES", "SIZE", "AVAILABLE"])
+    show.table(rows, ["ID", "NAME", "KIND", "IMAGES", "CLASSES", "SIZE", "AVAILABLE"])
     return 0
 
 
 def _datasets_show(client: Client, args: argparse.Namespace) -> int:
     ds = client.get_dataset(args.id)
     if args.json:
-        _print_json(ds.api_json())
+        show.print_json(ds.api_json())
     else:
-        print(f"{ds.id}  {ds.name}  {ds.kind}: {_show_dataset_line(ds)}")
+        print(f"{ds.id}  {ds.name}  {ds.kind}: {show.dataset_line(ds)}")
         if ds.class_names:
             print(f"  classes: {', '.join(ds.class_names)}")
     return 0
@@ -448,7 +327,7 @@ def _datasets_show(client: Client, args: argparse.Namespace) -> int:
 def _datasets_delete(client: Client, args: argparse.Namespace) -> int:
     client.delete_dataset(args.id)
     if args.json:
-        _print_json({"id": args.id, "deleted": True})
+        show.print_json({"id": args.id, "deleted": True})
     else:
         print(f"deleted {args.id}")
     return 0
