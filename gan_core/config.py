@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
 
 Arch = Literal["dcgan", "mlp"]
-LossName = Literal["bce", "hinge", "wgan-gp", "lsgan"]
+LossName = Literal["bce", "hinge", "wgan-gp", "lsgan", "rpgan"]
 Precision = Literal["fp32", "bf16", "fp16"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
@@ -69,6 +69,29 @@ class TrainConfig(BaseModel):
     )
     d_steps: int = Field(
         1, strict=True, ge=1, le=10, description="discriminator (critic) steps per G step"
+    )
+    # Zero-centred gradient penalties (Mescheder et al. 2018), usable with any loss; R3GAN
+    # pairs both with rpgan. Either one drops BatchNorm from D, as wgan-gp does.
+    r1_gamma: float = Field(
+        0.0,
+        strict=True,
+        ge=0.0,
+        le=1000.0,
+        description="R1: gamma/2 * E||grad D(real)||^2 added to D's loss; 0 = off",
+    )
+    r2_gamma: float = Field(
+        0.0,
+        strict=True,
+        ge=0.0,
+        le=1000.0,
+        description="R2: gamma/2 * E||grad D(fake)||^2 added to D's loss; 0 = off",
+    )
+    reg_every: int = Field(
+        1,
+        strict=True,
+        ge=1,
+        le=64,
+        description="lazy regularisation: R1/R2 every k-th D step, weighted by k (StyleGAN2)",
     )
     # --- optimisation ---
     batch_size: int = Field(64, strict=True, ge=2, le=4096)
@@ -166,6 +189,8 @@ class TrainConfig(BaseModel):
         if self.loss != "wgan-gp" and self.gp_weight != 10.0 and self.gp_weight != 0.0:
             # Accepting it silently would let a user believe a penalty is applied.
             raise ValueError("gp_weight: only used with loss wgan-gp")
+        if self.reg_every != 1 and not (self.r1_gamma or self.r2_gamma):
+            raise ValueError("reg_every: only used with r1_gamma or r2_gamma above 0")
         from gan_core.data import builtin_info  # local: data imports config
 
         info = builtin_info(self.dataset)
@@ -176,6 +201,11 @@ class TrainConfig(BaseModel):
     @property
     def augment_ops(self) -> tuple[str, ...]:
         return tuple(self.augment.split(",")) if self.augment else ()
+
+    @property
+    def per_sample_penalty(self) -> bool:
+        """True when D's loss has a per-sample gradient penalty, so D must not use BatchNorm."""
+        return self.loss == "wgan-gp" or self.r1_gamma > 0 or self.r2_gamma > 0
 
     @property
     def resolved(self) -> bool:

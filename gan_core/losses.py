@@ -1,4 +1,5 @@
-"""GAN objectives on raw discriminator logits, and the WGAN-GP gradient penalty.
+"""GAN objectives on raw discriminator logits, and the gradient penalties: WGAN-GP's and the
+zero-centred R1/R2.
 
 The source document applied a Wasserstein-style loss (mean of D's outputs) to a
 discriminator ending in a sigmoid, which is a bug: it is neither the minimax objective
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["GANLoss", "LOSSES", "get_loss", "gradient_penalty"]
+__all__ = ["GANLoss", "LOSSES", "get_loss", "gradient_penalty", "zero_centred_penalty"]
 
 
 class GANLoss(ABC):
@@ -23,12 +24,14 @@ class GANLoss(ABC):
 
     name: str = ""
     needs_gradient_penalty: bool = False
+    # a relativistic loss judges fakes against reals: G's loss needs D's logits on a real batch
+    needs_real_for_g: bool = False
 
     @abstractmethod
     def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor: ...
 
     @abstractmethod
-    def g_loss(self, fake_logits: Tensor) -> Tensor: ...
+    def g_loss(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor: ...
 
 
 class BCELoss(GANLoss):
@@ -40,7 +43,7 @@ class BCELoss(GANLoss):
         # softplus(-l) = -log sigmoid(l); softplus(l) = -log(1 - sigmoid(l)).
         return F.softplus(-real_logits.float()).mean() + F.softplus(fake_logits.float()).mean()
 
-    def g_loss(self, fake_logits: Tensor) -> Tensor:
+    def g_loss(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
         return F.softplus(-fake_logits.float()).mean()
 
 
@@ -52,7 +55,7 @@ class HingeLoss(GANLoss):
     def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         return F.relu(1.0 - real_logits.float()).mean() + F.relu(1.0 + fake_logits.float()).mean()
 
-    def g_loss(self, fake_logits: Tensor) -> Tensor:
+    def g_loss(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
         return -fake_logits.float().mean()
 
 
@@ -65,7 +68,7 @@ class WGANGPLoss(GANLoss):
     def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         return fake_logits.float().mean() - real_logits.float().mean()
 
-    def g_loss(self, fake_logits: Tensor) -> Tensor:
+    def g_loss(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
         return -fake_logits.float().mean()
 
 
@@ -78,17 +81,35 @@ class LSGANLoss(GANLoss):
         real, fake = real_logits.float(), fake_logits.float()
         return 0.5 * ((real - 1.0) ** 2).mean() + 0.5 * (fake**2).mean()
 
-    def g_loss(self, fake_logits: Tensor) -> Tensor:
+    def g_loss(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
         return 0.5 * ((fake_logits.float() - 1.0) ** 2).mean()
 
 
+class RpGANLoss(GANLoss):
+    """Relativistic pairing GAN (Jolicoeur-Martineau 2018; R3GAN, Huang et al. 2024): D is
+    trained to score each real above the fake it is paired with, softplus(D(fake) - D(real));
+    G the reverse, softplus(D(real) - D(fake)). R3GAN pairs it with R1 + R2 penalties
+    (``r1_gamma``, ``r2_gamma``), without which it is not shown to converge."""
+
+    name = "rpgan"
+    needs_real_for_g = True
+
+    def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        return F.softplus(fake_logits.float() - real_logits.float()).mean()
+
+    def g_loss(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
+        if real_logits is None:
+            raise ValueError("rpgan: the generator loss needs D's logits on a real batch")
+        return F.softplus(real_logits.float() - fake_logits.float()).mean()
+
+
 LOSSES: dict[str, type[GANLoss]] = {
-    cls.name: cls for cls in (BCELoss, HingeLoss, WGANGPLoss, LSGANLoss)
+    cls.name: cls for cls in (BCELoss, HingeLoss, WGANGPLoss, LSGANLoss, RpGANLoss)
 }
 
 
 def get_loss(name: str) -> GANLoss:
-    """The loss called name: one of 'bce', 'hinge', 'wgan-gp', 'lsgan'."""
+    """The loss called name: one of 'bce', 'hinge', 'wgan-gp', 'lsgan', 'rpgan'."""
     try:
         return LOSSES[name]()
     except KeyError:
@@ -110,3 +131,17 @@ def gradient_penalty(
     (grad,) = torch.autograd.grad(out.float().sum(), x, create_graph=True)
     norms = grad.float().flatten(1).norm(2, dim=1)  # (N,)
     return ((norms - 1.0) ** 2).mean()
+
+
+def zero_centred_penalty(D: Callable[..., Tensor], x: Tensor, y: Tensor | None = None) -> Tensor:
+    """R1 (x real) or R2 (x fake) of Mescheder et al. 2018: mean over the batch of
+    ||grad_x D(x)||^2, pushing D's gradient towards zero on the data (not towards norm 1
+    as WGAN-GP does). The caller weights it by gamma / 2.
+
+    As with gradient_penalty, D must be free of BatchNorm and the graph is kept so the
+    penalty trains D.
+    """
+    x = x.detach().requires_grad_(True)  # (N, C, H, W)
+    out = D(x) if y is None else D(x, y)  # (N,)
+    (grad,) = torch.autograd.grad(out.float().sum(), x, create_graph=True)
+    return grad.float().flatten(1).square().sum(1).mean()

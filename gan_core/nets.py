@@ -169,9 +169,9 @@ def _dcgan_generator(cfg: TrainConfig, c: int) -> nn.Module:
 def _dcgan_discriminator(cfg: TrainConfig, c: int) -> tuple[nn.Module, int]:
     b, k = _dcgan_layout(cfg.image_size)
     d, cap = cfg.d_width, cfg.d_width * 8
-    # The gradient penalty is per sample; BatchNorm mixes samples in a batch and makes it
-    # meaningless, so WGAN-GP's critic has no norm (and then wants conv biases back).
-    no_norm = cfg.loss == "wgan-gp"
+    # A gradient penalty (WGAN-GP's, R1, R2) is per sample; BatchNorm mixes samples in a batch
+    # and makes it meaningless, so such a critic has no norm (and then wants conv biases back).
+    no_norm = cfg.per_sample_penalty
     # Width after j halvings of the side (j = 1..k): doubles per halving from d_width.
     widths = [min(d * 2 ** (j - 1), cap) for j in range(1, k + 1)]
     layers: list[nn.Module] = [nn.Conv2d(c, widths[0], 4, 2, 1), nn.LeakyReLU(LEAK)]

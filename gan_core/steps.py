@@ -2,7 +2,7 @@
 
 The loop in gan_core.training only calls a ``GANStep``, as stylegan2-ada's loop only calls
 its loss object; everything that decides *how* a step trains (loss, gradient penalty,
-DiffAugment, autocast, gradient scaling, EMA) lives here.
+DiffAugment, R1/R2, autocast, gradient scaling, EMA) lives here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import Tensor
 from gan_core.augment import diff_augment
 from gan_core.config import TrainConfig
 from gan_core.data import Batcher
-from gan_core.losses import get_loss, gradient_penalty
+from gan_core.losses import get_loss, gradient_penalty, zero_centred_penalty
 from gan_core.state import TrainState
 
 __all__ = ["GANStep", "autocast"]
@@ -50,10 +50,12 @@ class GANStep:
         self.g_scaler = torch.amp.GradScaler("cuda", enabled=fp16)
         self.channels_last = state.channels_last
 
-    def d_step(self, keep_graph: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-        """One D update on a real batch and a fresh fake one: (d_loss, fake, labels).
+    def d_step(self, keep_graph: bool, update: int) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """One D update on a real batch and a fresh fake one: (d_loss, real, fake, labels).
 
         With keep_graph the fake batch keeps G's graph, for the G update that follows.
+        ``update`` counts D updates over the whole run, so that lazy R1/R2 falls on the same
+        updates whether or not the run was resumed.
         """
         state, config = self.state, self.config
         x, y = self.batcher.next()  # x: (B, C, H, W) in [-1, 1]
@@ -67,21 +69,36 @@ class GANStep:
             real_logits = state.D(diff_augment(x, self.ops), y)
             fake_logits = state.D(diff_augment(fake.detach(), self.ops), y)
             d_loss = self.loss.d_loss(real_logits, fake_logits)
+        # penalties in fp32, outside autocast: they differentiate through D's input gradient
         if self.loss.needs_gradient_penalty and config.gp_weight > 0:
             d_loss = d_loss + config.gp_weight * gradient_penalty(
                 state.D, x, fake.detach().float(), y
             )
+        if (config.r1_gamma or config.r2_gamma) and update % config.reg_every == 0:
+            # lazy regularisation: every reg_every-th update, weighted by reg_every
+            k = config.reg_every
+            if config.r1_gamma:
+                d_loss = d_loss + (config.r1_gamma / 2 * k) * zero_centred_penalty(state.D, x, y)
+            if config.r2_gamma:
+                d_loss = d_loss + (config.r2_gamma / 2 * k) * zero_centred_penalty(
+                    state.D, fake.detach().float(), y
+                )
         state.opt_d.zero_grad(set_to_none=True)
         self.d_scaler.scale(d_loss).backward()
         self.d_scaler.step(state.opt_d)
         self.d_scaler.update()
-        return d_loss, fake, y
+        return d_loss, x, fake, y
 
-    def g_step(self, fake: Tensor, y: Tensor | None) -> Tensor:
-        """One G update through D's judgement of ``fake`` (which carries G's graph)."""
+    def g_step(self, real: Tensor, fake: Tensor, y: Tensor | None) -> Tensor:
+        """One G update through D's judgement of ``fake`` (which carries G's graph); a
+        relativistic loss also sees D's logits on ``real``, a constant for G."""
         state = self.state
         with autocast(self.config, self.device):
-            g_loss = self.loss.g_loss(state.D(diff_augment(fake, self.ops), y))
+            real_logits = None
+            if self.loss.needs_real_for_g:
+                with torch.no_grad():
+                    real_logits = state.D(diff_augment(real, self.ops), y)
+            g_loss = self.loss.g_loss(state.D(diff_augment(fake, self.ops), y), real_logits)
         state.opt_g.zero_grad(set_to_none=True)
         self.g_scaler.scale(g_loss).backward()
         self.g_scaler.step(state.opt_g)
@@ -89,12 +106,12 @@ class GANStep:
         return g_loss
 
     def step(self) -> Tensor:
-        """d_steps D updates (the last fake batch is reused for G's), one G update, EMA."""
-        n = self.config.d_steps
+        """d_steps D updates (the last real and fake batches are reused for G's), one G update,
+        EMA."""
+        n, state = self.config.d_steps, self.state
         for i in range(n):
-            d_loss, fake, y = self.d_step(keep_graph=i == n - 1)
-        g_loss = self.g_step(fake, y)
-        state = self.state
+            d_loss, real, fake, y = self.d_step(keep_graph=i == n - 1, update=state.step * n + i)
+        g_loss = self.g_step(real, fake, y)
         state.step += 1
         if state.ema is not None:
             state.ema.update(state.G, state.step)

@@ -56,6 +56,10 @@ def _error_text(**kw) -> str:
         ({"d_betas": (-0.1, 0.9)}, "d_betas"),
         ({"num_classes": 5}, "num_classes"),
         ({"gp_weight": 5.0, "loss": "hinge"}, "gp_weight"),
+        ({"r1_gamma": -1.0}, "r1_gamma"),
+        ({"r2_gamma": 1001.0}, "r2_gamma"),
+        ({"reg_every": 0}, "reg_every"),
+        ({"reg_every": 4}, "reg_every"),  # lazy regularisation of no penalty
         ({"arch": "mlp", "image_size": 128}, "image_size"),
         ({"learning_rate": 0.1}, "learning_rate"),
         ({"image_size": 8}, "image_size"),
@@ -88,6 +92,15 @@ def test_gp_weight_allowed_where_meaningful():
     assert TrainConfig(loss="hinge", gp_weight=0.0).gp_weight == 0.0
     assert TrainConfig(loss="hinge", gp_weight=10.0).gp_weight == 10.0
     assert "gp_weight" in _error_text(loss="hinge", gp_weight=5.0)
+
+
+def test_r1_r2_with_any_loss_and_they_mark_d_as_penalised():
+    assert not TrainConfig().per_sample_penalty
+    assert TrainConfig(loss="wgan-gp").per_sample_penalty
+    assert TrainConfig(loss="hinge", r1_gamma=1.0).per_sample_penalty
+    c = TrainConfig(loss="rpgan", r1_gamma=0.5, r2_gamma=0.5, reg_every=16)
+    assert c.per_sample_penalty and c.reg_every == 16
+    assert not TrainConfig(loss="rpgan").per_sample_penalty
 
 
 def test_augment_policy_normalised():
@@ -143,6 +156,9 @@ def test_json_round_trip():
         num_classes=10,
         loss="wgan-gp",
         gp_weight=5.0,
+        r1_gamma=0.1,
+        r2_gamma=0.2,
+        reg_every=8,
         d_steps=3,
         g_betas=(0.0, 0.9),
         augment="color,cutout",

@@ -150,6 +150,8 @@ RESUME_CASES = {
     "wgan-gp-conditional-dsteps2": {"loss": "wgan-gp", "conditional": True, "d_steps": 2},
     "bce-color-no-ema": {"loss": "bce", "augment": "color,translation,cutout", "ema_decay": None},
     "bf16-autocast-cpu": {"precision": "bf16", "device": "cpu"},
+    # lazy R1/R2 every 4th D update: the resume at step 6 must land on the same updates
+    "rpgan-r1-r2-lazy": {"loss": "rpgan", "r1_gamma": 1.0, "r2_gamma": 1.0, "reg_every": 4},
 }
 
 
