@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
 
@@ -26,6 +26,17 @@ def dcgan_base(image_size: int) -> int | None:
         side //= 2
         doublings += 1
     return side if 4 <= side <= 7 and doublings >= 2 else None
+
+
+def _penalty_gamma(name: str, images: str) -> Any:
+    """A zero-centred penalty's weight gamma: 0 (off) .. 1000."""
+    return Field(
+        0.0,
+        strict=True,
+        ge=0.0,
+        le=1000.0,
+        description=f"{name}: gamma/2 * E||grad D({images})||^2 added to D's loss; 0 = off",
+    )
 
 
 class TrainConfig(BaseModel):
@@ -72,20 +83,8 @@ class TrainConfig(BaseModel):
     )
     # Zero-centred gradient penalties (Mescheder et al. 2018), usable with any loss; R3GAN
     # pairs both with rpgan. Either one drops BatchNorm from D, as wgan-gp does.
-    r1_gamma: float = Field(
-        0.0,
-        strict=True,
-        ge=0.0,
-        le=1000.0,
-        description="R1: gamma/2 * E||grad D(real)||^2 added to D's loss; 0 = off",
-    )
-    r2_gamma: float = Field(
-        0.0,
-        strict=True,
-        ge=0.0,
-        le=1000.0,
-        description="R2: gamma/2 * E||grad D(fake)||^2 added to D's loss; 0 = off",
-    )
+    r1_gamma: float = _penalty_gamma("R1", "real")
+    r2_gamma: float = _penalty_gamma("R2", "fake")
     reg_every: int = Field(
         1,
         strict=True,
