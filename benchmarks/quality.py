@@ -26,7 +26,7 @@ per step: each recipe in RECIPES (overrides of the default config) and the plain
 for ``--steps`` G steps, then again for as many steps as fit in the time the default took
 (steps x t_default / t_recipe, from the same run), each seed with its own scorer:
 
-    .venv/bin/python benchmarks/quality.py --width 32 --seeds 0,1 \
+    .venv/bin/python benchmarks/recipes.py --width 32 --seeds 0,1 \
         --recipes plain,default,rpgan_r1r2,d_steps2 --out benchmarks/results/recipes-w32.json
 """
 

@@ -4,8 +4,18 @@ Each recipe in RECIPES (overrides of the default config) and quality.py's plain 
 for ``--steps`` G steps, then again for as many steps as fit in the time the default took
 (steps x t_default / t_recipe, from the same run), each seed with its own scorer:
 
-    .venv/bin/python benchmarks/recipes.py --width 32 --seeds 0,1 \\
-        --recipes plain,default,rpgan_r1r2,d_steps2 --out benchmarks/results/recipes-w32.json
+    .venv/bin/python benchmarks/recipes.py --width 32 --seeds 0,1 --curve \\
+        --recipes default,betas_0.5 --out benchmarks/results/recipes-betas-w32.json
+
+A screening run (one seed, equal steps only, every kept checkpoint scored), as the one behind
+benchmarks/results/screening-bf16-w32-seed0.json:
+
+    .venv/bin/python benchmarks/recipes.py --width 32 --seeds 0 --precision bf16 \\
+        --no-equal-seconds --curve --out benchmarks/results/screening.json --recipes \\
+        default,betas_0.5,betas_0.5_lr1.2e-3,betas_0.5_lr1.6e-3,betas_0.5_rampup0.03,betas_0_0.999,lr1.6e-3,ttur
+
+(benchmarks/results/recipes-w32.json, ``--recipes plain,default,rpgan_r1r2,d_steps2``, was made
+while the default still had Adam betas (0.5, 0.999): its ``default`` is today's ``betas_0.5``.)
 """
 
 from __future__ import annotations
@@ -32,14 +42,34 @@ from benchmarks.quality import (  # noqa: E402
     train_default,
     train_plain,
 )
-from gan_core.checkpoint import load_generator  # noqa: E402
+from gan_core.checkpoint import list_checkpoints, load_generator  # noqa: E402
 from gan_core.config import TrainConfig  # noqa: E402
 from gan_core.data import ImageTensorDataset, load_dataset  # noqa: E402
 
 # Recipes tried against the default, each as overrides of the default config. The default
-# itself is hinge, Adam 8e-4 (0.5, 0.999), EMA with warm-up, BatchNorm in G and D.
+# itself is hinge, Adam 8e-4 (0.0, 0.99), EMA with warm-up, BatchNorm in G and D.
 RECIPES: dict[str, dict] = {
     "default": {},
+    # the default until 2026-12: DCGAN's Adam momentum (Radford et al. 2016)
+    "betas_0.5": {"g_betas": (0.5, 0.999), "d_betas": (0.5, 0.999)},
+    # screened on the old betas (one seed, bf16): faster rates, a shorter EMA half-life
+    "betas_0.5_lr1.2e-3": {
+        "g_betas": (0.5, 0.999),
+        "d_betas": (0.5, 0.999),
+        "g_lr": 1.2e-3,
+        "d_lr": 1.2e-3,
+    },
+    "betas_0.5_lr1.6e-3": {
+        "g_betas": (0.5, 0.999),
+        "d_betas": (0.5, 0.999),
+        "g_lr": 1.6e-3,
+        "d_lr": 1.6e-3,
+    },
+    "betas_0.5_rampup0.03": {"g_betas": (0.5, 0.999), "d_betas": (0.5, 0.999), "ema_rampup": 0.03},
+    # screened around the new betas: beta2 0.999, a faster rate, TTUR (Heusel et al. 2017)
+    "betas_0_0.999": {"g_betas": (0.0, 0.999), "d_betas": (0.0, 0.999)},
+    "lr1.6e-3": {"g_lr": 1.6e-3, "d_lr": 1.6e-3},
+    "ttur": {"g_lr": 4e-4, "d_lr": 1.2e-3},
     # R3GAN's objective (Huang et al. 2024): relativistic pairing loss with zero-centred R1 and
     # R2 (D loses BatchNorm), lazily every 4th D update (StyleGAN2) to keep its cost down
     "rpgan_r1r2": {"loss": "rpgan", "r1_gamma": 0.1, "r2_gamma": 0.1, "reg_every": 4},
@@ -49,20 +79,39 @@ RECIPES: dict[str, dict] = {
 
 
 def train_recipe(
-    name: str, steps: int, seed: int, train_set: ImageTensorDataset, width: dict, n: int, scorer
+    name: str,
+    steps: int,
+    seed: int,
+    train_set: ImageTensorDataset,
+    width: dict,
+    n: int,
+    scorer,
+    curve: bool = False,
+    extra: dict | None = None,
 ) -> dict:
-    """Train one recipe (or the plain loop) for steps and score it: FD, classes, seconds."""
+    """Train one recipe (or the plain loop) for steps and score it: FD, classes, seconds.
+
+    With ``curve``, the earlier checkpoints the run kept are scored too (FD by step), which
+    shows how many steps a recipe needs to reach another's final FD.
+    """
+    fd_by_step: dict[str, float] = {}
+    extra = extra or {}
     if name == "plain":
         G, secs = train_plain(steps, seed, train_set, width.get("g_width"))
         overrides: dict = {}
     else:
-        overrides = RECIPES[name]
+        overrides = {**RECIPES[name], **extra}
         with tempfile.TemporaryDirectory(prefix="ganforge-recipe-") as tmp:
-            ckpt_dir, _, secs = train_default(
-                steps, seed, Path(tmp) / name, train_set, **width, **overrides
-            )
+            run_dir = Path(tmp) / name
+            ckpt_dir, _, secs = train_default(steps, seed, run_dir, train_set, **width, **overrides)
             G = load_generator(ckpt_dir, ema=True)  # the service's sampling path
+            for earlier in list_checkpoints(run_dir)[:-1] if curve else []:
+                G_then = load_generator(earlier, ema=True)
+                step = int(earlier.name.rsplit("-", 1)[-1])
+                fd_by_step[str(step)] = round(scorer.score(sample_eval(G_then, n, seed)).fd, 4)
     score = scorer.score(sample_eval(G, n, seed)).as_dict()
+    if fd_by_step:
+        score["fd_by_step"] = {**fd_by_step, str(steps): round(score["fd"], 4)}
     return {"steps": steps, "train_seconds": round(secs, 1), "overrides": overrides, **score}
 
 
@@ -79,6 +128,9 @@ def study(args: argparse.Namespace) -> dict:
         raise SystemExit(
             f"--recipes: {unknown or 'default is needed'}; known: plain, {list(RECIPES)}"
         )
+    extra = {} if args.precision == "fp32" else {"precision": args.precision}
+    if extra and "plain" in names:
+        raise SystemExit("--precision: the plain loop is bare fp32 PyTorch; leave it out")
     seeds = [int(x) for x in args.seeds.split(",")]
     out: dict = {
         "benchmark": "quality-recipes",
@@ -86,6 +138,7 @@ def study(args: argparse.Namespace) -> dict:
         "steps": steps,
         "width": args.width or TrainConfig.model_fields["g_width"].default,
         "samples": n,
+        "precision": args.precision,
         "recipes": {
             r: ("bare loop: BCE, Adam 2e-4, no EMA" if r == "plain" else RECIPES[r]) for r in names
         },
@@ -105,7 +158,9 @@ def study(args: argparse.Namespace) -> dict:
         order = ["default"] + [r for r in names if r != "default"]  # the default sets the clock
         for name in order:
             rows[name] = {
-                "equal_steps": train_recipe(name, steps, seed, train_set, width, n, scorer)
+                "equal_steps": train_recipe(
+                    name, steps, seed, train_set, width, n, scorer, args.curve, extra
+                )
             }
             print(
                 f"seed {seed} {name:<12} {steps} steps: {fmt(rows[name]['equal_steps'])}",
@@ -113,16 +168,19 @@ def study(args: argparse.Namespace) -> dict:
             )
             args.out.write_text(json.dumps(out, indent=2) + "\n")  # a crash keeps what ran
         budget = rows["default"]["equal_steps"]["train_seconds"]
-        for name in order[1:]:
+        for name in order[1:] if args.equal_seconds else []:
             per_step = rows[name]["equal_steps"]["train_seconds"] / steps
             fit = max(1, round(budget / per_step))
-            rows[name]["equal_seconds"] = train_recipe(name, fit, seed, train_set, width, n, scorer)
+            rows[name]["equal_seconds"] = train_recipe(
+                name, fit, seed, train_set, width, n, scorer, extra=extra
+            )
             print(
                 f"seed {seed} {name:<12} {budget:.0f} s: {fmt(rows[name]['equal_seconds'])}",
                 flush=True,
             )
             args.out.write_text(json.dumps(out, indent=2) + "\n")
-        rows["default"]["equal_seconds"] = rows["default"]["equal_steps"]  # the same run
+        if args.equal_seconds:
+            rows["default"]["equal_seconds"] = rows["default"]["equal_steps"]  # the same run
     return out
 
 
@@ -146,6 +204,16 @@ def print_study(out: dict) -> None:
             a, b = r["equal_steps"], r.get("equal_seconds")
             right = f"{b['fd']:>7.3f} {b['steps']:>6} {b['train_seconds']:>6.0f}s" if b else ""
             print(f"{name:<12} {seed:>4} | {a['fd']:>7.3f} {a['train_seconds']:>6.0f}s | {right}")
+    curves = [
+        (name, seed, r["equal_steps"]["fd_by_step"])
+        for seed, s in out["seeds"].items()
+        for name, r in s["recipes"].items()
+        if "fd_by_step" in r["equal_steps"]
+    ]
+    if curves:
+        print("\nFD by step (the earlier checkpoints of the equal-steps runs)")
+        for name, seed, c in curves:
+            print(f"{name:<12} {seed:>4} | " + "  ".join(f"{k}: {v:.3f}" for k, v in c.items()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,6 +227,18 @@ def main(argv: list[str] | None = None) -> int:
         "--recipes",
         default="plain,default,rpgan_r1r2,d_steps2",
         help=f"comma-separated of plain, {', '.join(RECIPES)} (default needed)",
+    )
+    ap.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16"], help="every recipe's precision"
+    )
+    ap.add_argument(
+        "--no-equal-seconds",
+        dest="equal_seconds",
+        action="store_false",
+        help="equal steps only (a screening run)",
+    )
+    ap.add_argument(
+        "--curve", action="store_true", help="also score each run's earlier kept checkpoints"
     )
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/recipes.json")
     args = ap.parse_args(argv)
