@@ -18,7 +18,7 @@ def test_defaults_are_a_dcgan_recipe():
     assert c.loss == "hinge"
     assert c.ema_decay is not None and 0.0 < c.ema_decay < 1.0
     assert c.augment_ops == ()  # off: measured to hurt on large datasets (benchmarks/quality.py)
-    assert c.g_betas == (0.5, 0.999) and c.d_betas == (0.5, 0.999)
+    assert c.g_betas == (0.0, 0.99) and c.d_betas == (0.0, 0.99)
     assert c.g_lr == c.d_lr == 8e-4
     assert c.dataset == "shapes"
     assert c.conditional is False and c.num_classes is None
