@@ -75,6 +75,12 @@ RECIPES: dict[str, dict] = {
     "rpgan_r1r2": {"loss": "rpgan", "r1_gamma": 0.1, "r2_gamma": 0.1, "reg_every": 4},
     # a stronger discriminator: two D updates per G update
     "d_steps2": {"d_steps": 2},
+    # spectral normalisation in place of D's BatchNorm (SN-GAN, Miyato et al. 2018)
+    "spectral_norm": {"spectral_norm": True},
+    # learning-rate decay to 0 over the run: over all of it, or over its second half
+    "cosine": {"lr_schedule": "cosine"},
+    "linear_half": {"lr_schedule": "linear", "lr_decay_start": 0.5},
+    "lr1.6e-3_cosine": {"g_lr": 1.6e-3, "d_lr": 1.6e-3, "lr_schedule": "cosine"},
 }
 
 

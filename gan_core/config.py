@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator,
 Arch = Literal["dcgan", "mlp"]
 LossName = Literal["bce", "hinge", "wgan-gp", "lsgan", "rpgan"]
 Precision = Literal["fp32", "bf16", "fp16"]
+LrSchedule = Literal["constant", "linear", "cosine"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
 AUGMENT_OPS = ("color", "translation", "cutout")
@@ -78,6 +80,11 @@ class TrainConfig(BaseModel):
     gp_weight: float = Field(
         10.0, strict=True, ge=0.0, le=1000.0, description="WGAN-GP penalty weight"
     )
+    spectral_norm: bool = Field(
+        False,
+        strict=True,
+        description="spectral normalisation of D's layers (SN-GAN); D then has no BatchNorm",
+    )
     d_steps: int = Field(
         1, strict=True, ge=1, le=10, description="discriminator (critic) steps per G step"
     )
@@ -107,6 +114,16 @@ class TrainConfig(BaseModel):
     d_betas: tuple[StrictFloat, StrictFloat] = (0.0, 0.99)
     steps: int = Field(
         3000, strict=True, ge=1, le=10_000_000, description="generator steps in total"
+    )
+    # Learning-rate decay (both nets, on top of any rollback's halving): from lr_decay_start
+    # (a fraction of steps) down towards 0 at the last step, linearly or on a half cosine.
+    lr_schedule: LrSchedule = "constant"
+    lr_decay_start: float = Field(
+        0.0,
+        strict=True,
+        ge=0.0,
+        lt=1.0,
+        description="fraction of steps after which the rates decay (linear or cosine schedule)",
     )
     # --- stabilisers ---
     ema_decay: float | None = Field(
@@ -193,12 +210,22 @@ class TrainConfig(BaseModel):
             raise ValueError("gp_weight: only used with loss wgan-gp")
         if self.reg_every != 1 and not (self.r1_gamma or self.r2_gamma):
             raise ValueError("reg_every: only used with r1_gamma or r2_gamma above 0")
+        if self.lr_decay_start and self.lr_schedule == "constant":
+            raise ValueError("lr_decay_start: only used with lr_schedule linear or cosine")
         from gan_core.data import builtin_info  # local: data imports config
 
         info = builtin_info(self.dataset)
         if info is not None and self.conditional and info.num_classes is None:
             raise ValueError(f"conditional: dataset {self.dataset!r} has no labels")
         return self
+
+    def lr_factor(self, step: int) -> float:
+        """The schedule's multiplier of g_lr and d_lr for the update after ``step`` steps."""
+        progress = step / self.steps
+        if self.lr_schedule == "constant" or progress <= self.lr_decay_start:
+            return 1.0
+        t = min((progress - self.lr_decay_start) / (1.0 - self.lr_decay_start), 1.0)
+        return 1.0 - t if self.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * t))
 
     @property
     def augment_ops(self) -> tuple[str, ...]:
@@ -208,6 +235,12 @@ class TrainConfig(BaseModel):
     def per_sample_penalty(self) -> bool:
         """True when D's loss has a per-sample gradient penalty, so D must not use BatchNorm."""
         return self.loss == "wgan-gp" or self.r1_gamma > 0 or self.r2_gamma > 0
+
+    @property
+    def d_batchnorm(self) -> bool:
+        """Whether the DCGAN D normalises with BatchNorm: not under a per-sample penalty, nor
+        under spectral normalisation, which takes its place."""
+        return not (self.per_sample_penalty or self.spectral_norm)
 
     @property
     def resolved(self) -> bool:

@@ -8,6 +8,7 @@ logits; the losses in gan_core.losses apply any sigmoid themselves.
 from __future__ import annotations
 
 from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from gan_core.config import TrainConfig, dcgan_base
 
@@ -171,7 +172,8 @@ def _dcgan_discriminator(cfg: TrainConfig, c: int) -> tuple[nn.Module, int]:
     d, cap = cfg.d_width, cfg.d_width * 8
     # A gradient penalty (WGAN-GP's, R1, R2) is per sample; BatchNorm mixes samples in a batch
     # and makes it meaningless, so such a critic has no norm (and then wants conv biases back).
-    no_norm = cfg.per_sample_penalty
+    # Spectral normalisation replaces BatchNorm too, as in SN-GAN.
+    no_norm = not cfg.d_batchnorm
     # Width after j halvings of the side (j = 1..k): doubles per halving from d_width.
     widths = [min(d * 2 ** (j - 1), cap) for j in range(1, k + 1)]
     layers: list[nn.Module] = [nn.Conv2d(c, widths[0], 4, 2, 1), nn.LeakyReLU(LEAK)]
@@ -213,10 +215,20 @@ def build_discriminator(cfg: TrainConfig) -> Discriminator:
     """The discriminator (critic) described by a resolved cfg."""
     shape, num_classes = _resolved_shape(cfg)
     if cfg.arch == "mlp":
-        return Discriminator(*_mlp_discriminator(shape), num_classes)
-    if cfg.arch == "dcgan":
+        net = Discriminator(*_mlp_discriminator(shape), num_classes)
+    elif cfg.arch == "dcgan":
         features, dim = _dcgan_discriminator(cfg, shape[0])
         net = Discriminator(init_weights(features), dim, num_classes)
         init_weights(net.head)
-        return net
-    raise ValueError(f"unknown arch {cfg.arch!r}")
+    else:
+        raise ValueError(f"unknown arch {cfg.arch!r}")
+    return _spectral_normed(net) if cfg.spectral_norm else net
+
+
+def _spectral_normed(net: Discriminator) -> Discriminator:
+    """Every conv and linear layer of D divided by its largest singular value (Miyato et al.
+    2018), estimated by one power iteration per forward in training."""
+    for module in list(net.modules()):
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            spectral_norm(module)
+    return net

@@ -48,6 +48,13 @@ class TrainState:
         self.step = 0
         self.rollbacks = 0  # divergences rolled back so far (on_divergence="rollback")
 
+    def set_learning_rates(self) -> None:
+        """The config's rates times the schedule's factor at this step, halved per rollback."""
+        scale = self.config.lr_factor(self.step) * 0.5**self.rollbacks
+        for opt, lr in ((self.opt_g, self.config.g_lr), (self.opt_d, self.config.d_lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
+
     def save(
         self, run_dir: Path, batcher: Batcher, losses: dict[str, float]
     ) -> ckpt.CheckpointInfo:

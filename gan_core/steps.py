@@ -107,8 +107,10 @@ class GANStep:
 
     def step(self) -> Tensor:
         """d_steps D updates (the last real and fake batches are reused for G's), one G update,
-        EMA."""
+        EMA; the rates first follow the lr schedule, if any."""
         n, state = self.config.d_steps, self.state
+        if self.config.lr_schedule != "constant":
+            state.set_learning_rates()
         for i in range(n):
             d_loss, real, fake, y = self.d_step(keep_graph=i == n - 1, update=state.step * n + i)
         g_loss = self.g_step(real, fake, y)

@@ -68,7 +68,7 @@ class Rollback:
     attempt: int  # 1..max_rollbacks
     diverged_at: int  # the step that went non-finite
     resumed_from: int  # the checkpoint step restored (0: no checkpoint yet, from the start)
-    lr_scale: float  # learning rates are now the config's times this
+    lr_scale: float  # learning rates are now the config's (and its schedule's) times this
     reason: str
 
 
@@ -195,9 +195,7 @@ def _roll_back(
     state, batcher = _start(config, device, dataset, last)
     state.rollbacks = attempt
     scale = 0.5**attempt
-    for opt, lr in ((state.opt_g, config.g_lr), (state.opt_d, config.d_lr)):
-        for group in opt.param_groups:
-            group["lr"] = lr * scale
+    state.set_learning_rates()
     batcher.reshuffle(config.seed + 7919 * attempt)
     torch.manual_seed(config.seed + 7919 * attempt)
     event = Rollback(attempt, exc.step, state.step, scale, str(exc))

@@ -23,8 +23,25 @@ from gan_core.config import TrainConfig
 GROUPS: dict[str, tuple[str, ...]] = {
     "Data": ("dataset", "image_size", "channels"),
     "Model": ("arch", "conditional", "num_classes", "latent_dim", "g_width", "d_width"),
-    "Objective": ("loss", "gp_weight", "r1_gamma", "r2_gamma", "reg_every", "d_steps"),
-    "Optimisation": ("steps", "batch_size", "g_lr", "d_lr", "g_betas", "d_betas"),
+    "Objective": (
+        "loss",
+        "gp_weight",
+        "r1_gamma",
+        "r2_gamma",
+        "reg_every",
+        "spectral_norm",
+        "d_steps",
+    ),
+    "Optimisation": (
+        "steps",
+        "batch_size",
+        "g_lr",
+        "d_lr",
+        "g_betas",
+        "d_betas",
+        "lr_schedule",
+        "lr_decay_start",
+    ),
     "Stabilisers": ("ema_decay", "ema_rampup", "augment"),
     "Run control": ("seed", "checkpoint_every", "keep_checkpoints", "precision", "device"),
 }

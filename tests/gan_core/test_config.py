@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -60,6 +62,9 @@ def _error_text(**kw) -> str:
         ({"r2_gamma": 1001.0}, "r2_gamma"),
         ({"reg_every": 0}, "reg_every"),
         ({"reg_every": 4}, "reg_every"),  # lazy regularisation of no penalty
+        ({"lr_decay_start": 0.5}, "lr_decay_start"),  # a decay start with no decay
+        ({"lr_schedule": "cosine", "lr_decay_start": 1.0}, "lr_decay_start"),
+        ({"lr_schedule": "step"}, "lr_schedule"),
         ({"arch": "mlp", "image_size": 128}, "image_size"),
         ({"learning_rate": 0.1}, "learning_rate"),
         ({"image_size": 8}, "image_size"),
@@ -101,6 +106,25 @@ def test_r1_r2_with_any_loss_and_they_mark_d_as_penalised():
     c = TrainConfig(loss="rpgan", r1_gamma=0.5, r2_gamma=0.5, reg_every=16)
     assert c.per_sample_penalty and c.reg_every == 16
     assert not TrainConfig(loss="rpgan").per_sample_penalty
+
+
+def test_lr_schedules_decay_from_their_start_towards_zero():
+    steps = 1000
+    const = TrainConfig(steps=steps)
+    assert {const.lr_factor(s) for s in (0, 500, 999)} == {1.0}
+    linear = TrainConfig(steps=steps, lr_schedule="linear")
+    assert [linear.lr_factor(s) for s in (0, 250, 500, 999)] == pytest.approx(
+        [1.0, 0.75, 0.5, 0.001]
+    )
+    cosine = TrainConfig(steps=steps, lr_schedule="cosine")
+    assert [cosine.lr_factor(s) for s in (0, 500, 999)] == pytest.approx(
+        [1.0, 0.5, (1 + math.cos(math.pi * 0.999)) / 2]
+    )
+    late = TrainConfig(steps=steps, lr_schedule="linear", lr_decay_start=0.5)
+    assert [late.lr_factor(s) for s in (0, 499, 500, 750, 999)] == pytest.approx(
+        [1.0, 1.0, 1.0, 0.5, 0.002]
+    )
+    assert all(0 < f.lr_factor(steps - 1) < 0.01 for f in (linear, cosine, late))
 
 
 def test_augment_policy_normalised():

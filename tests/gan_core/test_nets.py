@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from gan_core.config import TrainConfig
 from gan_core.nets import build_discriminator, build_generator, init_weights
@@ -75,6 +76,24 @@ def test_wgan_gp_critic_is_per_sample():
     D = build_discriminator(cfg(image_size=32, loss="wgan-gp"))
     x = torch.randn(4, 1, 32, 32)
     torch.testing.assert_close(D(x)[:2], D(x[:2]))
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "mlp"])
+def test_spectral_norm_bounds_every_d_layer_and_replaces_batchnorm(arch):
+    torch.manual_seed(0)
+    c = cfg(image_size=32 if arch == "dcgan" else 28, arch=arch, spectral_norm=True)
+    D = build_discriminator(c)
+    assert not any(isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d) for m in D.modules())
+    layers = [m for m in D.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    assert layers and all(parametrize.is_parametrized(m, "weight") for m in layers)
+    x = torch.randn(8, 1, c.image_size, c.image_size)
+    for _ in range(30):  # each training forward runs one power iteration
+        D(x)
+    D.eval()
+    sigmas = [torch.linalg.matrix_norm(m.weight.flatten(1), ord=2) for m in layers]
+    assert torch.stack(sigmas).tolist() == pytest.approx([1.0] * len(layers), abs=0.05)
+    plain = build_discriminator(cfg(image_size=c.image_size, arch=arch))
+    assert not any(parametrize.is_parametrized(m) for m in plain.modules())
 
 
 def test_dcgan_init_is_applied():

@@ -152,6 +152,8 @@ RESUME_CASES = {
     "bf16-autocast-cpu": {"precision": "bf16", "device": "cpu"},
     # lazy R1/R2 every 4th D update: the resume at step 6 must land on the same updates
     "rpgan-r1-r2-lazy": {"loss": "rpgan", "r1_gamma": 1.0, "r2_gamma": 1.0, "reg_every": 4},
+    # spectral norm's power-iteration vectors are D state: restored, not restarted
+    "spectral-norm": {"spectral_norm": True},
 }
 
 
@@ -201,6 +203,31 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, shapes16, ex
             for k in gen
             if k.startswith("G.") and gen[k].is_floating_point()
         )
+
+
+def _lr(checkpoint, opt: str) -> float:
+    (group,) = read_meta(checkpoint)["optimizers"][opt]["param_groups"]
+    return group["lr"]
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_lr_schedule_sets_the_rates_and_resumes_exactly(tmp_path, shapes16, schedule):
+    c = cfg(steps=12, checkpoint_every=4, lr_schedule=schedule, lr_decay_start=0.25)
+    a = train(c, tmp_path / "a", dataset=shapes16)
+    # each checkpoint holds the rates its last update used: the factor after step - 1 steps
+    for ckpt_dir, step in zip(list_checkpoints(tmp_path / "a"), (4, 8, 12), strict=True):
+        assert _lr(ckpt_dir, "opt_g") == pytest.approx(c.g_lr * c.lr_factor(step - 1))
+        assert _lr(ckpt_dir, "opt_d") == pytest.approx(c.d_lr * c.lr_factor(step - 1))
+    assert _lr(a.checkpoint, "opt_g") < c.g_lr / 4  # really decayed by the end
+    constant = train(cfg(steps=12, checkpoint_every=4), tmp_path / "c", dataset=shapes16)
+    wa, wc = generator_weights(a.checkpoint), generator_weights(constant.checkpoint)
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa if wa[k].is_floating_point())
+
+    seen: list[int] = []
+    assert train(c, tmp_path / "b", stop_after(6, seen), dataset=shapes16).step == 6
+    b = train(c, tmp_path / "b", dataset=shapes16)
+    assert b.step == 12
+    assert_same_checkpoint(a.checkpoint, b.checkpoint)
 
 
 def test_a_run_that_crashed_resumes_from_its_last_periodic_checkpoint(tmp_path, shapes16):
@@ -414,3 +441,11 @@ def test_rollbacks_are_bounded(tmp_path, shapes16, monkeypatch):
     with pytest.raises(TrainingDiverged):
         train(c, tmp_path, TrainHooks(on_rollback=events.append), dataset=shapes16)
     assert [e.attempt for e in events] == [1, 2] and events[-1].lr_scale == 0.25
+
+
+def test_a_rollback_halves_the_scheduled_rates(tmp_path, shapes16, monkeypatch):
+    nan_d_loss_from(monkeypatch, bad_call=7, once=True)
+    c = cfg(steps=12, checkpoint_every=4, on_divergence="rollback", lr_schedule="linear")
+    result = train(c, tmp_path, dataset=shapes16)
+    assert result.status == "succeeded" and read_meta(result.checkpoint)["rollbacks"] == 1
+    assert _lr(result.checkpoint, "opt_g") == pytest.approx(c.g_lr * c.lr_factor(11) / 2)
