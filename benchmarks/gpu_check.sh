@@ -99,7 +99,7 @@ def on_progress(p):
               f"{p.images_per_sec:8.0f} img/s", flush=True)
 
 cfg = TrainConfig(dataset="shapes", image_size=32, steps=steps, device=device, precision=precision,
-                  checkpoint_every=steps)  # everything else: the defaults (batch 64, EMA, augment)
+                  checkpoint_every=steps, g_width=64, d_width=64)  # else the defaults (batch 64, EMA)
 with tempfile.TemporaryDirectory() as run_dir:
     t0 = time.perf_counter()
     result = train(cfg, run_dir, TrainHooks(on_progress=on_progress, progress_interval=1.0))

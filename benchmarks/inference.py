@@ -1,7 +1,7 @@
 """The sampler's fast path against the fp32 floor, in one run: speed, cold cost and tolerance.
 
 It trains the default recipe (``TrainConfig(dataset='fashion-mnist', image_size=28, ...)``,
-every other field at its default) for ``--steps`` steps through ``gan_core.training.train``,
+widths 64, every other field at its default) for ``--steps`` steps through ``gan_core.training.train``,
 or takes ``--checkpoint DIR``, and then, for a 64-image 8x8 grid of the EMA generator:
 
   floor       ``load_generator`` + ``gan_core.sampling.generate`` + ``png_grid``: the plain
@@ -63,6 +63,8 @@ def trained_checkpoint(steps: int, seed: int, workdir: Path) -> Path:
         image_size=28,
         steps=steps,
         batch_size=64,
+        g_width=64,  # the widths every figure in the README was measured at
+        d_width=64,
         seed=seed,
         checkpoint_every=steps,
     )

@@ -125,15 +125,10 @@ def sample_train_mode(G: nn.Module, n: int, seed: int) -> torch.Tensor:
 
 
 def default_config(steps: int, seed: int, **overrides) -> TrainConfig:
-    """The default recipe: only the dataset, size, steps, batch and seed are set."""
-    return TrainConfig(
-        dataset=DATASET,
-        image_size=IMAGE_SIZE,
-        steps=steps,
-        batch_size=BATCH,
-        seed=seed,
-        **overrides,
-    )
+    """The default recipe: only the dataset, size, steps, batch and seed are set (and
+    whatever ``overrides`` sets, the batch size included)."""
+    base = {"dataset": DATASET, "image_size": IMAGE_SIZE, "batch_size": BATCH}
+    return TrainConfig(**base | {"steps": steps, "seed": seed} | overrides)
 
 
 def train_default(

@@ -14,6 +14,15 @@ benchmarks/results/screening-bf16-w32-seed0.json:
         --no-equal-seconds --curve --out benchmarks/results/screening.json --recipes \\
         default,betas_0.5,betas_0.5_lr1.2e-3,betas_0.5_lr1.6e-3,betas_0.5_rampup0.03,betas_0_0.999,lr1.6e-3,ttur
 
+The fp32 screening of learning-rate schedules, batch sizes and spectral norm (2026-12-04;
+benchmarks/results/screening-fp32-w32-seed0-*.json) ran ``--width 32 --seeds 0
+--no-equal-seconds --curve`` with ``--recipes default,cosine,linear_half,lr1.6e-3_cosine``
+(stopped during the last) and ``--recipes batch32,batch16,batch32_lr5.7e-4,spectral_norm``.
+Width against steps, at the config's width 64: can width 32 match it in half its time?
+
+    .venv/bin/python benchmarks/recipes.py --seeds 0,1 --curve --recipes default,width32 \
+        --equal-seconds-for width32 --seconds-fraction 0.5 --out benchmarks/results/width-w64-vs-w32.json
+
 (benchmarks/results/recipes-w32.json, ``--recipes plain,default,rpgan_r1r2,d_steps2``, was made
 while the default still had Adam betas (0.5, 0.999): its ``default`` is today's ``betas_0.5``.)
 """
@@ -77,6 +86,14 @@ RECIPES: dict[str, dict] = {
     "d_steps2": {"d_steps": 2},
     # spectral normalisation in place of D's BatchNorm (SN-GAN, Miyato et al. 2018)
     "spectral_norm": {"spectral_norm": True},
+    # width against steps: the config's default width is 64; half of it costs about a third
+    # per step on a CPU
+    "width32": {"g_width": 32, "d_width": 32},
+    # smaller batches: cheaper steps, so more updates in the same time (Adam rate kept, or
+    # scaled by the square root of the batch ratio)
+    "batch32": {"batch_size": 32},
+    "batch32_lr5.7e-4": {"batch_size": 32, "g_lr": 5.7e-4, "d_lr": 5.7e-4},
+    "batch16": {"batch_size": 16},
     # learning-rate decay to 0 over the run: over all of it, or over its second half
     "cosine": {"lr_schedule": "cosine"},
     "linear_half": {"lr_schedule": "linear", "lr_decay_start": 0.5},
@@ -97,8 +114,8 @@ def train_recipe(
 ) -> dict:
     """Train one recipe (or the plain loop) for steps and score it: FD, classes, seconds.
 
-    With ``curve``, the earlier checkpoints the run kept are scored too (FD by step), which
-    shows how many steps a recipe needs to reach another's final FD.
+    With ``curve``, the run keeps every checkpoint and the earlier ones are scored too (FD by
+    step), which shows how many steps a recipe needs to reach another's final FD.
     """
     fd_by_step: dict[str, float] = {}
     extra = extra or {}
@@ -109,7 +126,10 @@ def train_recipe(
         overrides = {**RECIPES[name], **extra}
         with tempfile.TemporaryDirectory(prefix="ganforge-recipe-") as tmp:
             run_dir = Path(tmp) / name
-            ckpt_dir, _, secs = train_default(steps, seed, run_dir, train_set, **width, **overrides)
+            keep = {"keep_checkpoints": 1000} if curve else {}  # every checkpoint is scored
+            ckpt_dir, _, secs = train_default(
+                steps, seed, run_dir, train_set, **(width | overrides | keep)
+            )
             G = load_generator(ckpt_dir, ema=True)  # the service's sampling path
             for earlier in list_checkpoints(run_dir)[:-1] if curve else []:
                 G_then = load_generator(earlier, ema=True)
@@ -130,9 +150,9 @@ def study(args: argparse.Namespace) -> dict:
     width = {} if args.width is None else {"g_width": args.width, "d_width": args.width}
     names = [r.strip() for r in args.recipes.split(",") if r.strip()]
     unknown = [r for r in names if r != "plain" and r not in RECIPES]
-    if unknown or "default" not in names:
+    if unknown or ("default" not in names and args.equal_seconds):
         raise SystemExit(
-            f"--recipes: {unknown or 'default is needed'}; known: plain, {list(RECIPES)}"
+            f"--recipes: {unknown or 'default sets the clock'}; known: plain, {list(RECIPES)}"
         )
     extra = {} if args.precision == "fp32" else {"precision": args.precision}
     if extra and "plain" in names:
@@ -145,6 +165,7 @@ def study(args: argparse.Namespace) -> dict:
         "width": args.width or TrainConfig.model_fields["g_width"].default,
         "samples": n,
         "precision": args.precision,
+        "seconds_fraction": args.seconds_fraction,  # of the default's time, at equal seconds
         "recipes": {
             r: ("bare loop: BCE, Adam 2e-4, no EMA" if r == "plain" else RECIPES[r]) for r in names
         },
@@ -161,7 +182,8 @@ def study(args: argparse.Namespace) -> dict:
         scorer, clf_info = fit_scorer(train_set, seed, epochs=2)
         rows: dict[str, dict] = {}
         out["seeds"][str(seed)] = {"scorer": clf_info, "recipes": rows}
-        order = ["default"] + [r for r in names if r != "default"]  # the default sets the clock
+        # the default first: it sets the clock (a screening run may leave it out)
+        order = ["default"] * ("default" in names) + [r for r in names if r != "default"]
         for name in order:
             rows[name] = {
                 "equal_steps": train_recipe(
@@ -173,19 +195,23 @@ def study(args: argparse.Namespace) -> dict:
                 flush=True,
             )
             args.out.write_text(json.dumps(out, indent=2) + "\n")  # a crash keeps what ran
-        budget = rows["default"]["equal_steps"]["train_seconds"]
-        for name in order[1:] if args.equal_seconds else []:
+        if not args.equal_seconds:
+            continue
+        budget = rows["default"]["equal_steps"]["train_seconds"] * args.seconds_fraction
+        for name in order[1:]:
+            if args.equal_seconds_for and name not in args.equal_seconds_for:
+                continue
             per_step = rows[name]["equal_steps"]["train_seconds"] / steps
             fit = max(1, round(budget / per_step))
             rows[name]["equal_seconds"] = train_recipe(
-                name, fit, seed, train_set, width, n, scorer, extra=extra
+                name, fit, seed, train_set, width, n, scorer, args.curve, extra
             )
             print(
                 f"seed {seed} {name:<12} {budget:.0f} s: {fmt(rows[name]['equal_seconds'])}",
                 flush=True,
             )
             args.out.write_text(json.dumps(out, indent=2) + "\n")
-        if args.equal_seconds:
+        if args.seconds_fraction == 1.0:
             rows["default"]["equal_seconds"] = rows["default"]["equal_steps"]  # the same run
     return out
 
@@ -198,7 +224,8 @@ def print_study(out: dict) -> None:
     print()
     print(
         f"Fashion-MNIST 28px, width {out['width']}, batch {BATCH}, {out['samples']} samples; "
-        f"equal steps = {out['steps']} G steps, equal seconds = the default's training time"
+        f"equal steps = {out['steps']} G steps, equal seconds = "
+        f"{out.get('seconds_fraction', 1.0):g} x the default's training time"
     )
     head = (
         f"{'recipe':<12} {'seed':>4} | {'FD':>7} {'time':>7} | {'FD':>7} {'steps':>6} {'time':>7}"
@@ -232,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--recipes",
         default="plain,default,rpgan_r1r2,d_steps2",
-        help=f"comma-separated of plain, {', '.join(RECIPES)} (default needed)",
+        help=f"comma-separated of plain, {', '.join(RECIPES)} (default needed unless "
+        "--no-equal-seconds)",
     )
     ap.add_argument(
         "--precision", default="fp32", choices=["fp32", "bf16"], help="every recipe's precision"
@@ -244,7 +272,21 @@ def main(argv: list[str] | None = None) -> int:
         help="equal steps only (a screening run)",
     )
     ap.add_argument(
-        "--curve", action="store_true", help="also score each run's earlier kept checkpoints"
+        "--equal-seconds-for",
+        type=lambda text: {r.strip() for r in text.split(",") if r.strip()},
+        default=set(),
+        help="only these recipes get an equal-seconds run (e.g. those whose steps cost more "
+        "or less than the default's; all by default)",
+    )
+    ap.add_argument(
+        "--seconds-fraction",
+        type=float,
+        default=1.0,
+        help="the equal-seconds runs get this fraction of the default's time (0.5: can a "
+        "recipe match the default in half its time?)",
+    )
+    ap.add_argument(
+        "--curve", action="store_true", help="also score each run's earlier checkpoints"
     )
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/recipes.json")
     args = ap.parse_args(argv)

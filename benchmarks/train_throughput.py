@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_every=warmup + steps,
         keep_checkpoints=1,
         augment="translation,cutout",
+        g_width=64,  # the widths every figure in the README was measured at
+        d_width=64,
     )  # the most per-step work the engine does
     base = resolve_config(base, dataset)
     plain = base.model_copy(update={"augment": None, "ema_decay": None})
