@@ -9,7 +9,9 @@
 # 3. trains the default DCGAN ('shapes', 32px, batch 64, EMA + DiffAugment) through
 #    gan_core.training.train for $GPU_CHECK_STEPS steps on cuda: bf16, then fp32; asserts
 #    success and finite losses, loads the checkpoint on cuda and writes a PNG grid
-# 4. runs benchmarks/train_throughput.py --device cuda at fp32 (with --profile) and bf16
+# 4. runs benchmarks/train_throughput.py --device cuda at fp32 (with --profile) and bf16; its
+#    engine_width32/engine ratio says whether width 32 (the config default, chosen on a CPU)
+#    is also cheaper per step on the GPU, or whether a GPU job should pass 64
 #
 # Exit status: 0 only if every step passed. Overrides (for a smoke test without a GPU):
 #   GPU_CHECK_DEVICE=cpu  run everything on the CPU (precision fp32 only, tiny throughput run)

@@ -18,10 +18,26 @@ The fp32 screening of learning-rate schedules, batch sizes and spectral norm (20
 benchmarks/results/screening-fp32-w32-seed0-*.json) ran ``--width 32 --seeds 0
 --no-equal-seconds --curve`` with ``--recipes default,cosine,linear_half,lr1.6e-3_cosine``
 (stopped during the last) and ``--recipes batch32,batch16,batch32_lr5.7e-4,spectral_norm``.
-Width against steps, at the config's width 64: can width 32 match it in half its time?
+Width against steps, at width 64 (the config's width until 2026-12-04; ``--width 64`` sets it
+for every recipe but width32's own): can width 32 match it in half its time?
 
-    .venv/bin/python benchmarks/recipes.py --seeds 0,1 --curve --recipes default,width32 \
+    .venv/bin/python benchmarks/recipes.py --width 64 --seeds 0,1 --curve --recipes default,width32 \
         --equal-seconds-for width32 --seconds-fraction 0.5 --out benchmarks/results/width-w64-vs-w32.json
+
+The issue's baseline, the default of 2026-11 (width 64, betas (0.5, 0.999)), one seed a run:
+
+    .venv/bin/python benchmarks/recipes.py --width 64 --seeds 0 --curve --no-equal-seconds \
+        --recipes betas_0.5 --out benchmarks/results/width64-betas0.5-seed0.json
+
+The default since then (width 32, 4,000 steps), as shipped; the old default's time on the same
+machine; spectral norm's second seed:
+
+    .venv/bin/python benchmarks/recipes.py --steps 4000 --seeds 0,1 --no-equal-seconds --curve \
+        --recipes default --out benchmarks/results/default-w32-4000steps.json
+    .venv/bin/python benchmarks/recipes.py --seeds 0 --no-equal-seconds --recipes old_default \
+        --out benchmarks/results/old-default-seed0-timing.json
+    .venv/bin/python benchmarks/recipes.py --seeds 1 --no-equal-seconds --curve \
+        --recipes spectral_norm --out benchmarks/results/screening-fp32-w32-seed1-sn.json
 
 (benchmarks/results/recipes-w32.json, ``--recipes plain,default,rpgan_r1r2,d_steps2``, was made
 while the default still had Adam betas (0.5, 0.999): its ``default`` is today's ``betas_0.5``.)
@@ -56,11 +72,18 @@ from gan_core.config import TrainConfig  # noqa: E402
 from gan_core.data import ImageTensorDataset, load_dataset  # noqa: E402
 
 # Recipes tried against the default, each as overrides of the default config. The default
-# itself is hinge, Adam 8e-4 (0.0, 0.99), EMA with warm-up, BatchNorm in G and D.
+# itself is hinge, Adam 8e-4 (0.0, 0.99), EMA with warm-up, BatchNorm in G and D, width 32.
 RECIPES: dict[str, dict] = {
     "default": {},
     # the default until 2026-12: DCGAN's Adam momentum (Radford et al. 2016)
     "betas_0.5": {"g_betas": (0.5, 0.999), "d_betas": (0.5, 0.999)},
+    # the whole default of 2026-11, the issue's baseline: DCGAN's momentum at width 64
+    "old_default": {
+        "g_betas": (0.5, 0.999),
+        "d_betas": (0.5, 0.999),
+        "g_width": 64,
+        "d_width": 64,
+    },
     # screened on the old betas (one seed, bf16): faster rates, a shorter EMA half-life
     "betas_0.5_lr1.2e-3": {
         "g_betas": (0.5, 0.999),
@@ -86,8 +109,8 @@ RECIPES: dict[str, dict] = {
     "d_steps2": {"d_steps": 2},
     # spectral normalisation in place of D's BatchNorm (SN-GAN, Miyato et al. 2018)
     "spectral_norm": {"spectral_norm": True},
-    # width against steps: the config's default width is 64; half of it costs about a third
-    # per step on a CPU
+    # width against steps: half of width 64 costs about a third per step on a CPU (width 32
+    # is the default since 2026-12-04, so without --width this is the default)
     "width32": {"g_width": 32, "d_width": 32},
     # smaller batches: cheaper steps, so more updates in the same time (Adam rate kept, or
     # scaled by the square root of the batch ratio)

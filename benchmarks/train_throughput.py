@@ -8,6 +8,8 @@ Variants (images/s = real images consumed per second):
 
   engine          train() with augment=None, ema_decay=None   -- apples to apples with `bare`
   engine_default  train() with the defaults plus DiffAugment translation,cutout: EMA + augmentation
+  engine_width32  `engine` at width 32 (the config's width; every other variant is at 64)
+  engine_width32_sn  `engine_width32` with spectral_norm (D without BatchNorm)
   bare            a hand-written loop: same nets, loss, optimizers, batch size, data
   CPU only (each lever alone against `bare`, all bare loops):
   bare_channels_last  channels_last nets and batches
@@ -146,6 +148,22 @@ def main(argv: list[str] | None = None) -> int:
     variants = {
         "engine": lambda: run_engine(plain, dataset, warmup, steps, args.progress_interval),
         "engine_default": lambda: run_engine(base, dataset, warmup, steps, args.progress_interval),
+        # the config's width since 2026-12-04: what does width 64 cost per step on this device?
+        "engine_width32": lambda: run_engine(
+            plain.model_copy(update={"g_width": 32, "d_width": 32}),
+            dataset,
+            warmup,
+            steps,
+            args.progress_interval,
+        ),
+        # spectral norm in D (in place of its BatchNorm) at width 32: its cost per step
+        "engine_width32_sn": lambda: run_engine(
+            plain.model_copy(update={"g_width": 32, "d_width": 32, "spectral_norm": True}),
+            dataset,
+            warmup,
+            steps,
+            args.progress_interval,
+        ),
         "bare": lambda: run_bare(
             plain, images, warmup, steps, precision=args.precision, channels_last=cuda
         ),
@@ -232,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
             "engine/bare": paired("engine", "bare"),
             "engine_default/bare": paired("engine_default", "bare"),
             "engine_default/engine (cost of EMA+augment)": paired("engine_default", "engine"),
+            "engine_width32/engine (width 32 against 64)": paired("engine_width32", "engine"),
+            "engine_width32_sn/engine_width32 (spectral norm)": paired(
+                "engine_width32_sn", "engine_width32"
+            ),
         }
         if cuda:
             ratios |= {
