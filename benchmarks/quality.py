@@ -14,7 +14,7 @@ the generated images cover (>= 2% of the samples each).
 
     .venv/bin/python benchmarks/quality.py --width 32       # the README's run: ~20 min, 2 CPU cores
     .venv/bin/python benchmarks/quality.py --width 32 --seed 1 --out benchmarks/results/quality-seed1.json
-    .venv/bin/python benchmarks/quality.py                  # default width 64: hours on 2 CPU cores
+    .venv/bin/python benchmarks/quality.py --width 64       # width 64: about 3x as long on a CPU
     .venv/bin/python benchmarks/quality.py --quick          # 300 steps, 2,000 samples: smoke run
     .venv/bin/python benchmarks/quality.py --width 32 --precisions fp32,bf16 --no-plain \
         --out benchmarks/results/quality-bf16-w32-seed0.json  # precision: bf16 against fp32
