@@ -73,17 +73,13 @@ from gan_core.data import ImageTensorDataset, load_dataset  # noqa: E402
 
 # Recipes tried against the default, each as overrides of the default config. The default
 # itself is hinge, Adam 8e-4 (0.0, 0.99), EMA with warm-up, BatchNorm in G and D, width 32.
+_DCGAN_BETAS = {"g_betas": (0.5, 0.999), "d_betas": (0.5, 0.999)}
 RECIPES: dict[str, dict] = {
     "default": {},
     # the default until 2026-12: DCGAN's Adam momentum (Radford et al. 2016)
-    "betas_0.5": {"g_betas": (0.5, 0.999), "d_betas": (0.5, 0.999)},
+    "betas_0.5": _DCGAN_BETAS,
     # the whole default of 2026-11, the baseline: DCGAN's momentum at width 64
-    "old_default": {
-        "g_betas": (0.5, 0.999),
-        "d_betas": (0.5, 0.999),
-        "g_width": 64,
-        "d_width": 64,
-    },
+    "old_default": _DCGAN_BETAS | {"g_width": 64, "d_width": 64},
     # screened on the old betas (one seed, bf16): faster rates, a shorter EMA half-life
     "betas_0.5_lr1.2e-3": {
         "g_betas": (0.5, 0.999),

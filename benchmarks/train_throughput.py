@@ -145,25 +145,19 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     other = "bf16" if args.precision == "fp32" else "fp32"
+
+    def engine_with(**update) -> dict:
+        """`engine` with some config fields changed: what a job with those settings gets."""
+        cfg = plain.model_copy(update=update)
+        return run_engine(cfg, dataset, warmup, steps, args.progress_interval)
+
     variants = {
         "engine": lambda: run_engine(plain, dataset, warmup, steps, args.progress_interval),
         "engine_default": lambda: run_engine(base, dataset, warmup, steps, args.progress_interval),
         # the config's width since 2026-12-04: what does width 64 cost per step on this device?
-        "engine_width32": lambda: run_engine(
-            plain.model_copy(update={"g_width": 32, "d_width": 32}),
-            dataset,
-            warmup,
-            steps,
-            args.progress_interval,
-        ),
+        "engine_width32": lambda: engine_with(g_width=32, d_width=32),
         # spectral norm in D (in place of its BatchNorm) at width 32: its cost per step
-        "engine_width32_sn": lambda: run_engine(
-            plain.model_copy(update={"g_width": 32, "d_width": 32, "spectral_norm": True}),
-            dataset,
-            warmup,
-            steps,
-            args.progress_interval,
-        ),
+        "engine_width32_sn": lambda: engine_with(g_width=32, d_width=32, spectral_norm=True),
         "bare": lambda: run_bare(
             plain, images, warmup, steps, precision=args.precision, channels_last=cuda
         ),
@@ -183,13 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 max(warmup, 3), steps, channels_last=False, compiled=True
             ),
             # the engine with `precision` switched: what a job with that setting gets
-            f"engine_{other}": lambda: run_engine(
-                plain.model_copy(update={"precision": other}),
-                dataset,
-                warmup,
-                steps,
-                args.progress_interval,
-            ),
+            f"engine_{other}": lambda: engine_with(precision=other),
         }
     if cuda:
         variants |= {
