@@ -95,7 +95,7 @@ def serve_command(args: argparse.Namespace) -> int:
     port = args.port or settings.port
     migrate(settings.resolved_database_url)  # once, before the worker child and the API start
     if settings.auth and settings.embedded:  # a fleet's operator creates keys with `ganforge keys`
-        from app.core.auth import first_admin_key
+        from app.core.access.auth import first_admin_key
 
         key, path = first_admin_key(settings)
         if key:
@@ -158,7 +158,7 @@ def worker_command(args: argparse.Namespace) -> int:
 
 def keys_command(args: argparse.Namespace) -> int:
     """Create, list or revoke API keys (directly in the database)."""
-    from app.core import auth, revocations
+    from app.core.access import auth, revocations
     from app.core.db import migrate, session_scope
     from app.core.errors import DomainError
     from app.core.settings import get_settings
@@ -201,8 +201,9 @@ def keys_command(args: argparse.Namespace) -> int:
 def store_command(args: argparse.Namespace) -> int:
     """Make the artifact store ready: its directory, or (S3) its bucket if missing; then check
     that it can be written."""
+    from app.core.artifacts.selection import get_store
+    from app.core.artifacts.store import StoreError
     from app.core.settings import get_settings
-    from app.core.store import StoreError, get_store
 
     settings = get_settings()
     try:

@@ -20,7 +20,7 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from app.core.queue import JobQueue, celery_config
+from app.core.jobs.queue import JobQueue, celery_config
 from app.core.settings import get_settings
 
 

@@ -14,10 +14,11 @@ from collections.abc import Collection
 from dataclasses import asdict
 from pathlib import Path
 
-from app.core import runs, scores
+from app.core.artifacts.store import LocalStore
 from app.core.db import session_scope, utcnow
+from app.core.jobs import runs
+from app.core.serving import scores
 from app.core.settings import Settings
-from app.core.store import LocalStore
 from gan_core.checkpoint import CheckpointInfo
 from gan_core.config import TrainConfig
 from gan_core.data import ImageTensorDataset

@@ -11,12 +11,14 @@ import os
 import socket
 import uuid
 
-from app.core import recovery, runs, scores
+from app.core.artifacts.selection import get_store
+from app.core.artifacts.store import ArtifactStore, LocalStore
 from app.core.db import session_scope
+from app.core.jobs import recovery, runs
+from app.core.jobs.queue import JobQueue
 from app.core.models import Dataset, JobStatus
-from app.core.queue import JobQueue
+from app.core.serving import scores
 from app.core.settings import Settings, get_settings
-from app.core.store import ArtifactStore, LocalStore, get_store
 from gan_core.checkpoint import CheckpointError
 from gan_core.config import TrainConfig
 from gan_core.data import DatasetError, ImageTensorDataset, load_dataset

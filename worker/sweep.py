@@ -1,5 +1,5 @@
 """The worker's background duties: a heartbeat for /readyz, and the sweep that recovers jobs
-no worker would otherwise run (see app.core.recovery.sweep_jobs)."""
+no worker would otherwise run (see app.core.jobs.recovery.sweep_jobs)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ import logging
 import socket
 import threading
 
-from app.core import recovery
 from app.core.db import session_scope, utcnow
+from app.core.jobs import recovery
+from app.core.jobs.queue import JobQueue
 from app.core.models import Worker
-from app.core.queue import JobQueue
 from app.core.settings import Settings, get_settings
 
 log = logging.getLogger("ganforge.worker")
 
 
 def sweep_once(settings: Settings, queue: JobQueue) -> recovery.Sweep:
-    """Recover jobs no worker will run (see app.core.recovery.sweep_jobs) and send their messages."""
+    """Recover jobs no worker will run (see app.core.jobs.recovery.sweep_jobs) and send their messages."""
     with session_scope(settings.resolved_database_url) as s:
         done = recovery.sweep_jobs(
             s, max_attempts=settings.max_attempts, requeue_after=settings.requeue_after_seconds

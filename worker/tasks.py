@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.core.queue import TRAIN_TASK, JobQueue
+from app.core.jobs.queue import TRAIN_TASK, JobQueue
 from app.core.settings import get_settings
 from worker.celery_app import app
 from worker.runner import run_job

@@ -12,18 +12,18 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from app.core import auth
-from app.core.cache import TTLCache
+from app.core.access import auth
+from app.core.artifacts.store import LocalStore
+from app.core.datasets.uploads import UploadGate
 from app.core.db import session_scope
 from app.core.errors import InvalidInput
-from app.core.exports import Exports
-from app.core.job_pictures import JobPictures
-from app.core.queue import JobQueue
-from app.core.sampling import SamplingService
+from app.core.integrations.telemetry import Exposition
+from app.core.jobs.queue import JobQueue
+from app.core.serving.cache import TTLCache
+from app.core.serving.exports import Exports
+from app.core.serving.job_pictures import JobPictures
+from app.core.serving.sampling import SamplingService
 from app.core.settings import Settings
-from app.core.store import LocalStore
-from app.core.telemetry import Exposition
-from app.core.uploads import UploadGate
 
 log = logging.getLogger("ganforge.api")
 

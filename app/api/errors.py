@@ -12,9 +12,9 @@ from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.schemas import Problem
+from app.core.artifacts.store import StoreError
 from app.core.errors import DomainError
-from app.core.limits import retry_after_header
-from app.core.store import StoreError
+from app.core.jobs.limits import retry_after_header
 
 log = logging.getLogger("ganforge.api")
 PROBLEM = "application/problem+json"

@@ -16,17 +16,17 @@ from app.api import errors
 from app.api.deps import Services, check_parameters
 from app.api.routes import checkpoints, datasets, health, history, jobs, webhooks
 from app.api.telemetry import MetricsMiddleware
-from app.core import revocations
+from app.core.access import revocations
+from app.core.artifacts.selection import get_store
+from app.core.datasets.uploads import UploadGate
 from app.core.db import migrate
-from app.core.exports import Exports
-from app.core.job_pictures import JobPictures
-from app.core.queue import JobQueue, celery_config, queue_length
-from app.core.sampling import Sampler, SamplingService
+from app.core.integrations.telemetry import Exposition
+from app.core.integrations.webhook_delivery import Dispatcher
+from app.core.jobs.queue import JobQueue, celery_config, queue_length
+from app.core.serving.exports import Exports
+from app.core.serving.job_pictures import JobPictures
+from app.core.serving.sampling import Sampler, SamplingService
 from app.core.settings import Settings, get_settings
-from app.core.store import get_store
-from app.core.telemetry import Exposition
-from app.core.uploads import UploadGate
-from app.core.webhook_delivery import Dispatcher
 from app.dashboard import pages as dashboard
 from gan_core.config import TrainConfig
 from gan_core.memory import estimate_training_memory

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from app.core.history import History
 from app.core.models import Checkpoint, Dataset, Job
+from app.core.serving.history import History
 from gan_core.config import TrainConfig
 from gan_core.data import DatasetInfo
 
@@ -151,7 +151,7 @@ class GeneratorScores(BaseModel):
 
 
 class CheckpointScores(BaseModel):
-    """What the worker measured on a checkpoint (app.core.scores)."""
+    """What the worker measured on a checkpoint (app.core.serving.scores)."""
 
     num_samples: int | None = None
     extractor: str | None = Field(None, description="classifier | rotation: the feature space")

@@ -6,7 +6,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.telemetry import HTTP_REQUESTS, HTTP_SECONDS
+from app.core.integrations.telemetry import HTTP_REQUESTS, HTTP_SECONDS
 
 
 class MetricsMiddleware:

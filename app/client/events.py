@@ -1,7 +1,7 @@
 """A job's server-sent events as an iterator that survives dropped connections.
 
 The server numbers its events and, given ``Last-Event-ID``, sends exactly what came after
-(app.core.events), so a reconnect loses nothing; events at or below the last id seen are
+(app.core.jobs.events), so a reconnect loses nothing; events at or below the last id seen are
 dropped here too, so nothing is yielded twice even if a server repeated itself.
 """
 

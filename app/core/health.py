@@ -7,10 +7,10 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
+from app.core.artifacts.store import ArtifactStore
 from app.core.db import ping, session_scope, utcnow
 from app.core.models import Worker
 from app.core.settings import Settings
-from app.core.store import ArtifactStore
 
 
 def workers_seen(settings: Settings) -> int:

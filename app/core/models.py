@@ -96,7 +96,7 @@ class Job(Base):
     best_fd: Mapped[float | None] = mapped_column(Float)
     # divergences rolled back (config.on_divergence = "rollback"), oldest first
     rollbacks: Mapped[list[Any] | None] = mapped_column(JSON)
-    # where to announce the job's events, and which ones (app.core.webhooks)
+    # where to announce the job's events, and which ones (app.core.integrations.webhooks)
     webhook_url: Mapped[str | None] = mapped_column(String(2000))
     webhook_events: Mapped[list[Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
@@ -125,7 +125,7 @@ class Checkpoint(Base):
     files: Mapped[dict[str, Any]] = mapped_column(JSON)  # name -> {sha256, size}
     losses: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    # quality, written by the worker after the checkpoint lands (app.core.scores)
+    # quality, written by the worker after the checkpoint lands (app.core.serving.scores)
     score_status: Mapped[str] = mapped_column(String(20), default="pending")  # scored|failed|off
     scores: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     best_fd: Mapped[float | None] = mapped_column(Float)  # the lower FD of its generators

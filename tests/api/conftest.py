@@ -24,7 +24,7 @@ def settings(tmp_path) -> Settings:
 
 def make_key(settings: Settings, name: str, admin: bool = False) -> str:
     """Create an API key through the core function the CLI uses."""
-    from app.core import auth
+    from app.core.access import auth
     from app.core.db import migrate, session_scope
 
     migrate(settings.resolved_database_url)

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.api.main import create_app
-from app.core import auth
+from app.core.access import auth
 from app.core.db import migrate, session_scope
 from app.core.models import ApiKey
 from app.core.settings import Settings

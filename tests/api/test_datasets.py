@@ -105,7 +105,7 @@ def job_racing_dataset_delete(client, settings, monkeypatch) -> None:
     """POST /v1/jobs while DELETE /v1/datasets/{id} commits between the dataset check and the
     insert: a 409 on config.dataset, nothing left behind (it was a 500: the conflict handler
     took every IntegrityError for an idempotency race)."""
-    from app.core import datasets as core_datasets
+    from app.core.datasets import records as core_datasets
     from app.core.db import session_scope
     from app.core.models import Dataset
 

@@ -24,8 +24,8 @@ from PIL import Image
 from safetensors.torch import load as st_load
 from sqlalchemy import select, update
 
-from app.core import runs
 from app.core.db import session_scope, utcnow
+from app.core.jobs import runs
 from app.core.models import Checkpoint, Job
 from app.core.settings import Settings
 from tests.api.conftest import TINY, create_job

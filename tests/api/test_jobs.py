@@ -140,8 +140,8 @@ def test_delete_job_removes_record_and_files(client, settings, trained_job):
 
 
 def test_delete_running_job_is_409(client, settings):
-    from app.core import runs
     from app.core.db import session_scope
+    from app.core.jobs import runs
 
     job_id = _create(client).json()["id"]
     with session_scope(settings.resolved_database_url) as s:
@@ -245,7 +245,7 @@ def test_an_unexpected_error_is_a_problem_json_500_not_plain_text(settings, monk
     from fastapi.testclient import TestClient
 
     from app.api.main import create_app
-    from app.core import jobs
+    from app.core.jobs import records as jobs
     from tests.api.conftest import make_key
 
     def broken(*_args, **_kwargs):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from app.core import locks
 from app.core.db import migrate
+from app.core.jobs import locks
 
 
 def test_concurrent_callers_build_once_and_all_get_the_result(tmp_path):

@@ -1,4 +1,4 @@
-"""The pictures of a training run (app.core.pictures): pure functions, no server."""
+"""The pictures of a training run (app.core.serving.pictures): pure functions, no server."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pytest
 import torch
 from PIL import Image, ImageSequence
 
-from app.core import pictures
-from app.core.pictures import (
+from app.core.serving import pictures
+from app.core.serving.pictures import (
     GAP,
     ScorePoint,
     TimelineRow,
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The inputs are built by the same code here and in the subprocesses (the script imports this).
 FIXTURES = """
 import math, torch
-from app.core.pictures import ScorePoint, TimelineRow, TrainPoint
+from app.core.serving.pictures import ScorePoint, TimelineRow, TrainPoint
 
 def train(n=200):
     return [TrainPoint(10 * i, 1.0 + 0.3 * math.sin(i / 9), 0.7 + 0.2 * math.cos(i / 7))
@@ -283,7 +283,7 @@ SCRIPT = (
     FIXTURES
     + """
 import hashlib, json, sys
-from app.core.pictures import losses_png, timeline_gif, timeline_png
+from app.core.serving.pictures import losses_png, timeline_gif, timeline_png
 out = {
     "losses": losses_png(train(), scores(), width=640, height=360, title="t"),
     "timeline": timeline_png(rows()),

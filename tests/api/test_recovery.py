@@ -10,8 +10,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from app.core import runs
 from app.core.db import session_scope, utcnow
+from app.core.jobs import runs
 from app.core.models import Job
 from app.core.settings import Settings
 from tests.api.conftest import TINY, create_job

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from app.core.render_queue import FairSlots, SingleFlight
+from app.core.serving.render_queue import FairSlots, SingleFlight
 
 
 def test_a_freed_slot_goes_to_the_owner_served_least_recently():

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.main import create_app
-from app.core.cache import LRU
+from app.core.serving.cache import LRU
 from tests.api.conftest import make_key
 
 

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app.core.s3store import MARKER, S3Store
+from app.core.artifacts.s3store import MARKER, S3Store
 from gan_core import checkpoint as ckpt
 from gan_core.config import TrainConfig
 from gan_core.training import train
@@ -104,7 +104,7 @@ def test_an_upload_killed_half_way_is_never_listed_nor_loaded(s3, tmp_path):
     script = textwrap.dedent(
         f"""
         from pathlib import Path
-        from app.core.s3store import S3Store
+        from app.core.artifacts.s3store import S3Store
         S3Store({url!r}, Path({str(tmp_path / "a")!r})).publish_checkpoint(
             "job_crash", Path({str(second)!r}))
         """
@@ -140,7 +140,7 @@ def test_an_upload_killed_half_way_is_never_listed_nor_loaded(s3, tmp_path):
 
 
 def test_a_bad_store_url_or_a_missing_bucket_is_a_clear_error(s3, tmp_path):
-    from app.core.store import StoreError
+    from app.core.artifacts.store import StoreError
 
     with pytest.raises(StoreError, match="s3://bucket"):
         S3Store("https://example.com/x", tmp_path)
@@ -170,8 +170,8 @@ def test_a_bucket_gone_while_serving_is_a_503_and_records_nothing(s3, tmp_path):
     from fastapi.testclient import TestClient
 
     from app.api.main import create_app
+    from app.core.artifacts.store import StoreError
     from app.core.settings import Settings
-    from app.core.store import StoreError
     from tests.api.conftest import make_key
 
     settings = Settings(data_dir=tmp_path, store_url="s3://flaky/x", score_samples=0)

@@ -10,8 +10,8 @@ from fastapi.responses import FileResponse
 from app.api.deps import PrincipalDep, ServicesDep, SessionDep, limit_sampling
 from app.api.errors import problem_responses
 from app.api.schemas import CheckpointPublic, CheckpointsPublic
-from app.core import checkpoints
-from app.core.sampling import EmaChoice, Png, SampleRequest
+from app.core.artifacts import checkpoints
+from app.core.serving.sampling import EmaChoice, Png, SampleRequest
 
 router = APIRouter(
     prefix="/v1/jobs/{job_id}/checkpoints",

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query, Request, Response, status
 from app.api.deps import PrincipalDep, ServicesDep, SessionDep
 from app.api.errors import problem_responses
 from app.api.schemas import DatasetPublic, DatasetsPublic
-from app.core import datasets, uploads
+from app.core.datasets import records as datasets
+from app.core.datasets import uploads
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=problem_responses(401, 503))
 

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from app.api.deps import PrincipalDep, ServicesDep, SessionDep, limit_sampling
 from app.api.errors import problem_responses
 from app.api.schemas import MetricsPublic
-from app.core import history
-from app.core.job_pictures import Picture
-from app.core.pictures import CHART_HEIGHT, CHART_WIDTH, FRAME_MS, MAX_TIMELINE_IMAGES
-from app.core.sampling import EmaChoice
+from app.core.serving import history
+from app.core.serving.job_pictures import Picture
+from app.core.serving.pictures import CHART_HEIGHT, CHART_WIDTH, FRAME_MS, MAX_TIMELINE_IMAGES
+from app.core.serving.sampling import EmaChoice
 
 router = APIRouter(
     prefix="/v1/jobs/{job_id}", tags=["history"], responses=problem_responses(401, 404, 422, 503)

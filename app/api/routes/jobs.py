@@ -12,8 +12,8 @@ from fastapi.responses import StreamingResponse
 from app.api.deps import PrincipalDep, ServicesDep, SessionDep
 from app.api.errors import problem_responses
 from app.api.schemas import CheckpointPublic, JobCreate, JobPublic, JobResume, JobsPublic
-from app.core import jobs
-from app.core.events import Event, JobEvents
+from app.core.jobs import records as jobs
+from app.core.jobs.events import Event, JobEvents
 from app.core.models import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401, 422, 503))

@@ -12,7 +12,8 @@ from app.api.schemas import (
     WebhookDeliveryPublic,
     WebhookSecretPublic,
 )
-from app.core import jobs, webhooks
+from app.core.integrations import webhooks
+from app.core.jobs import records as jobs
 
 router = APIRouter(tags=["webhooks"], responses=problem_responses(401, 503))
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.artifacts.store import ArtifactStore
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.models import FINISHED, Dataset, Job
 from app.core.settings import Settings
-from app.core.store import ArtifactStore
 from gan_core.config import TrainConfig
 from gan_core.data import BUILTINS, DatasetInfo, dataset_availability
 

@@ -3,7 +3,7 @@
 queued -> running -> succeeded | failed | canceled;  queued -> canceled;
 failed | canceled -> queued (resume);  running with a stale lease -> queued (recovery).
 What a worker does to a job (claim, lease, progress, checkpoints, the end) is in
-``app.core.runs``.
+``app.core.jobs.runs``.
 """
 
 from __future__ import annotations
@@ -19,14 +19,16 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.core import datasets, limits, webhooks
-from app.core.auth import Principal
+from app.core.access.auth import Principal
+from app.core.artifacts.store import ArtifactStore
+from app.core.datasets import records as datasets
 from app.core.db import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.integrations import webhooks
+from app.core.jobs import limits
+from app.core.jobs.queue import JobQueue
 from app.core.models import FINISHED, Dataset, Job, JobStatus
-from app.core.queue import JobQueue
 from app.core.settings import Settings
-from app.core.store import ArtifactStore
 from gan_core.config import TrainConfig
 
 

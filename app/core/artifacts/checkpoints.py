@@ -9,10 +9,10 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.artifacts.store import ArtifactStore
 from app.core.errors import Conflict, NotFound
-from app.core.jobs import get_job
+from app.core.jobs.records import get_job
 from app.core.models import Checkpoint
-from app.core.store import ArtifactStore
 
 
 def list_checkpoints(

@@ -23,11 +23,11 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from sqlalchemy import and_, or_, select, update
 
-from app.core import webhooks
 from app.core.db import session_scope, utcnow
 from app.core.errors import InvalidInput
+from app.core.integrations import webhooks
+from app.core.jobs.runs import update_rows
 from app.core.models import WebhookDelivery
-from app.core.runs import update_rows
 from app.core.settings import Settings
 
 log = logging.getLogger("ganforge.webhooks")

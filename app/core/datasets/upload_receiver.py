@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.core.archives import UploadLimits, bad_file, too_large
+from app.core.artifacts.store import ArtifactStore
+from app.core.datasets.archives import UploadLimits, bad_file, too_large
 from app.core.errors import InvalidInput, RequestTimeout
 from app.core.settings import Settings
-from app.core.store import ArtifactStore
 
 try:  # python-multipart >= 0.0.13
     from python_multipart.exceptions import MultipartParseError

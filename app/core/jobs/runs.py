@@ -1,6 +1,6 @@
 """What a worker does to a job: claim it with a lease, renew it, write progress and
 checkpoints, record the end or hand it back (the recovery of jobs whose worker died is in
-app.core.recovery; scores and pruning in app.core.scores).
+app.core.jobs.recovery; scores and pruning in app.core.serving.scores).
 
 Every write is conditional on the lease (``lease_owner == worker_id``), so a worker that
 lost its job to another one can never add to its records.
@@ -14,9 +14,10 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Update, and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.core import history, webhooks
 from app.core.db import utcnow
+from app.core.integrations import webhooks
 from app.core.models import Checkpoint, Job, JobStatus, Worker
+from app.core.serving import history
 
 
 def update_rows(session: Session, statement: Update) -> int:
@@ -126,7 +127,7 @@ def record_checkpoint(
     scoring: bool = False,
     write_seconds: float | None = None,
 ) -> Checkpoint | None:
-    """Record a checkpoint that has landed (pruning is app.core.scores.prune_rows' job).
+    """Record a checkpoint that has landed (pruning is app.core.serving.scores.prune_rows' job).
 
     With ``scoring``, its scores follow (``score_status`` "pending"); without, it is final now
     and announced to the job's watchers. With ``worker_id``, only while that worker holds the

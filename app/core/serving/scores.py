@@ -20,12 +20,13 @@ import torch
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.core import locks, webhooks
+from app.core.artifacts.store import LocalStore
 from app.core.db import utcnow
+from app.core.integrations import webhooks
+from app.core.jobs import locks
+from app.core.jobs.runs import bump_version, update_rows
 from app.core.models import Checkpoint, Job
-from app.core.runs import bump_version, update_rows
 from app.core.settings import Settings
-from app.core.store import LocalStore
 from gan_core.data import ImageTensorDataset
 from gan_core.metrics import (
     FeatureClassifier,

@@ -4,8 +4,8 @@
 one checkpoint load it once) and the few threads torch runs on. ``SamplingService`` is what
 the API calls: it resolves a checkpoint reference in one short database session, answers
 repeats from the caches without a thread hop, joins identical renders already in flight,
-charges a render to the key by its pixels (app.core.ratelimit), and renders in chunks that
-take turns across owners for the render slots (app.core.render_queue).
+charges a render to the key by its pixels (app.core.serving.ratelimit), and renders in chunks that
+take turns across owners for the render slots (app.core.serving.render_queue).
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ from pathlib import Path
 
 import torch
 
-from app.core import checkpoints
-from app.core.auth import Principal
-from app.core.cache import LRU, TTLCache
+from app.core.access.auth import Principal
+from app.core.artifacts import checkpoints
+from app.core.artifacts.store import ArtifactStore
 from app.core.db import session_scope
 from app.core.errors import InvalidInput
+from app.core.integrations.telemetry import CACHE, RENDER_SECONDS
 from app.core.models import Checkpoint
-from app.core.ratelimit import SamplingLimits
-from app.core.render_queue import FairSlots, SingleFlight
+from app.core.serving.cache import LRU, TTLCache
+from app.core.serving.ratelimit import SamplingLimits
+from app.core.serving.render_queue import FairSlots, SingleFlight
 from app.core.settings import Settings
-from app.core.store import ArtifactStore
-from app.core.telemetry import CACHE, RENDER_SECONDS
 from gan_core import inference
 from gan_core.checkpoint import CheckpointError, load_generator
 from gan_core.nets import Generator

@@ -1,7 +1,7 @@
 """The pictures of a job, served: the losses chart and the checkpoint timeline (PNG, GIF).
 
-Data comes from the job's records (app.core.history) and checkpoints; drawing is
-app.core.pictures. Like samples, every picture has a strong ETag derived from what it
+Data comes from the job's records (app.core.serving.history) and checkpoints; drawing is
+app.core.serving.pictures. Like samples, every picture has a strong ETag derived from what it
 shows, is cached with the rendered PNGs, and is drawn off the event loop in the render slots'
 fair turns, charged to the key by the pixels it generates.
 """
@@ -15,11 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.core import checkpoints, history
-from app.core.auth import Principal
+from app.core.access.auth import Principal
+from app.core.artifacts import checkpoints
 from app.core.db import session_scope
 from app.core.errors import Conflict, InvalidInput
-from app.core.pictures import (
+from app.core.serving import history
+from app.core.serving.pictures import (
     MAX_TIMELINE_ROWS,
     ScorePoint,
     TimelineRow,
@@ -28,7 +29,7 @@ from app.core.pictures import (
     timeline_gif,
     timeline_png,
 )
-from app.core.sampling import EmaChoice, SamplingService, use_ema
+from app.core.serving.sampling import EmaChoice, SamplingService, use_ema
 from gan_core.checkpoint import CheckpointError
 from gan_core.sampling import sample_inputs
 

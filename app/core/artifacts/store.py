@@ -1,7 +1,7 @@
 """The artifact store: checkpoints, uploaded datasets and scorers, behind one small interface.
 
 The local directory store is the default (a shared volume in compose). The S3-compatible
-store (app.core.s3store, GANFORGE_STORE_URL=s3://...) keeps the same keys as objects and
+store (app.core.artifacts.s3store, GANFORGE_STORE_URL=s3://...) keeps the same keys as objects and
 uses a local directory as its cache: ``run_dir`` is where the trainer writes,
 ``publish_checkpoint`` / ``publish`` upload what was written there, and ``local_path`` /
 ``local_checkpoint`` download what is read. Keys are relative POSIX paths such as
@@ -228,13 +228,3 @@ def _held(lock: Path) -> bool:
         return True
     except OSError:
         return False
-
-
-def get_store(root: Path, url: str | None = None) -> LocalStore:
-    """The local store at ``root``, or with ``url`` (s3://bucket/prefix) the S3-compatible
-    store with ``root`` as its local cache."""
-    if url:
-        from app.core.s3store import S3Store
-
-        return S3Store(url, root)
-    return LocalStore(root)

@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.core import webhooks
 from app.core.db import utcnow
+from app.core.integrations import webhooks
+from app.core.jobs.runs import update_rows
 from app.core.models import Job, JobStatus
-from app.core.runs import update_rows
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.core.archives import UploadLimits, bad_file, over_limit
+from app.core.datasets.archives import UploadLimits, bad_file, over_limit
 from app.core.errors import InvalidInput
 
 MEMBERS = ("x.npy", "y.npy")  # nothing else is stored: an unchecked member is never kept

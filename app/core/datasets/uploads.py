@@ -6,7 +6,7 @@ unpacking anything, unpacks while counting what is actually written, validates w
 gan_core's loaders (Pillow with a pixel cap for images; ``allow_pickle=False`` for npz),
 moves the finished directory into ``datasets/<id>`` with one rename, and only then records
 the row. On any failure nothing is left in the store or the database. Receiving the body is
-``app.core.upload_receiver``'s job; ``upload_dataset`` runs both.
+``app.core.datasets.upload_receiver``'s job; ``upload_dataset`` runs both.
 
 Recorded ``image_size``: for an npz, the arrays' side (H == W). For a zip of images, the side
 of the centre-cropped square of the first image in the order the loader reads them
@@ -26,7 +26,8 @@ from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
-from app.core.archives import (
+from app.core.artifacts.store import LocalStore
+from app.core.datasets.archives import (
     Budget,
     Entries,
     UploadLimits,
@@ -36,14 +37,13 @@ from app.core.archives import (
     open_zip,
     over_limit,
 )
+from app.core.datasets.npy import inspect_npz
+from app.core.datasets.upload_receiver import ReceivedUpload, receive
 from app.core.db import session_scope
 from app.core.errors import InvalidInput, Unavailable, UnsupportedMedia
-from app.core.limits import check_storage
+from app.core.jobs.limits import check_storage
 from app.core.models import Dataset, new_id
-from app.core.npy import inspect_npz
 from app.core.settings import Settings
-from app.core.store import LocalStore
-from app.core.upload_receiver import ReceivedUpload, receive
 from gan_core.data import IMAGE_EXTENSIONS, DatasetError
 from gan_core.data.files import load_image_folder
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.core.store import LocalStore, StoreError
+from app.core.artifacts.store import LocalStore, StoreError
 
 MARKER = ".complete"
 LAST = ("meta.json", "reference.safetensors")  # manifests: uploaded after the rest

@@ -14,10 +14,10 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.core import checkpoints
-from app.core.auth import Principal
+from app.core.access.auth import Principal
+from app.core.artifacts import checkpoints
 from app.core.db import session_scope
-from app.core.sampling import MOVING_REFS, EmaChoice, SamplingService, use_ema
+from app.core.serving.sampling import MOVING_REFS, EmaChoice, SamplingService, use_ema
 from gan_core.checkpoint import load_generator
 from gan_core.export import export_onnx, export_torchscript
 

@@ -1,7 +1,7 @@
 """A job's events for one watcher: the job as it changes, and each checkpoint once it is final.
 
 Every change a watcher should see raises the job's ``version`` (progress, status, a scored
-checkpoint; see app.core.runs), and a checkpoint becomes final with the version of that
+checkpoint; see app.core.jobs.runs), and a checkpoint becomes final with the version of that
 change. So the version is the event id: events go out in increasing id, and a watcher that
 reconnects with the last id it saw (``Last-Event-ID``) gets exactly what it missed -- every
 checkpoint finalised since, then the job's current state if it moved -- with nothing lost
@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from app.core.db import session_scope
 from app.core.errors import NotFound
-from app.core.jobs import get_job
+from app.core.jobs.records import get_job
 from app.core.models import FINISHED, Checkpoint, Job
 from app.core.settings import Settings
 

@@ -1,4 +1,4 @@
-"""Per-owner limits: concurrent jobs, steps per job, stored bytes (sampling: app.core.ratelimit)."""
+"""Per-owner limits: concurrent jobs, steps per job, stored bytes (sampling: app.core.serving.ratelimit)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, InvalidInput, TooLarge
 from app.core.models import Checkpoint, Dataset, Job, JobStatus
-from app.core.ratelimit import RateLimited
+from app.core.serving.ratelimit import RateLimited
 from app.core.settings import Settings
 from gan_core.config import TrainConfig
 from gan_core.memory import estimate_training_memory

@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
-from app.core.jobs import get_job
+from app.core.jobs.records import get_job
 from app.core.models import Checkpoint, Job, JobMetric
 
 

@@ -2,9 +2,9 @@
 
 A job may carry ``webhook_url`` and the events it wants (``started``, ``checkpoint``,
 ``succeeded``, ``failed``, ``canceled``). Each event is a row in the outbox written in the
-same transaction as the state change it announces (``announce``, called by app.core.runs and
+same transaction as the state change it announces (``announce``, called by app.core.jobs.runs and
 friends before they commit): a crash between the two loses nothing and sends nothing false.
-app.core.webhook_delivery sends them.
+app.core.integrations.webhook_delivery sends them.
 
 Deliveries follow the Standard Webhooks convention: headers ``webhook-id``,
 ``webhook-timestamp`` and ``webhook-signature`` = ``v1,`` + base64(HMAC-SHA256(secret,
