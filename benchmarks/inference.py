@@ -63,7 +63,7 @@ def trained_checkpoint(steps: int, seed: int, workdir: Path) -> Path:
         image_size=28,
         steps=steps,
         batch_size=64,
-        g_width=64,  # the widths every figure in the README was measured at
+        g_width=64,  # the widths every figure in docs/benchmarks.md was measured at
         d_width=64,
         seed=seed,
         checkpoint_every=steps,

@@ -52,7 +52,7 @@ CONFIGS = {
         "d_width": 8,
         "batch_size": 8,
     },
-    # the config's defaults, at the widths the README's figures were measured at
+    # the config's defaults, at the widths docs/benchmarks.md's figures were measured at
     "default": {"dataset": "shapes", "image_size": 32, "steps": 1, "g_width": 64, "d_width": 64},
 }
 

@@ -12,7 +12,7 @@ on the Fashion-MNIST train split (seeded, nothing downloaded), Fréchet distance
 features of N generated images and of the 10k test images, and how many of the 10 classes
 the generated images cover (>= 2% of the samples each).
 
-    .venv/bin/python benchmarks/quality.py --width 32       # the README's run: ~20 min, 2 CPU cores
+    .venv/bin/python benchmarks/quality.py --width 32       # docs/benchmarks.md's run: ~20 min, 2 CPU cores
     .venv/bin/python benchmarks/quality.py --width 32 --seed 1 --out benchmarks/results/quality-seed1.json
     .venv/bin/python benchmarks/quality.py --width 64       # width 64: about 3x as long on a CPU
     .venv/bin/python benchmarks/quality.py --quick          # 300 steps, 2,000 samples: smoke run

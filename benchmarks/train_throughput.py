@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_every=warmup + steps,
         keep_checkpoints=1,
         augment="translation,cutout",
-        g_width=64,  # the widths every figure in the README was measured at
+        g_width=64,  # the widths every figure in docs/benchmarks.md was measured at
         d_width=64,
     )  # the most per-step work the engine does
     base = resolve_config(base, dataset)

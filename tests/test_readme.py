@@ -1,4 +1,4 @@
-"""The README tells the truth about settings and set-up."""
+"""The README and docs/ tell the truth about settings, set-up and the ONNX snippet."""
 
 from __future__ import annotations
 
@@ -7,22 +7,25 @@ from pathlib import Path
 
 from app.core.settings import Settings
 
-README = (Path(__file__).parents[1] / "README.md").read_text()
+ROOT = Path(__file__).parents[1]
+README = (ROOT / "README.md").read_text()
+# the README with every docs/ page: what a reader can find by following its links
+DOCS = "\n".join([README, *(p.read_text() for p in sorted((ROOT / "docs").glob("*.md")))])
 
 
 def test_every_setting_is_documented():
     missing = [
         f"GANFORGE_{name.upper()}"
         for name in Settings.model_fields
-        if f"GANFORGE_{name.upper()}" not in README
+        if f"GANFORGE_{name.upper()}" not in DOCS
     ]
-    assert not missing, f"settings missing from README: {missing}"
+    assert not missing, f"settings missing from README.md and docs/: {missing}"
 
 
 def test_documented_settings_exist():
-    documented = set(re.findall(r"GANFORGE_([A-Z_]+)", README))
+    documented = set(re.findall(r"GANFORGE_([A-Z_]+)", DOCS))
     known = {name.upper() for name in Settings.model_fields}
-    # the client's and the remote CLI's (app.client), not the server's
+    # the client's and the remote CLI's (ganforge_client), not the server's
     client = {"URL", "KEY"}
     assert documented - known <= client, documented - known
 
@@ -35,8 +38,16 @@ def test_two_setup_commands_are_the_scripts():
         assert (Path(__file__).parents[1] / cmd).is_file()
 
 
+def test_the_readme_is_a_front_door():
+    """Short, and one click from every page of docs/."""
+    assert len(README.splitlines()) <= 200
+    linked = set(re.findall(r"\]\(docs/([\w.-]+\.md)", README))
+    pages = {p.name for p in (ROOT / "docs").glob("*.md")} - {"README.md"}
+    assert pages <= linked, f"docs pages the README does not link: {pages - linked}"
+
+
 def test_the_onnx_snippet_runs_without_torch(tmp_path):
-    """The README's five lines, as written, on a real export, in a Python that cannot import
+    """The docs' five lines, as written, on a real export, in a Python that cannot import
     torch: the picture is the generator's image for that latent."""
     import subprocess
     import sys
@@ -51,7 +62,8 @@ def test_the_onnx_snippet_runs_without_torch(tmp_path):
     from gan_core.sampling import generate
     from tests.tiny import tiny
 
-    block = README.split("and five lines", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    assert DOCS.count("and five lines") == 1
+    block = DOCS.split("and five lines", 1)[1].split("```python", 1)[1].split("```", 1)[0]
     assert len(block.strip().splitlines()) == 5
     G = build_generator(TrainConfig(**tiny(channels=1))).eval()
     export_onnx(G, tmp_path / "generator.onnx")

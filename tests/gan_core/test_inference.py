@@ -46,7 +46,7 @@ def test_fp32_fast_path_matches_plain_eval(name):
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_bf16_within_stated_tolerance_and_same_bytes_twice(name):
-    # The README's bound, measured on trained checkpoints: mean |bf16 - fp32| <= 1/255 of the
+    # docs/benchmarks.md's bound, measured on trained checkpoints: mean |bf16 - fp32| <= 1/255 of the
     # pixel range (0.15/255 measured). The nets here are untrained; the bound still holds.
     G = _generator(name)
     P = inference.prepare(G, "bf16")

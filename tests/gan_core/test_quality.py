@@ -16,7 +16,7 @@ standing BatchNorm statistics; FD / classes covered of 5):
 
 so the trained/untrained FD ratio was at most 0.13 (seed 0) and every run covered all five
 classes (at 400 steps the EMA G is often behind the raw G; it wins on longer runs, see the
-README's quality benchmark). The asserts (ratio <= 0.5, >= 4 classes) leave a wide margin
+quality benchmark in docs/benchmarks.md). The asserts (ratio <= 0.5, >= 4 classes) leave a wide margin
 for seed and platform noise, yet broken trainers fail them (verified by breaking
 gan_core/training.py in a copy, with the earlier 4e-4 default):
 
