@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from app.api.schemas import Problem
 from app.core.artifacts.store import StoreError
@@ -168,6 +170,15 @@ def install(app: FastAPI) -> None:
         # A value the database cannot store (the checks above should have refused it first).
         log.warning("database refused a value: %s", exc)
         return problem(422, "Invalid input", "a value in the request cannot be stored")
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(req: Request, _exc: ClientDisconnect) -> Response:
+        # The client hung up mid-body (e.g. an upload dropped half-way): its business, not a
+        # bug. One line, no traceback; what it sent is discarded (the receiver removes its
+        # scratch). 499 is what proxies call it; nobody is there to read it but the metrics.
+        client = req.client.host if req.client else "?"
+        log.info("client %s disconnected during %s %s", client, req.method, req.url.path)
+        return Response(status_code=499)
 
     @app.exception_handler(Exception)
     async def _unexpected(req: Request, exc: Exception) -> JSONResponse:

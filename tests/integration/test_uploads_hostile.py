@@ -187,6 +187,46 @@ def test_uploads_past_the_concurrency_limit_are_503(serve):
     assert r.status_code == 503 and r.headers["retry-after"], r.text
 
 
+def test_a_client_that_hangs_up_mid_upload_is_one_info_line(serve):
+    """Headers and part of the body, then the connection closes: one INFO line in serve's
+    log (it used to be two ERROR tracebacks, ~70 lines, per dropped upload), no scratch file
+    left, and serve goes on serving."""
+    tmp = serve.tmp / ".ganforge" / "store" / "tmp"
+    log_start = serve.api.log.stat().st_size
+    key = serve.client.headers["Authorization"]
+    sock = socket.create_connection(("127.0.0.1", serve.port))
+    sock.sendall(
+        (
+            f"POST /v1/datasets?filename=x.npz HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: {key}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: 10000000\r\n\r\n"
+        ).encode()
+        + b"\x00" * 3_000_000  # past one write to scratch (1 MiB batches)
+    )
+    deadline = time.monotonic() + 10
+    while not any(p.stat().st_size for p in tmp.glob("*/*/upload.bin")):
+        assert time.monotonic() < deadline, "the upload never reached scratch"
+        time.sleep(0.05)
+    sock.close()  # half the body sent: the client is gone
+
+    def new_log() -> str:
+        with open(serve.api.log, "rb") as fh:
+            fh.seek(log_start)
+            return fh.read().decode(errors="replace")
+
+    deadline = time.monotonic() + 10
+    while "disconnected during POST /v1/datasets" not in new_log():
+        assert time.monotonic() < deadline, new_log()
+        time.sleep(0.1)
+    assert not list(tmp.glob("*/*/upload.bin"))  # the scratch went with it
+    r = _post_file(serve, "after.npz", npz_with_extra_member())  # still serving uploads
+    assert r.status_code == 422, r.text
+    lines = new_log().splitlines()
+    said = [line for line in lines if "disconnected" in line]
+    assert len(said) == 1 and " INFO " in said[0], said
+    assert not [line for line in lines if "Traceback" in line or "ERROR" in line], lines
+
+
 def test_scratch_of_an_upload_interrupted_by_a_crash_is_removed_at_the_next_start(serve):
     tmp = serve.tmp / ".ganforge" / "store" / "tmp"
     stop = threading.Event()
