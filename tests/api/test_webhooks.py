@@ -177,3 +177,38 @@ def test_events_wait_in_the_outbox_while_no_api_runs(settings, run_job):
         assert sorted(r["id"] for r in receiver.accepted()) == sorted(d["id"] for d in items)
     finally:
         receiver.close()
+
+
+def test_a_target_refused_at_send_time_fails_at_once_with_the_reason(settings, run_job):
+    """A job's webhook points at localhost (allowed when it was created); the API that sends
+    has GANFORGE_WEBHOOK_ALLOW_PRIVATE off. No retry can change that answer: the delivery is
+    failed on its first attempt, with the reason, instead of retried for 24 hours."""
+    allowed = settings.model_copy(
+        update={"webhook_allow_private": True, "webhook_poll_seconds": 3600}
+    )
+    receiver = Receiver()
+    target = receiver.url.replace("127.0.0.1", "localhost")
+    key = make_key(allowed, "alice")
+    try:
+        with _client(allowed, key) as client:  # its dispatcher asleep: nothing is sent here
+            r = client.post(
+                "/v1/jobs",
+                json={"config": TINY, "webhook_url": target, "webhook_events": ["succeeded"]},
+            )
+            assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        assert run_job(job_id) == "succeeded"
+        strict = settings.model_copy(update={"webhook_poll_seconds": 0.05})
+        assert strict.webhook_allow_private is False and strict.webhook_retry_seconds >= 3600
+        with _client(strict, key) as client:
+            (delivery,) = _wait_delivered(client, job_id, 1, timeout=10)
+            time.sleep(0.3)  # a few more polls: nothing is tried again
+            (again,) = client.get(f"/v1/jobs/{job_id}/webhooks").json()["items"]
+        assert delivery["status"] == "failed" and delivery["next_attempt_at"] is None
+        (attempt,) = again["attempts"]
+        assert attempt["status_code"] is None
+        assert "localhost resolves to" in attempt["error"] and "not retried" in attempt["error"]
+        assert "GANFORGE_WEBHOOK_ALLOW_PRIVATE" in attempt["error"]
+        assert receiver.requests == []
+    finally:
+        receiver.close()

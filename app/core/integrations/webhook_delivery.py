@@ -4,7 +4,9 @@ Every API process runs a ``Dispatcher``. It claims due deliveries with a conditi
 (so two replicas never send one delivery at once), resolves the target again and connects
 to the addresses it just checked (so a name that resolves to a public address at creation
 and to 127.0.0.1 now -- DNS rebinding -- is refused), sends with a short timeout and no
-redirects, and records the attempt. A 2xx delivers; anything else is retried after
+redirects, and records the attempt. A 2xx delivers; a target refused at send time (it
+resolves to a private address now, and GANFORGE_WEBHOOK_ALLOW_PRIVATE is off) fails at once,
+with the reason as the attempt's error; anything else is retried after
 GANFORGE_WEBHOOK_BACKOFF_SECONDS ``* 2**n`` (capped at 10 minutes, times a random 0.5-1.5) until GANFORGE_WEBHOOK_RETRY_SECONDS
 have passed since the event, then the delivery is ``failed``. Nothing is lost if the
 process stops: the outbox is in the database, and a claim expires.
@@ -26,6 +28,7 @@ from sqlalchemy import and_, or_, select, update
 from app.core.db import session_scope, utcnow
 from app.core.errors import InvalidInput
 from app.core.integrations import webhooks
+from app.core.integrations.webhooks import RefusedTarget
 from app.core.jobs.runs import update_rows
 from app.core.models import WebhookDelivery
 from app.core.settings import Settings
@@ -85,7 +88,9 @@ class Dispatcher:
             s.expunge(row)
         return row, secret
 
-    def _record(self, delivery_id: str, attempt: dict[str, Any], delivered: bool) -> None:
+    def _record(
+        self, delivery_id: str, attempt: dict[str, Any], delivered: bool, final: bool = False
+    ) -> None:
         with session_scope(self.url) as s:
             row = s.get(WebhookDelivery, delivery_id)
             if row is None:
@@ -95,6 +100,8 @@ class Dispatcher:
             now = utcnow()
             if delivered:
                 row.status, row.delivered_at = "delivered", now
+            elif final:
+                row.status = "failed"
             else:
                 wait = backoff(len(row.attempts), self.settings.webhook_backoff_seconds)
                 retry = now + timedelta(seconds=wait)
@@ -104,7 +111,8 @@ class Dispatcher:
                 else:
                     row.next_attempt_at = retry
 
-    async def _send(self, row: WebhookDelivery, secret: str) -> dict[str, Any]:
+    async def _send(self, row: WebhookDelivery, secret: str) -> tuple[dict[str, Any], bool]:
+        """One attempt, and whether it is final (a refused target: no retry can change it)."""
         started = time.monotonic()
         attempt: dict[str, Any] = {
             "at": utcnow().isoformat() + "Z",
@@ -115,9 +123,12 @@ class Dispatcher:
             host, port, addresses = await asyncio.to_thread(
                 webhooks.resolve_target, row.url, allow_private=self.settings.webhook_allow_private
             )
-        except InvalidInput as exc:
-            attempt["error"] = exc.detail  # e.g. the name resolves to 127.0.0.1 now
-            return attempt
+        except RefusedTarget as exc:  # e.g. the name resolves to 127.0.0.1 now
+            attempt["error"] = f"{exc.detail}; not retried"
+            return attempt, True
+        except InvalidInput as exc:  # e.g. the name does not resolve: DNS may be back later
+            attempt["error"] = exc.detail
+            return attempt, False
         body = webhooks.body_of(row)
         timestamp = int(time.time())
         parts = urlsplit(row.url)
@@ -153,7 +164,7 @@ class Dispatcher:
         except httpx.HTTPError as exc:
             attempt["error"] = f"{type(exc).__name__}: {exc}"
         attempt["seconds"] = round(time.monotonic() - started, 3)
-        return attempt
+        return attempt, False
 
     async def once(self) -> int:
         """Send what is due now; returns how many attempts were made."""
@@ -163,9 +174,9 @@ class Dispatcher:
             if loaded is None:
                 continue
             row, secret = loaded
-            attempt = await self._send(row, secret)
+            attempt, final = await self._send(row, secret)
             ok = attempt["status_code"] is not None and 200 <= attempt["status_code"] < 300
-            await asyncio.to_thread(self._record, delivery_id, attempt, ok)
+            await asyncio.to_thread(self._record, delivery_id, attempt, ok, final)
             if not ok:
                 log.warning(
                     "webhook %s (%s of %s) to %s failed: %s",

@@ -11,7 +11,8 @@ Deliveries follow the Standard Webhooks convention: headers ``webhook-id``,
 "{id}.{timestamp}.{body}")), with a per-owner secret (``whsec_`` + base64 of 32 random bytes)
 the owner can read and rotate. Targets that resolve to loopback, private, link-local,
 metadata or other non-public addresses are refused (at creation and again at each delivery:
-DNS rebinding) unless GANFORGE_WEBHOOK_ALLOW_PRIVATE is set.
+DNS rebinding) unless GANFORGE_WEBHOOK_ALLOW_PRIVATE is set; a delivery refused so is failed
+at once (``RefusedTarget``), not retried.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ EVENTS = ("started", "checkpoint", "succeeded", "failed", "canceled")
 # ------------------------------------------------------------------------------- targets
 
 
+class RefusedTarget(InvalidInput):
+    """A target that must not be called (not http(s), credentials, a non-public address).
+
+    Unlike a name that does not resolve (DNS may be back in a minute), retrying cannot change
+    this answer: a delivery refused so fails at once.
+    """
+
+
 def _is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -56,11 +65,11 @@ def resolve_target(url: str, *, allow_private: bool) -> tuple[str, int, list[str
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(
+        raise RefusedTarget(
             "webhook_url must be an http:// or https:// URL with a host", field="webhook_url"
         )
     if parts.username or parts.password:
-        raise InvalidInput("webhook_url must not carry credentials", field="webhook_url")
+        raise RefusedTarget("webhook_url must not carry credentials", field="webhook_url")
     host = parts.hostname
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
@@ -72,7 +81,7 @@ def resolve_target(url: str, *, allow_private: bool) -> tuple[str, int, list[str
     addresses = sorted({str(info[4][0]) for info in infos})
     blocked = [a for a in addresses if not _is_public(a)]
     if blocked and not allow_private:
-        raise InvalidInput(
+        raise RefusedTarget(
             f"webhook_url: {host} resolves to {', '.join(blocked)}, a loopback, private, "
             "link-local or otherwise non-public address; refused (GANFORGE_WEBHOOK_ALLOW_PRIVATE "
             "allows it)",
