@@ -79,3 +79,20 @@ def test_architecture_names_every_package_folder():
     assert "app/core/jobs/" in folders and "gan_core/metrics/" in folders
     missing = [f for f in folders if f"`{f}`" not in text]
     assert not missing, f"package folders docs/architecture.md does not name: {missing}"
+
+
+WRITES = re.compile(r"""(?:-o|--out|>)\s+([\w./-]+\.\w+)|\.save\(["']([^"']+)["']\)""")
+
+
+def _written_files(text: str) -> list[str]:
+    blocks = re.findall(r"^```(?:bash|python)\n(.*?)^```", text, flags=re.M | re.S)
+    return [a or b for block in blocks for a, b in WRITES.findall(block)]
+
+
+def test_no_two_examples_write_the_same_file():
+    """Pasted one after another, no example overwrites another's file."""
+    written = [name for page in PAGES for name in _written_files(page.read_text())]
+    assert "samples.png" in written and "metrics.csv" in written and "one.png" in written
+    repeated = sorted({name for name in written if written.count(name) > 1})
+    assert not repeated, repeated
+    assert _written_files("```bash\ngcurl -o a.png x\nsave -o a.png\n```\n") == ["a.png", "a.png"]
