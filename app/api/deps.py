@@ -17,6 +17,7 @@ from app.core.artifacts.store import LocalStore
 from app.core.datasets.uploads import UploadGate
 from app.core.db import session_scope
 from app.core.errors import InvalidInput
+from app.core.health import StoreGate
 from app.core.integrations.telemetry import Exposition
 from app.core.jobs.queue import JobQueue
 from app.core.serving.cache import TTLCache
@@ -44,6 +45,11 @@ class Services:
     local_worker: Callable[[], bool] | None = None  # embedded serve's worker child: alive?
     # Verified keys, so hot paths skip the database: a revoked key stops working within 5 s.
     key_cache: TTLCache[auth.Principal] = field(default_factory=lambda: TTLCache(ttl=5.0))
+    # New work only while the store can be written (probed at most every few seconds).
+    store_gate: StoreGate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store_gate = StoreGate(self.store, self.settings.store_url or "the local store")
 
     def broker_ping(self) -> None:
         with self.celery.connection_for_write() as conn:
@@ -100,6 +106,12 @@ async def get_principal(
 
 
 PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
+
+
+async def require_writable_store(services: ServicesDep, _principal: PrincipalDep) -> None:
+    """New work (a job, a resume, an upload) only while the artifact store can be written:
+    503 + Retry-After naming the store otherwise (after authentication: 401 comes first)."""
+    await run_in_threadpool(services.store_gate.require)
 
 
 async def limit_sampling(services: ServicesDep, principal: PrincipalDep) -> None:

@@ -38,7 +38,7 @@ _WHAT = {
     415: "unsupported media type",
     422: "invalid input; `field` names the offending parameter",
     429: "over a rate or concurrency limit; see Retry-After",
-    503: "the database or the job queue is not reachable; see Retry-After",
+    503: "the database, the job queue or the artifact store is not reachable; see Retry-After",
 }
 
 

@@ -1,7 +1,14 @@
-"""Readiness: is the database reachable, the store writable, the broker up, a worker alive?"""
+"""Readiness: is the database reachable, the store writable, the broker up, a worker alive?
+
+And the store gate: new work (a job, a resume, an upload) is refused with 503 while the store
+cannot be written, from a probe made at most once every few seconds.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -9,8 +16,12 @@ from sqlalchemy import func, select
 
 from app.core.artifacts.store import ArtifactStore
 from app.core.db import ping, session_scope, utcnow
+from app.core.errors import Unavailable
 from app.core.models import Worker
 from app.core.settings import Settings
+
+log = logging.getLogger("ganforge.health")
+STORE_CHECK_SECONDS = 3.0  # how long one probe of the store answers for
 
 
 def workers_seen(settings: Settings) -> int:
@@ -72,3 +83,53 @@ def status_of(checks: dict[str, str]) -> str:
     if all(v == "ok" or v.startswith("degraded") for v in checks.values()):
         return "degraded"
     return "not ready"
+
+
+class StoreGate:
+    """Whether new work may be accepted: the store could be written at its last probe.
+
+    Jobs accepted while the store is down fail at their first checkpoint, and uploads fail
+    half-way; refusing them at once (503 + Retry-After) says so while the client can still
+    wait. The probe (a small write, as /readyz makes) runs at most once every ``ttl`` seconds
+    per process; while one runs, other requests use the last answer rather than queue behind
+    a slow store. Thread-safe; blocking: call ``require`` off the event loop.
+    """
+
+    def __init__(self, store: ArtifactStore, name: str, ttl: float = STORE_CHECK_SECONDS):
+        self.store, self.name, self.ttl = store, name, ttl
+        self._lock = threading.Lock()
+        self._checked_at: float | None = None
+        self._error: str | None = None
+
+    def _probe(self) -> None:
+        try:
+            self.store.ping()
+            error = None
+        except Exception as exc:
+            error = str(exc) or type(exc).__name__
+        if error and error != self._error:
+            log.warning("refusing new work: the artifact store cannot be written: %s", error)
+        elif self._error and not error:
+            log.warning("the artifact store can be written again; accepting new work")
+        self._error, self._checked_at = error, time.monotonic()
+
+    def _stale(self) -> bool:
+        checked = self._checked_at
+        return checked is None or time.monotonic() - checked >= self.ttl
+
+    def require(self) -> None:
+        """Return if the store is writable; raise Unavailable (503) naming it if not."""
+        # The first caller probes; the others use the last answer meanwhile (they wait only
+        # when there is no answer yet).
+        if self._stale() and self._lock.acquire(blocking=self._checked_at is None):
+            try:
+                if self._stale():
+                    self._probe()
+            finally:
+                self._lock.release()
+        if self._error is not None:
+            raise Unavailable(
+                f"the artifact store ({self.name}) cannot be written, so new jobs, resumes and "
+                "uploads are refused until it can; jobs already accepted are kept. Try again "
+                "later (GET /readyz shows the store's state)"
+            )

@@ -193,6 +193,86 @@ def test_a_bucket_gone_while_serving_is_a_503_and_records_nothing(s3, tmp_path):
         assert "flaky is not writable" in ready.json()["checks"]["store"]
 
 
+def _moto(port: int, log) -> Proc:
+    """moto's S3 server on ``port``, once it answers."""
+    server = Proc(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        dict(os.environ),
+        log,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}", timeout=1)
+            return server
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, server.tail()
+            time.sleep(0.2)
+
+
+def test_new_work_is_refused_while_the_store_is_down_and_accepted_when_it_is_back(
+    tmp_path, monkeypatch
+):
+    """The S3 server stops: job submits, resumes and uploads get 503 + Retry-After naming
+    the store (they used to be accepted, then fail at the first checkpoint), and nothing is
+    recorded; it starts again: 202."""
+    import boto3
+    from fastapi.testclient import TestClient
+
+    from app.api.main import create_app
+    from app.core.health import STORE_CHECK_SECONDS
+    from app.core.settings import Settings
+    from tests.api.conftest import make_key
+
+    port = free_port()
+    for name, value in {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    server = _moto(port, tmp_path / "moto.log")
+    try:
+        boto3.client("s3").create_bucket(Bucket="gate")
+        settings = Settings(data_dir=tmp_path / "data", store_url="s3://gate/x", score_samples=0)
+        key = make_key(settings, "alice")
+        job = {"config": tiny(steps=20, checkpoint_every=10)}
+        with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as c:
+            first = c.post("/v1/jobs", json=job)
+            assert first.status_code == 202, first.text
+            job_id = first.json()["id"]
+            assert c.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+
+            server.stop()  # the store goes away
+            time.sleep(STORE_CHECK_SECONDS)  # the last good probe's answer runs out
+            x = np.zeros((8, 16, 16), np.uint8)
+            refused = [
+                c.post("/v1/jobs", json=job),
+                c.post(f"/v1/jobs/{job_id}/resume"),
+                c.post("/v1/datasets", files={"file": ("a.npz", make_npz(x=x), "application/zip")}),
+            ]
+            for r in refused:
+                assert r.status_code == 503, r.text
+                assert r.headers["retry-after"] == "5"
+                assert r.headers["content-type"] == "application/problem+json"
+                assert "artifact store (s3://gate/x) cannot be written" in r.json()["detail"]
+            assert [j["id"] for j in c.get("/v1/jobs").json()["items"]] == [job_id]
+            assert c.get(f"/v1/jobs/{job_id}").json()["status"] == "canceled"
+            assert c.get("/readyz").status_code == 503
+            no_key = c.post("/v1/jobs", json=job, headers={"Authorization": ""})
+            assert no_key.status_code == 401  # who asks is checked first
+
+            server = _moto(port, tmp_path / "moto2.log")  # back (empty: moto keeps no data)
+            boto3.client("s3").create_bucket(Bucket="gate")
+            time.sleep(STORE_CHECK_SECONDS)
+            again = c.post("/v1/jobs", json=job)
+            assert again.status_code == 202, again.text
+            assert c.post(f"/v1/jobs/{job_id}/resume").status_code == 202
+    finally:
+        server.stop()
+
+
 # ------------------------------------------------------------------------ a fleet on S3
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from app.api.deps import PrincipalDep, ServicesDep, SessionDep
+from app.api.deps import PrincipalDep, ServicesDep, SessionDep, require_writable_store
 from app.api.errors import problem_responses
 from app.api.schemas import DatasetPublic, DatasetsPublic
 from app.core.datasets import records as datasets
@@ -64,6 +64,7 @@ def list_datasets(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetPublic,
+    dependencies=[Depends(require_writable_store)],
     openapi_extra=_UPLOAD_BODY,
     responses=_PROBLEMS,
 )

@@ -6,10 +6,10 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import PrincipalDep, ServicesDep, SessionDep
+from app.api.deps import PrincipalDep, ServicesDep, SessionDep, require_writable_store
 from app.api.errors import problem_responses
 from app.api.schemas import CheckpointPublic, JobCreate, JobPublic, JobResume, JobsPublic
 from app.core.jobs import records as jobs
@@ -34,6 +34,7 @@ _STATE = problem_responses(404, 409)
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
+    dependencies=[Depends(require_writable_store)],
     responses=problem_responses(
         400,
         409,
@@ -103,6 +104,7 @@ def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> Job
     "/{job_id}/resume",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
+    dependencies=[Depends(require_writable_store)],
     responses=problem_responses(400, 404, 409, 429),
 )
 def resume_job(

@@ -3,9 +3,10 @@
 Every change a watcher should see raises the job's ``version`` (progress, status, a scored
 checkpoint; see app.core.jobs.runs), and a checkpoint becomes final with the version of that
 change. So the version is the event id: events go out in increasing id, and a watcher that
-reconnects with the last id it saw (``Last-Event-ID``) gets exactly what it missed -- every
-checkpoint finalised since, then the job's current state if it moved -- with nothing lost
-or repeated. Job events are snapshots: intermediate progress is superseded, not replayed.
+reconnects with the last id it saw (``Last-Event-ID``) catches up with every checkpoint
+finalised since, then the job's current state if it moved, with nothing repeated and no
+checkpoint lost. Job events are snapshots, not a log: intermediate progress and any status
+the job has already left are superseded, not replayed.
 """
 
 from __future__ import annotations

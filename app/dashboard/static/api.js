@@ -151,7 +151,8 @@ export async function* parseEvents(body) {
 /**
  * Follow a /v1 event stream with the key (EventSource cannot send headers). A stream that
  * ends or drops before `done()` is true is reopened with Last-Event-ID, so the server sends
- * exactly what was missed. Stops when `signal` aborts; throws on a 4xx other than 429.
+ * every checkpoint since and then the job's current state (superseded states are skipped).
+ * Stops when `signal` aborts; throws on a 4xx other than 429.
  */
 export async function followEvents(path, onEvent, { signal, done }) {
   let lastId = null;
