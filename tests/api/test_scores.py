@@ -188,7 +188,9 @@ def test_sse_resumes_after_a_dropped_connection_without_loss_or_repeat(scored):
 
     everything = read({"Last-Event-ID": "0"})  # from the start of the run
     kinds = [e[1] for e in everything]
-    assert kinds.count("checkpoint") == 4 and kinds[-1] == "job"
+    # as docs/api.md says: every checkpoint since, then the job's current state; the states
+    # in between (queued, running, each progress report) are superseded, not replayed
+    assert kinds == ["checkpoint"] * 4 + ["job"]
     assert everything[-1][2]["status"] == "succeeded"
     ids = [e[0] for e in everything]
     assert ids == sorted(set(ids))  # increasing, no repeats
