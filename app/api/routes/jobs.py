@@ -160,8 +160,10 @@ def _sse(event: Event, job_id: str) -> str:
             "description": "Server-sent events, each with an `id`: `event: job` with the job's "
             "JSON whenever it changes, until it finishes; `event: checkpoint` with a "
             "checkpoint's JSON (and scores) once it is final; `event: deleted` if the job is "
-            "deleted meanwhile; `: keep-alive` comments while idle. Reconnect with "
-            "`Last-Event-ID` to get exactly what was missed.",
+            "deleted meanwhile; `: keep-alive` comments while idle. A `job` event is the job "
+            "as the stream reads it: states superseded in between are not sent. Reconnect "
+            "with `Last-Event-ID: N` to get every checkpoint finalised since event N, then "
+            "the job's current state if it changed (not the states in between).",
             "content": {"text/event-stream": {"itemSchema": _EVENT}},
         },
         **_ONE,
