@@ -96,3 +96,33 @@ def test_no_two_examples_write_the_same_file():
     repeated = sorted({name for name in written if written.count(name) > 1})
     assert not repeated, repeated
     assert _written_files("```bash\ngcurl -o a.png x\nsave -o a.png\n```\n") == ["a.png", "a.png"]
+
+
+# The README's sections before the split (2026-12-06), and where each went: one click away.
+MOVED = {
+    "Walkthrough with curl": "README.md#walkthrough-with-curl",
+    "Training configuration": "docs/configuration.md",
+    "Scores, best and the dashboard": "docs/scores.md",
+    "Train and sample from the command line": (
+        "docs/api.md#train-and-sample-from-the-command-line"
+    ),
+    "From a script: the Python client and the remote CLI": (
+        "docs/api.md#from-a-script-the-python-client-and-the-remote-cli"
+    ),
+    "Deploying a fleet": "docs/deploying.md#deploying-a-fleet",
+    "Storing artifacts on S3": "docs/deploying.md#storing-artifacts-on-s3",
+    "Settings": "docs/deploying.md#settings",
+    "Security and operations": "docs/deploying.md#security-and-operations",
+    "How it is built": "docs/architecture.md",
+    "Benchmarks": "docs/benchmarks.md",
+}
+
+
+def test_every_former_readme_section_is_one_click_from_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    targets = set(LINK.findall(_prose(readme)))
+    for section, where in MOVED.items():
+        if where.startswith("README.md#"):
+            assert where.partition("#")[2] in anchors(ROOT / "README.md"), section
+        else:
+            assert where in targets, f"{section}: the README does not link {where}"
