@@ -34,14 +34,11 @@ also on error or Ctrl-C. Results: a table on stdout and JSON at --out.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import platform
 import statistics
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,156 +47,20 @@ if str(ROOT) not in sys.path:
 # The same OpenMP policy `ganforge serve` sets for itself, so floor and server compare fairly.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import httpx  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks._harness import (  # noqa: E402
     HOST,
     Budget,
-    BudgetExceeded,
     ServedRun,
     pct,
     proc_cpu_seconds,
     summary,
     wait_job,
 )
+from benchmarks._sampling_parts import Floor, HttpLoad, png_pixel_diff  # noqa: E402
+from benchmarks._sampling_report import report  # noqa: E402
 from gan_core import inference  # noqa: E402
-from gan_core.checkpoint import load_generator  # noqa: E402
-from gan_core.sampling import png_grid, sample, sample_inputs  # noqa: E402
-
-N, NROW = 64, 8  # the grid every measurement renders
-
-
-def png_pixel_diff(a: bytes, b: bytes) -> dict:
-    """Mean and max absolute difference of two PNGs' pixels (0-255)."""
-    import numpy as np
-    from PIL import Image
-
-    pa, pb = (np.asarray(Image.open(io.BytesIO(x)), dtype=np.int16) for x in (a, b))
-    d = np.abs(pa - pb)
-    return {"mean": float(d.mean()), "max": int(d.max())}
-
-
-def rss_mb(pid: int) -> float:
-    """Resident set size of a process, in MB (Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def report(out: dict, mode: str) -> None:
-    """The ratios and targets of a run into ``out``, and its table on stdout."""
-    clients, env = out["concurrent"]["clients"], out["env"]
-    fl, wm = out["floor"], out["warm"]
-    out["ratios"] = {
-        "warm_p50/floor_p50": wm["p50_ms"] / fl["p50_ms"],
-        "warm_p99/floor_p99": wm["p99_ms"] / fl["p99_ms"],
-        "concurrent_throughput/floor_throughput": out["concurrent"]["ratio_vs_floor"],
-        "concurrent_throughput/fast_floor_throughput": out["concurrent"]["ratio_vs_fast_floor"],
-        "naive_p50/floor_p50": out["naive"]["p50_ms"] / out["naive"]["floor_interleaved"]["p50_ms"],
-        "cold_first/floor_p50": out["cold"]["first_request_in_process_ms"] / fl["p50_ms"],
-        "cold_new_ckpt/floor_p50": out["cold"]["new_checkpoint_warm_process_ms"] / fl["p50_ms"],
-    }
-    out["targets"] = {
-        "concurrent_throughput/floor >= 0.9": out["ratios"][
-            "concurrent_throughput/floor_throughput"
-        ]
-        >= 0.9,
-        "repeat p50 <= 2 ms": out["repeat_png_cache"]["p50_ms"] <= 2.0,
-        "304 p50 <= 2 ms": out["repeat_304"]["p50_ms"] <= 2.0,
-    }
-    rows = [
-        (
-            "(a) floor: sample+png_grid, in-process",
-            f"p50 {fl['p50_ms']:.0f} ms, p99 {fl['p99_ms']:.0f} ms (n={fl['n']})",
-            "1.00",
-        ),
-        (
-            "    floor on the main thread instead",
-            f"p50 {out['floor_main_thread']['p50_ms']:.0f} ms, CPU "
-            f"{out['floor_main_thread']['cpu_s_per_render'] * 1000:.0f} ms/render",
-            "(information)",
-        ),
-        (
-            "    CPU per render: server / floor",
-            f"{wm['server_cpu_s_per_request'] * 1000:.0f} ms / "
-            f"{fl['cpu_s_per_render'] * 1000:.0f} ms",
-            f"{wm['server_cpu_s_per_request'] / fl['cpu_s_per_render']:.2f}",
-        ),
-        (
-            "(b) warm HTTP, distinct seeds",
-            f"p50 {wm['p50_ms']:.0f} ms, p99 {wm['p99_ms']:.0f} ms (n={wm['n']})",
-            f"{out['ratios']['warm_p50/floor_p50']:.2f} (p50)  {out['ratios']['warm_p99/floor_p99']:.2f} (p99)",
-        ),
-        (
-            "(c) cold, first request in process",
-            f"{out['cold']['first_request_in_process_ms']:.0f} ms",
-            f"{out['ratios']['cold_first/floor_p50']:.2f}",
-        ),
-        (
-            "(c) cold, new checkpoint, warm process",
-            f"{out['cold']['new_checkpoint_warm_process_ms']:.0f} ms",
-            f"{out['ratios']['cold_new_ckpt/floor_p50']:.2f}",
-        ),
-        (
-            f"(d) {clients} clients throughput",
-            f"{out['concurrent']['throughput_rps']:.2f} req/s vs floor "
-            f"{out['concurrent']['floor_throughput_rps']:.2f}",
-            f"{out['ratios']['concurrent_throughput/floor_throughput']:.2f} (target >= 0.9)",
-        ),
-        (
-            f"    CPU per request under {clients} clients",
-            f"server {out['concurrent']['server_cpu_s_per_request'] * 1000:.0f} ms "
-            f"vs floor {out['concurrent']['floor_cpu_s_per_render'] * 1000:.0f} ms",
-            f"floor/server {out['concurrent']['cpu_efficiency_vs_floor']:.2f}",
-        ),
-        (
-            f"    same, against the fast floor ({mode})",
-            f"{out['concurrent']['fast_floor_throughput_rps']:.2f} req/s in-process",
-            f"{out['ratios']['concurrent_throughput/fast_floor_throughput']:.2f}",
-        ),
-        *(
-            [
-                (
-                    f"(h) RSS over {out['memory']['requests']} renders",
-                    " -> ".join(f"{v:.0f}" for v in out["memory"]["rss_mb"]) + " MB",
-                    f"+{out['memory']['rss_growth_mb']:.0f} MB",
-                )
-            ]
-            if out.get("memory")
-            else []
-        ),
-        (
-            "(e) repeated identical (PNG cache)",
-            f"p50 {out['repeat_png_cache']['p50_ms']:.2f} ms, p99 {out['repeat_png_cache']['p99_ms']:.2f} ms",
-            "target p50 <= 2 ms",
-        ),
-        (
-            "(e) If-None-Match -> 304",
-            f"p50 {out['repeat_304']['p50_ms']:.2f} ms, p99 {out['repeat_304']['p99_ms']:.2f} ms",
-            "target p50 <= 2 ms",
-        ),
-        (
-            "    GET /healthz (HTTP stack only)",
-            f"p50 {out['healthz_baseline']['p50_ms']:.2f} ms",
-            "(baseline for e)",
-        ),
-        (
-            "(f) naive: load per request",
-            f"p50 {out['naive']['p50_ms']:.0f} ms",
-            f"{out['ratios']['naive_p50/floor_p50']:.2f}",
-        ),
-    ]
-    print()
-    print(f"{'measurement':<42}{'value':<48}ratio to floor / target")
-    for a, b, c in rows:
-        print(f"{a:<42}{b:<48}{c}")
-    print(
-        f"\ntorch threads: server {env['torch_threads_server']}, floor "
-        f"{env['torch_threads_floor']}; "
-        f"targets: {out['targets']}"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     seed_counter = iter(range(1_000_000, 10_000_000))  # every render gets a seed never used before
-    floor_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="floor")
+    floor: Floor | None = None
     with ServedRun(out, args.out, "sampling", keep=args.keep) as run:
         try:
             client, auth, t_ready = run.start(budget)
@@ -312,46 +173,17 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
-            def http(
-                url: str, seed: int, c: httpx.Client = client, headers=None
-            ) -> tuple[float, httpx.Response]:
-                t = time.perf_counter()
-                # ema=true: the floor's generator (ema=auto may pick the raw one by its score)
-                params = {"n": N, "nrow": NROW, "seed": seed, "ema": "true"}
-                resp = c.get(url, params=params, headers=headers)
-                dt = time.perf_counter() - t
-                if resp.status_code not in (200, 304):
-                    raise RuntimeError(f"GET {url} -> {resp.status_code}: {resp.text[:300]}")
-                return dt, resp
+            load = HttpLoad(client, port, auth)
+            http = load.get
 
             # ---- (c1) cold: the first samples request this server process ever serves
             seed0 = next(seed_counter)
             t_cold_first, resp0 = http(url_a, seed0)
-            G = load_generator(
-                ckpt_dir
-            )  # the floor's generator: same weights (EMA) as the server's
-            # The fast floor: the server's own fast path (gan_core.inference) in the server's mode.
+            # The floor's generator: the same weights (EMA) as the server's; its fast path in the
+            # server's mode.
             mode = inference.resolve_mode(os.environ.get("GANFORGE_SAMPLE_PRECISION", "auto"))
-            fast_G = inference.prepare(G, mode)
+            floor = Floor(ckpt_dir, mode)
             out["server_mode"] = mode
-
-            def render_here(
-                seed: int, load: bool = False, fast: bool = False
-            ) -> tuple[float, bytes]:
-                t = time.perf_counter()
-                if fast:
-                    z, y = sample_inputs(fast_G, N, seed)
-                    data = png_grid(inference.run(fast_G, z, y), nrow=NROW)
-                else:
-                    gen = load_generator(ckpt_dir) if load else G
-                    data = png_grid(sample(gen, N, seed), nrow=NROW)
-                return time.perf_counter() - t, data
-
-            # The server renders on a worker thread of its threadpool, never on its main thread, and
-            # that matters for torch on CPU (a main thread's OpenMP team spin-waits; on a busy
-            # machine that costs ~2x, see README). So the floor also runs on a worker thread.
-            def floor(seed: int, load: bool = False, fast: bool = False) -> tuple[float, bytes]:
-                return floor_pool.submit(render_here, seed, load, fast).result()
 
             _, floor_bytes0 = floor(seed0)
             _, fast_bytes0 = floor(seed0, fast=True)
@@ -398,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
 
             # for information: the same floor on this process's main thread
             c0 = time.process_time()
-            main_t = [render_here(next(seed_counter))[0] for _ in range(per_round)]
+            main_t = [floor.render_here(next(seed_counter))[0] for _ in range(per_round)]
             out["floor_main_thread"] = summary(main_t)
             out["floor_main_thread"]["cpu_s_per_render"] = (time.process_time() - c0) / len(main_t)
             print(
@@ -419,55 +251,16 @@ def main(argv: list[str] | None = None) -> int:
             )
 
             # ---- (d) concurrent clients vs floor single-thread throughput (before and after)
-            floor_cpu_d: list[float] = []
-
-            def floor_throughput(k: int, fast: bool = False) -> float:
-                t, c = time.perf_counter(), time.process_time()
-                for _ in range(k):
-                    floor(next(seed_counter), fast=fast)
-                if not fast:
-                    floor_cpu_d.append((time.process_time() - c) / k)
-                return k / (time.perf_counter() - t)
-
             budget.check("concurrency")
             k_floor = max(4, min(args.clients * args.per_client // 2, 16))
-            thr_before = floor_throughput(k_floor)
-            fast_before = floor_throughput(k_floor, fast=True)
+            thr_before = floor.throughput(seed_counter, k_floor)
+            fast_before = floor.throughput(seed_counter, k_floor, fast=True)
             seeds = [
                 [next(seed_counter) for _ in range(args.per_client)] for _ in range(args.clients)
             ]
-            barrier = threading.Barrier(args.clients + 1)
-            lat: list[float] = []
-            errors: list[str] = []
-            lock = threading.Lock()
-
-            def worker(my_seeds: list[int]) -> None:
-                with httpx.Client(
-                    base_url=f"http://{HOST}:{port}", timeout=600, trust_env=False, headers=auth
-                ) as c:
-                    c.get("/healthz")  # connect before the clock starts
-                    barrier.wait()
-                    for s in my_seeds:
-                        try:
-                            dt, _ = http(url_a, s, c)
-                            with lock:
-                                lat.append(dt)
-                        except Exception as exc:  # counted, reported
-                            with lock:
-                                errors.append(repr(exc))
-
-            threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in seeds]
-            for t in threads:
-                t.start()
-            barrier.wait(timeout=60)
-            t0, c0 = time.perf_counter(), proc_cpu_seconds(spid)
-            for t in threads:
-                t.join(timeout=max(1.0, budget.left()))
-            wall, conc_cpu = time.perf_counter() - t0, proc_cpu_seconds(spid) - c0
-            if any(t.is_alive() for t in threads):
-                raise BudgetExceeded("concurrent clients did not finish within the time budget")
-            fast_after = floor_throughput(k_floor, fast=True)
-            thr_after = floor_throughput(k_floor)
+            lat, errors, wall, conc_cpu = load.concurrent(url_a, seeds, budget, spid)
+            fast_after = floor.throughput(seed_counter, k_floor, fast=True)
+            thr_after = floor.throughput(seed_counter, k_floor)
             thr_floor = (thr_before + thr_after) / 2
             thr_fast = (fast_before + fast_after) / 2
             thr_conc = len(lat) / wall
@@ -485,8 +278,8 @@ def main(argv: list[str] | None = None) -> int:
                 "fast_floor_throughput_rps": thr_fast,
                 "ratio_vs_fast_floor": thr_conc / thr_fast,
                 "server_cpu_s_per_request": conc_cpu / max(1, len(lat)),
-                "floor_cpu_s_per_render": statistics.fmean(floor_cpu_d),
-                "cpu_efficiency_vs_floor": statistics.fmean(floor_cpu_d)
+                "floor_cpu_s_per_render": statistics.fmean(floor.cpu_per_render),
+                "cpu_efficiency_vs_floor": statistics.fmean(floor.cpu_per_render)
                 / (conc_cpu / max(1, len(lat))),
             }
             print(
@@ -537,28 +330,9 @@ def main(argv: list[str] | None = None) -> int:
             # ---- (h) memory: RSS of the server before and after many distinct renders
             if args.memory_requests:
                 budget.check("memory")
-                local = threading.local()
-
-                def one(seed: int) -> None:
-                    if not hasattr(local, "c"):
-                        local.c = httpx.Client(
-                            base_url=f"http://{HOST}:{port}",
-                            timeout=600,
-                            trust_env=False,
-                            headers=auth,
-                        )
-                    http(url_a, seed, local.c)
-
-                rss = [rss_mb(spid)]
-                quarter = max(1, args.memory_requests // 4)
-                with ThreadPoolExecutor(args.clients) as pool:
-                    done = 0
-                    while done < args.memory_requests:
-                        budget.check("memory")
-                        k = min(quarter, args.memory_requests - done)
-                        list(pool.map(one, [next(seed_counter) for _ in range(k)]))
-                        done += k
-                        rss.append(rss_mb(spid))
+                rss = load.memory(
+                    url_a, seed_counter, args.memory_requests, args.clients, budget, spid
+                )
                 out["memory"] = {
                     "requests": args.memory_requests,
                     "clients": args.clients,
@@ -576,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
             out["env"]["loadavg_end"] = list(os.getloadavg())
             report(out, mode)
         finally:
-            floor_pool.shutdown(wait=False, cancel_futures=True)
+            if floor is not None:
+                floor.close()
             out["wall_seconds"] = args.time_budget - budget.left()
     return 1 if run.failed else 0
 
