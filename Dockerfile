@@ -36,24 +36,29 @@ RUN groupadd --gid 10001 ganforge \
 
 WORKDIR /src
 
-# Dependencies first, read from pyproject alone, so editing the source does not
-# reinstall torch. Empty build args are unset: pip would read PIP_FIND_LINKS=""
-# as a find-links location.
+# Dependencies first, read from the pyprojects alone, so editing the source does not
+# reinstall torch: the server's, less ganforge-client (ours, in clients/python, installed
+# from there below, never from an index), plus the client's own. Empty build args are
+# unset: pip would read PIP_FIND_LINKS="" as a find-links location.
 COPY pyproject.toml ./
+COPY clients/python/pyproject.toml clients/python/
 RUN [ -n "$PIP_FIND_LINKS" ] || unset PIP_FIND_LINKS; \
     [ -n "$PIP_EXTRA_INDEX_URL" ] || unset PIP_EXTRA_INDEX_URL; \
     set -e; \
-    python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); \
-print('\n'.join(p['build-system']['requires'] + p['project']['dependencies']))" \
+    python -c "import re, tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); \
+c = tomllib.load(open('clients/python/pyproject.toml', 'rb')); \
+ours = lambda d: re.match(r'ganforge[-_.]client\b', d, re.I); \
+server = [d for d in p['project']['dependencies'] if not ours(d)]; \
+print('\n'.join(p['build-system']['requires'] + server + c['project']['dependencies']))" \
         > /tmp/requirements.txt \
  && cat /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 
-# Then the project itself; its dependencies are already in place.
+# Then the client and the server, in one command; their dependencies are already in place.
 COPY . ./
-RUN pip install --no-deps --no-build-isolation . \
- && rm -rf /src/build /src/*.egg-info
+RUN pip install --no-deps --no-build-isolation ./clients/python . \
+ && rm -rf /src/build /src/*.egg-info /src/clients/python/build /src/clients/python/*.egg-info
 
 ENV GANFORGE_DATA_DIR=/data \
     GANFORGE_HOST=0.0.0.0 \

@@ -14,8 +14,8 @@ import sys
 import threading
 import time
 
-from app import remote_cli
 from gan_core import cli as engine_cli
+from ganforge_client import cli as remote_cli
 
 log = logging.getLogger("ganforge")
 
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     engine_cli.register(sub)
-    remote_cli.register(sub)  # jobs, datasets, samples: a server over HTTP (app.client)
+    remote_cli.register(sub)  # jobs, datasets, samples: a server over HTTP (ganforge_client)
 
     s = sub.add_parser("serve", help="run the HTTP API (embedded mode: with its own worker)")
     s.add_argument("--host", default=None, help="default GANFORGE_HOST (127.0.0.1)")

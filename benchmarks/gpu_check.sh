@@ -4,7 +4,7 @@
 #     bash benchmarks/gpu_check.sh            # outputs under ${OUT:-benchmarks/results}
 #
 # 1. venv: uses .venv if it exists (installs the project into it if it cannot import it),
-#    else creates it with `pip install -e .`
+#    else creates it with `pip install -e ./clients/python -e .`
 # 2. prints nvidia-smi and torch.cuda facts; FAILS (exit 1) if CUDA is not available
 # 3. trains the default DCGAN ('shapes', 32px, batch 64, EMA + DiffAugment) through
 #    gan_core.training.train for $GPU_CHECK_STEPS steps on cuda: bf16, then fp32; asserts
@@ -41,14 +41,16 @@ esac
 say "python environment"
 if [ -x .venv/bin/python ]; then
   PY=.venv/bin/python
-  if ! "$PY" -c 'import gan_core, app, worker' 2>/dev/null; then
-    echo ".venv cannot import ganforge: installing it (pip install -e .)"
-    timeout 600 "$PY" -m pip install -q -e . || die "pip install -e . into .venv failed"
+  if ! "$PY" -c 'import gan_core, app, worker, ganforge_client' 2>/dev/null; then
+    echo ".venv cannot import ganforge: installing it (pip install -e ./clients/python -e .)"
+    timeout 600 "$PY" -m pip install -q -e ./clients/python -e . \
+      || die "pip install -e ./clients/python -e . into .venv failed"
   fi
 else
-  echo "no .venv: creating one (pip install -e .; torch is large)"
+  echo "no .venv: creating one (pip install -e ./clients/python -e .; torch is large)"
   python3 -m venv .venv
-  timeout 600 .venv/bin/python -m pip install -q -e . || die "pip install -e . failed"
+  timeout 600 .venv/bin/python -m pip install -q -e ./clients/python -e . \
+    || die "pip install -e ./clients/python -e . failed"
   PY=.venv/bin/python
 fi
 "$PY" -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__)'

@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
+PATHS = ["gan_core", "app", "worker", "clients/python", "tests", "benchmarks"]
 
 
 def test_ruff_check_is_clean():
     ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
     result = subprocess.run(
-        [ruff, "check", "gan_core", "app", "worker", "tests", "benchmarks"],
+        [ruff, "check", *PATHS],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -28,7 +29,7 @@ def _tool(name: str) -> str:
 
 def test_ruff_format_is_clean():
     result = subprocess.run(
-        [_tool("ruff"), "format", "--check", "gan_core", "app", "worker", "tests", "benchmarks"],
+        [_tool("ruff"), "format", "--check", *PATHS],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.client import Client
+from ganforge_client import Client
 from tests.integration.conftest import Stack
 
 ROOT = Path(__file__).parents[2]
@@ -51,5 +51,6 @@ def client(server: Stack, key: str) -> Iterator[Client]:
 def cli_env(server: Stack, key: str) -> dict[str, str]:
     """The environment a user of the remote verbs has: only the server's URL and key."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GANFORGE_")}
-    env.update({"GANFORGE_URL": server.url, "GANFORGE_KEY": key, "PYTHONPATH": str(ROOT)})
+    path = os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")])  # the checkout's
+    env.update({"GANFORGE_URL": server.url, "GANFORGE_KEY": key, "PYTHONPATH": path})
     return env

@@ -1,9 +1,10 @@
-"""app.client.Client against a real `ganforge serve`: every method, pagination, waiting,
+"""ganforge_client.Client against a real `ganforge serve`: every method, pagination, waiting,
 an event stream that survives a dropped connection, pictures, and errors as exceptions."""
 
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import zipfile
@@ -13,16 +14,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.client import (
+from ganforge_client import (
     ApiError,
     Client,
     Conflict,
     ConnectionFailed,
     Invalid,
     Job,
+    JobCanceled,
+    JobFailed,
     NotFound,
     Unauthorized,
-    api,
+    datasets,
 )
 from tests.client.conftest import ROOT
 from tests.integration.conftest import free_port
@@ -64,7 +67,7 @@ def test_upload_list_get_delete_a_dataset(client, tmp_path, monkeypatch):
     path = _npz(tmp_path / "noise.npz", 300)
     size = path.stat().st_size
     seen: list[tuple[int, int]] = []
-    monkeypatch.setattr(api, "CHUNK_BYTES", 4096)  # several chunks: progress between the ends
+    monkeypatch.setattr(datasets, "CHUNK_BYTES", 4096)  # several chunks: progress between the ends
     ds = client.upload_dataset(path, name="noise", progress=lambda s, t: seen.append((s, t)))
     assert seen[0] == (0, size) and seen[-1] == (size, size)
     assert len(seen) > 3 and [s for s, _ in seen] == sorted(s for s, _ in seen)
@@ -108,7 +111,9 @@ def test_list_jobs_follows_cursors(client, config):
     for job_id in made:
         client.cancel_job(job_id)
     for job_id in made:
-        assert client.wait(job_id, timeout=60).status == "canceled"
+        with pytest.raises(JobCanceled) as canceled:
+            client.wait(job_id, timeout=60)
+        assert canceled.value.job.status == "canceled" and canceled.value.job.id == job_id
     everything = [j.id for j in client.list_jobs(limit=1)]  # one job per request
     assert everything == [j.id for j in client.jobs_page(limit=100).items]  # newest first
     assert everything[: len(made)] == made[::-1]
@@ -201,7 +206,9 @@ def test_checkpoints_pictures_and_metrics(client, trained, tmp_path):
 def test_resume_and_delete(client, config):
     job = client.create_job(config(steps=10_000), name="to-resume")
     assert client.cancel_job(job.id).cancel_requested
-    assert client.wait(job.id, timeout=60).status == "canceled"
+    with pytest.raises(JobCanceled) as canceled:
+        client.wait(job.id, timeout=60)
+    assert canceled.value.job.status == "canceled"
     resumed = client.resume_job(job.id, steps=12)
     assert resumed.status == "queued" and resumed.progress.total_steps == 12
     assert client.wait(job.id, timeout=60).status == "succeeded"
@@ -210,6 +217,42 @@ def test_resume_and_delete(client, config):
         client.get_job(job.id)
     with pytest.raises(NotFound):
         client.events(job.id).__next__()
+
+
+def test_wait_raises_for_a_failed_job_and_watch_exits_1(server, client, cli_env, tmp_path):
+    """A job that fails on the worker (its stored upload went bad on disk after the upload was
+    accepted): wait() raises JobFailed carrying the final record and the worker's reason,
+    instead of returning it for the next call to trip over; `jobs watch` says why, exits 1."""
+    ds = client.upload_dataset(_npz(tmp_path / "doomed.npz", 64))
+    stored = [p for p in server.tmp.rglob(f"datasets/{ds.id}/**/*") if p.is_file()]
+    assert stored, list(server.tmp.rglob("datasets/*"))
+    for path in stored:
+        path.write_bytes(b"not an npz any more")
+    job = client.create_job(tiny(dataset=ds.id, steps=24))
+    with pytest.raises(JobFailed) as failed:
+        client.wait(job.id, timeout=120)
+    assert not isinstance(failed.value, JobCanceled)
+    final = failed.value.job
+    assert (final.id, final.status) == (job.id, "failed") and final.error
+    assert failed.value.error == final.error and final.error in str(failed.value)
+    assert str(failed.value).startswith(f"job {job.id} failed at step 0/24: ")
+
+    def watch(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", "jobs", "watch", job.id, *args],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    as_json = watch("--json")  # the path that waits with wait()
+    assert as_json.returncode == 1, as_json.stderr
+    assert json.loads(as_json.stdout)["status"] == "failed"
+    assert as_json.stderr == f"error: {failed.value}\n"
+    plain = watch()
+    assert plain.returncode == 1 and f"{job.id} failed at step 0/24" in plain.stdout
+    assert f"error: {final.error}" in plain.stderr
 
 
 def test_errors_are_exceptions_with_the_problem_fields(server, client, trained, config):
@@ -260,7 +303,7 @@ def test_the_client_needs_neither_torch_nor_the_server_code(server, key, trained
     blocked = "torch", "torchvision", "gan_core", "sqlalchemy", "fastapi", "celery"
     code = (
         f"import sys; sys.modules.update(dict.fromkeys({blocked!r}))\n"
-        "from app.client import Client\n"
+        "from ganforge_client import Client\n"
         f"with Client({server.url!r}, {key!r}) as c:\n"
         f"    print(c.samples({trained.id!r}, n=1, image=True).size)\n"
     )

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from app.client import (
+from ganforge_client import (
     ApiError,
     Client,
     ConnectionFailed,
@@ -17,7 +17,7 @@ from app.client import (
     RateLimited,
     Unavailable,
 )
-from app.client.events import parse_sse
+from ganforge_client.events import parse_sse
 
 JOB = {"id": "job_1", "status": "running", "progress": {"step": 1, "total_steps": 9}}
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.client import Client
+from ganforge_client import Client, JobCanceled
 from tests.integration.conftest import free_port
 from tests.tiny import tiny
 
@@ -172,7 +172,8 @@ def test_watch_fails_for_a_canceled_job_then_resume_cancel_delete(cli_env):
         assert resumed["progress"]["total_steps"] == step + 100_000
         said = ok(cli_env, "jobs", "cancel", job.id)
         assert job.id in said and "cancel" in said
-        assert c.wait(job.id, timeout=60).status == "canceled"
+        with pytest.raises(JobCanceled):
+            c.wait(job.id, timeout=60)
         plain = gf(cli_env, "jobs", "watch", job.id)
         assert plain.returncode == 1 and f"{job.id} canceled" in plain.stdout
 

@@ -1,6 +1,6 @@
-"""What ``ganforge jobs | datasets`` print: JSON, tables, a job, its progress bar or lines.
+"""What ``ganforge-client jobs | datasets`` print: JSON, tables, a job, its bar or lines.
 
-The presentation half of app.remote_cli (which holds the verbs); plain text on stdout.
+The presentation half of ganforge_client.cli (which holds the verbs); plain text on stdout.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from app.client import Checkpoint, Job
+    from ganforge_client import Checkpoint, Job
 
 
 def print_json(value: Any) -> None:

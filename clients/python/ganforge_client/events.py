@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from app.client.errors import ConnectionFailed, NotFound, Unavailable
-from app.client.models import FINISHED, Event, Job
+from ganforge_client.errors import ConnectionFailed, NotFound, Unavailable
+from ganforge_client.models import FINISHED, Event, Job
 
 # (last_event_id, read_timeout) -> an open text/event-stream response (raises ApiError on an error)
 OpenStream = Callable[[int | None, float | None], AbstractContextManager[httpx.Response]]

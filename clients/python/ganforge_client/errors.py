@@ -1,5 +1,5 @@
 """What the client raises: an API's problem+json answer as ApiError, an unreachable server as
-ConnectionFailed."""
+ConnectionFailed, a waited-for job that did not succeed as JobFailed (or JobCanceled)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import contextlib
 import json
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from ganforge_client.models import Job
 
 
 class ApiError(Exception):
@@ -129,3 +132,21 @@ def error_from_response(response: httpx.Response) -> ApiError:
         retry_after=_retry_after(response.headers.get("Retry-After")),
         type=str(body.get("type") or "about:blank"),
     )
+
+
+class JobFailed(Exception):
+    """wait() on a job that ended without succeeding. ``job`` is its final record: ``status``
+    ("failed", or "canceled" for JobCanceled), ``error`` (the server's reason, if any)."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.job_id = job.id
+        self.status = job.status
+        self.error = job.error
+        p = job.progress
+        reason = f": {job.error}" if job.error else ""
+        super().__init__(f"job {job.id} {job.status} at step {p.step}/{p.total_steps}{reason}")
+
+
+class JobCanceled(JobFailed):
+    """wait() on a job that was canceled (``job.status`` is "canceled")."""
