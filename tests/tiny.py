@@ -21,3 +21,13 @@ TINY: dict[str, Any] = {
 def tiny(**overrides: Any) -> dict[str, Any]:
     """TINY with some fields changed."""
     return {**TINY, **overrides}
+
+
+# The tiny configs checkpoint every few steps, under the service's floor and past its cap on
+# checkpoints per job (GANFORGE_MIN_CHECKPOINT_EVERY, GANFORGE_MAX_CHECKPOINTS_PER_JOB): the
+# suite serves them with these limits (tests/conftest.py sets them in the environment; the
+# embedded Stack passes them on). Tests of the limits themselves set their own.
+TEST_LIMITS: dict[str, str] = {
+    "GANFORGE_MIN_CHECKPOINT_EVERY": "1",
+    "GANFORGE_MAX_CHECKPOINTS_PER_JOB": "10000000",
+}

@@ -166,6 +166,18 @@ class Settings(BaseSettings):
     )
     max_jobs_per_owner: int = Field(4, ge=1, description="queued + running jobs per owner")
     max_steps_per_job: int = Field(1_000_000, ge=1, description="largest config.steps")
+    min_checkpoint_every: int = Field(
+        25,
+        ge=1,
+        description="smallest config.checkpoint_every: each checkpoint is written, scored "
+        "and announced, so a tiny one multiplies a job's cost",
+    )
+    max_checkpoints_per_job: int = Field(
+        200,
+        ge=1,
+        description="most checkpoints one job may make: ceil(steps / checkpoint_every) "
+        "must not be above it",
+    )
     max_job_memory_bytes: int = Field(
         64 << 30,
         ge=1 << 20,

@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.tiny import TEST_LIMITS
+
 REDIS_URL = os.environ.get("GANFORGE_TEST_REDIS", "redis://127.0.0.1:6379/15")
 PG_ADMIN_URL = os.environ.get("GANFORGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -123,6 +125,7 @@ class Stack:
                     "GANFORGE_PORT": str(self.port),
                     "OMP_NUM_THREADS": "1",
                     "PYTHONPATH": str(Path(__file__).parents[2]),
+                    **TEST_LIMITS,  # the tiny configs' checkpoints (tests/tiny.py)
                 }
             )
             self.api, self.workers = None, []

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tests.integration.conftest import Stack
-from tests.tiny import tiny
+from tests.tiny import TEST_LIMITS, tiny
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +29,8 @@ def _alive(pid: int) -> bool:
 
 def test_embedded_serve_trains_and_samples_then_stops_its_worker(tmp_path):
     stack = Stack(tmp_path, None)
+    for name in TEST_LIMITS:  # the service's own checkpoint limits, as a newcomer gets them
+        del stack.env[name]
     stack.start_api()  # `ganforge serve` in an empty directory, no GANFORGE_* but the port
     try:
         stack.wait_ready()
@@ -36,7 +38,7 @@ def test_embedded_serve_trains_and_samples_then_stops_its_worker(tmp_path):
         assert ready["checks"] == {"database": "ok", "store": "ok", "broker": "ok", "workers": "ok"}
         r = stack.client.post(
             "/v1/jobs",
-            json={"name": "demo", "config": tiny(steps=20, checkpoint_every=10)},
+            json={"name": "demo", "config": tiny(steps=20, checkpoint_every=25)},
         )
         assert r.status_code == 202
         job = stack.wait_status(r.json()["id"], {"succeeded", "failed"})

@@ -105,3 +105,30 @@ def test_time_from_post_to_first_step_is_recorded(stack):
     # happens -- after the worker started the job, before its first checkpoint (step 12).
     assert stamps == sorted(stamps), stamps
     assert stamps[2] <= datetime.fromisoformat(first_ckpt) <= stamps[3]
+
+
+def test_a_succeeded_job_trains_longer_on_the_worker(stack):
+    """Resume a succeeded job to more steps: the worker process goes on from its last
+    checkpoint to the new total, and the job ends succeeded with more checkpoints."""
+    job_id = stack.client.post("/v1/jobs", json={"config": TINY}).json()["id"]
+    assert stack.wait_status(job_id, {"succeeded", "failed"})["status"] == "succeeded"
+    before = stack.client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]
+    assert [c["step"] for c in before] == [24, 12]
+    r = stack.client.post(f"/v1/jobs/{job_id}/resume")
+    assert r.status_code == 409 and r.json()["field"] == "steps"  # nothing left without steps
+    r = stack.client.post(f"/v1/jobs/{job_id}/resume", json={"steps": 48})
+    assert r.status_code == 202 and r.json()["status"] == "queued", r.text
+    done = stack.wait_status(job_id, {"succeeded", "failed"})
+    assert done["status"] == "succeeded" and done["progress"]["step"] == 48, done
+    assert done["attempts"] == 2
+    after = stack.client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]
+    assert [c["step"] for c in after] == [48, 36, 24, 12]
+    assert {c["id"]: c for c in after}[before[0]["id"]] == before[0]  # step 24's is untouched
+    # from step 24 on, not from 0: the weights of a 48-step run never stopped
+    straight = stack.client.post("/v1/jobs", json={"config": {**TINY, "steps": 48}}).json()["id"]
+    assert stack.wait_status(straight, {"succeeded", "failed"})["status"] == "succeeded"
+    files = [
+        stack.client.get(f"/v1/jobs/{j}/checkpoints/latest").json()["files"]
+        for j in (job_id, straight)
+    ]
+    assert files[0]["generator.safetensors"] == files[1]["generator.safetensors"]

@@ -115,7 +115,8 @@ def resume_job(
     principal: PrincipalDep,
     body: JobResume | None = None,
 ) -> JobPublic:
-    """Continue a failed or canceled job from its last checkpoint, optionally to more steps."""
+    """Continue a failed or canceled job from its last checkpoint, optionally to more steps;
+    or train a succeeded job longer: ``steps`` above its total (409 without ``steps``)."""
     job = jobs.submit_resume(
         session,
         services.settings,

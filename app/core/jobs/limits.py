@@ -1,4 +1,5 @@
-"""Per-owner limits: concurrent jobs, steps per job, stored bytes (sampling: app.core.serving.ratelimit)."""
+"""Per-owner and per-job limits: concurrent jobs, steps and checkpoints per job, stored bytes
+(sampling: app.core.serving.ratelimit)."""
 
 from __future__ import annotations
 
@@ -26,15 +27,19 @@ def check_new_job(
     owner_id: str,
     config: TrainConfig,
     field: str = "config.steps",
+    resume: bool = False,
 ) -> None:
-    """Refuse a job past the per-job step limit or the owner's concurrent-job limit.
+    """Refuse a job past the per-job step or checkpoint limits or the owner's concurrent-job
+    limit.
 
-    ``field`` names where the request gave the steps (a resume body has them as ``steps``).
+    ``field`` names where the request gave the steps (a resume body has them as ``steps``);
+    ``resume``: the job exists already (see ``check_checkpoints``).
     """
     if config.steps > settings.max_steps_per_job:
         raise InvalidInput(
             f"steps must be <= {settings.max_steps_per_job} (per-job limit)", field=field
         )
+    check_checkpoints(settings, config, resume=resume)
     memory = estimate_training_memory(config)
     if memory.total_bytes > settings.max_job_memory_bytes:
         raise InvalidInput(
@@ -58,6 +63,33 @@ def check_new_job(
             retry_after=30,
         )
     check_storage(session, settings, owner_id=owner_id)
+
+
+def check_checkpoints(settings: Settings, config: TrainConfig, *, resume: bool = False) -> None:
+    """Bound the checkpoints (each written, scored and announced) one job makes.
+
+    A new job's ``checkpoint_every`` must be at least GANFORGE_MIN_CHECKPOINT_EVERY, and
+    ``ceil(steps / checkpoint_every)`` at most GANFORGE_MAX_CHECKPOINTS_PER_JOB. A resume
+    keeps its job's ``checkpoint_every`` (it is not refused for a floor raised since) and is
+    held to the cap over its new total of steps.
+    """
+    every, cap = config.checkpoint_every, settings.max_checkpoints_per_job
+    field = "config.checkpoint_every"
+    if not resume and every < settings.min_checkpoint_every:
+        raise InvalidInput(
+            f"checkpoint_every must be >= {settings.min_checkpoint_every} on this server "
+            f"(GANFORGE_MIN_CHECKPOINT_EVERY); got {every}",
+            field=field,
+        )
+    count = math.ceil(config.steps / every)
+    if count > cap:
+        raise InvalidInput(
+            f"{config.steps} steps with checkpoint_every {every} make {count} checkpoints; "
+            f"at most {cap} per job (GANFORGE_MAX_CHECKPOINTS_PER_JOB): ceil(steps / "
+            f"checkpoint_every) must be <= {cap}, e.g. checkpoint_every >= "
+            f"{math.ceil(config.steps / cap)} or steps <= {cap * every}",
+            field=field,
+        )
 
 
 def stored_bytes(session: Session, *, owner_id: str) -> int:

@@ -1,7 +1,8 @@
 """Job records and the transitions a client asks for: submit, list, read, cancel, resume, delete.
 
 queued -> running -> succeeded | failed | canceled;  queued -> canceled;
-failed | canceled -> queued (resume);  running with a stale lease -> queued (recovery).
+failed | canceled -> queued (resume);  succeeded -> queued (resume to more steps: train
+longer);  running with a stale lease -> queued (recovery).
 What a worker does to a job (claim, lease, progress, checkpoints, the end) is in
 ``app.core.jobs.runs``.
 """
@@ -237,17 +238,18 @@ def submit_resume(
     principal: Principal,
     steps: int | None = None,
 ) -> Job:
-    """Queue a failed or canceled job again (optionally to more steps) and enqueue it.
+    """Queue a failed or canceled job again (optionally to more steps), or a succeeded one to
+    more steps, and enqueue it.
 
     If the broker cannot be reached the job is put back exactly as it was, or it would stay
     'queued' with no message to run it and the client's retry would be refused (409).
     """
     job = get_job(session, job_id=job_id, owner_id=principal.scope)
-    config = TrainConfig.model_validate(job.config)
-    if steps is not None:
-        config = config.model_copy(update={"steps": steps})
+    config = _resumed_config(job, steps)
+    owner = job.owner_id or principal.owner_id
+    datasets.check_training_dataset(session, settings, config, owner_id=job.owner_id)
     limits.check_new_job(
-        session, settings, owner_id=job.owner_id or principal.owner_id, config=config, field="steps"
+        session, settings, owner_id=owner, config=config, field="steps", resume=True
     )
     before = {
         k: getattr(job, k)
@@ -276,17 +278,10 @@ def submit_resume(
 def resume_job(
     session: Session, *, job_id: str, owner_id: str | None = None, steps: int | None = None
 ) -> Job:
-    """Queue a failed or canceled job again; it continues from its last checkpoint."""
+    """Queue a failed, canceled or (to more steps) succeeded job again; it continues from its
+    last checkpoint."""
     job = get_job(session, job_id=job_id, owner_id=owner_id)
-    if job.status not in (JobStatus.failed, JobStatus.canceled):
-        raise Conflict(f"only failed or canceled jobs can be resumed; job {job_id} is {job.status}")
-    config = TrainConfig.model_validate(job.config)
-    if steps is not None:
-        if steps <= job.step:
-            raise InvalidInput(
-                f"steps must be greater than the {job.step} steps already done", field="steps"
-            )
-        config = TrainConfig.model_validate({**job.config, "steps": steps})
+    config = _resumed_config(job, steps)
     job.config = config.model_dump(mode="json")
     job.total_steps = config.steps
     job.status = JobStatus.queued
@@ -298,6 +293,30 @@ def resume_job(
     job.version = Job.version + 1  # atomic, beside the worker's writes
     session.flush()
     return job
+
+
+def _resumed_config(job: Job, steps: int | None) -> TrainConfig:
+    """The config a resume of ``job`` trains to, or why the job cannot be resumed so."""
+    if job.status == JobStatus.succeeded:
+        if steps is None:
+            raise Conflict(
+                f"job {job.id} succeeded at step {job.step}; to train it longer, resume it "
+                f"with steps above {job.total_steps}",
+                field="steps",
+            )
+    elif job.status not in (JobStatus.failed, JobStatus.canceled):
+        raise Conflict(
+            f"only failed, canceled or (with more steps) succeeded jobs can be resumed; "
+            f"job {job.id} is {job.status}"
+        )
+    if steps is None:
+        return TrainConfig.model_validate(job.config)
+    done = max(job.step, job.total_steps) if job.status == JobStatus.succeeded else job.step
+    if steps <= done:
+        raise InvalidInput(
+            f"steps must be greater than the {done} steps already done", field="steps"
+        )
+    return TrainConfig.model_validate({**job.config, "steps": steps})
 
 
 def delete_job(
