@@ -100,9 +100,17 @@ def train_command(args: argparse.Namespace) -> int:
     dataset = None
     if args.score:
         try:
+            finished = _finished_step(config, args.out)
+            if finished is not None:  # nothing to train: say so at once, not after the scorer
+                return _print_recorded_scores(args.out, finished, config.steps)
             dataset = _run_dataset(config, args)
             hooks.on_checkpoint = _checkpoint_scorer(
-                config, dataset, args.out / "scorer", args.score_samples, tqdm.write
+                config,
+                dataset,
+                args.out / "scorer",
+                args.score_samples,
+                tqdm.write,
+                record=args.out / SCORES_FILE,
             )
         except (DatasetError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -140,6 +148,59 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# In --out: the scores `--score` printed, by checkpoint step, so a re-run can print them again.
+SCORES_FILE = "scores.json"
+
+
+def _finished_step(config: TrainConfig, out: Path) -> int | None:
+    """The step of ``out``'s latest checkpoint when it already reached ``config.steps`` (a
+    resume would train nothing), else None. ValueError if the config cannot resume it."""
+    from gan_core.checkpoint import config_from_meta, latest_checkpoint, read_meta
+    from gan_core.training import _check_resumable
+
+    latest = latest_checkpoint(out)
+    if latest is None:
+        return None
+    meta = read_meta(latest, verify=False)
+    steps = _check_resumable(config_from_meta(meta), config).steps
+    step = int(meta["step"])
+    return step if step >= steps else None
+
+
+def _read_scores(path: Path) -> dict[str, dict]:
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def _record_scores(path: Path, step: int, scores: dict) -> None:
+    recorded = _read_scores(path) | {str(step): scores}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(recorded, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def _print_recorded_scores(out: Path, step: int, steps: int) -> int:
+    from gan_core.checkpoint import list_checkpoints, read_meta
+    from gan_core.metrics.scorer import format_scores
+
+    print(
+        f"nothing to train: {out} is at step {step} and steps is {steps}; raise steps to "
+        f"train longer (e.g. --set steps={2 * step})"
+    )
+    recorded = _read_scores(out / SCORES_FILE)
+    for ckpt in list_checkpoints(out):
+        n = int(read_meta(ckpt, verify=False)["step"])
+        scores = recorded.get(str(n))
+        if scores:
+            print(f"step {n} scores: {format_scores(scores)} (recorded)")
+        else:
+            print(f"step {n}: no recorded scores (it was trained without --score)")
+    return 0
+
+
 def _run_dataset(config: TrainConfig, args: argparse.Namespace) -> ImageTensorDataset:
     """The dataset train() would load for this run, loaded here so the scorer can see it too."""
     from gan_core.checkpoint import config_from_meta, latest_checkpoint, read_meta
@@ -165,9 +226,10 @@ def _checkpoint_scorer(
     directory: Path,
     num_samples: int | None,
     write: Callable[[str], object],
+    record: Path | None = None,
 ) -> Callable[[CheckpointInfo], None]:
-    """An on_checkpoint hook printing the EMA and raw generators' scores; trains or reuses the
-    dataset's extractor and reference in `directory` first."""
+    """An on_checkpoint hook printing the EMA and raw generators' scores (and keeping them in
+    `record`); trains or reuses the dataset's extractor and reference in `directory` first."""
     from gan_core.metrics import DEFAULT_NUM_SAMPLES
     from gan_core.metrics.scorer import CheckpointScorer, build_scorer, format_scores, load_scorer
     from gan_core.training import resolve_device
@@ -176,6 +238,8 @@ def _checkpoint_scorer(
     found = load_scorer(directory, dataset, device, write)
     if found is not None:
         write(f"scorer: reusing the extractor in {directory}")
+    elif record is not None:  # a new extractor: scores recorded with another do not compare
+        record.unlink(missing_ok=True)
     extractor, reference = found or build_scorer(directory, dataset, device, write)
     n = DEFAULT_NUM_SAMPLES if num_samples is None else num_samples
     scorer = CheckpointScorer(extractor, reference, device, num_samples=n)
@@ -183,6 +247,8 @@ def _checkpoint_scorer(
     def on_checkpoint(info: CheckpointInfo) -> None:
         scores = scorer.score(info.path)
         write(f"step {info.step} scores: {format_scores(scores)} ({scores['seconds']:.1f}s)")
+        if record is not None:
+            _record_scores(record, info.step, scores)
 
     return on_checkpoint
 

@@ -318,3 +318,38 @@ def test_train_score_samples_must_be_at_least_two(tmp_path, capsys):
         == 2
     )
     assert "--score-samples" in capsys.readouterr().err
+
+
+def test_train_score_on_a_finished_run_prints_its_recorded_scores_at_once(
+    tmp_path, capsys, quick_extractor
+):
+    data = npz_dataset(tmp_path / "data.npz", labelled=True)
+    run = tmp_path / "run"
+    args = ["train", "--out", str(run), "--no-progress", "--score", "--score-samples", "50"]
+    assert main([*args, *tiny_sets(dataset=data, steps=20)]) == 0
+    scored = score_lines(capsys.readouterr().out)
+    checkpoints = {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()}
+
+    # The same command again: the run is done. Neither the scorer nor the data is touched
+    # (no "scorer:" line); the scores printed when each checkpoint was made come back.
+    assert main([*args, *tiny_sets(dataset=data, steps=20)]) == 0
+    out = capsys.readouterr().out
+    assert f"nothing to train: {run} is at step 20 and steps is 20" in out
+    assert "scorer:" not in out
+    again = score_lines(out)
+    assert [line.split()[1] for line in again] == ["10", "20"]
+    for before, now in zip(scored, again, strict=True):  # the same numbers, marked as recorded
+        assert now.endswith(" (recorded)")
+        assert now.rsplit(" (", 1)[0] == before.rsplit(" (", 1)[0]
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()} == checkpoints
+
+
+def test_train_score_on_a_finished_unscored_run_says_so_at_once(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--no-progress", *tiny_sets(steps=10)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--no-progress", "--score", *tiny_sets(steps=10)]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to train" in out and "steps=20" in out  # how to train longer
+    assert "step 10: no recorded scores" in out and "scorer:" not in out
+    assert not (run / "scorer").exists()  # no extractor was trained
