@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 
+from app import logs
 from gan_core import cli as engine_cli
 from ganforge_client import cli as remote_cli
 
@@ -91,6 +92,10 @@ def serve_command(args: argparse.Namespace) -> int:
     from app.core.settings import get_settings
 
     settings = get_settings()
+    if args.verbose:  # and for the embedded worker child, which reads the same settings
+        os.environ["GANFORGE_LOG_LEVEL"] = "DEBUG"
+        settings = settings.model_copy(update={"log_level": "DEBUG"})
+    logs.configure(settings.log_level)
     host = args.host or settings.host
     port = args.port or settings.port
     migrate(settings.resolved_database_url)  # once, before the worker child and the API start
@@ -120,7 +125,7 @@ def serve_command(args: argparse.Namespace) -> int:
             create_app(settings, local_worker=supervisor.alive if supervisor else None),
             host=host,
             port=port,
-            log_level="info",
+            log_level=settings.log_level.lower(),
         )
     finally:
         if supervisor is not None:
@@ -134,10 +139,13 @@ def worker_command(args: argparse.Namespace) -> int:
     from app.core.settings import get_settings
 
     settings = get_settings()
+    level = "DEBUG" if args.verbose else (args.loglevel or settings.log_level)
+    logs.configure(level)
     migrate(settings.resolved_database_url)
     from worker.celery_app import app
 
     argv = [
+        *([] if logs.verbose(level) else ["--quiet"]),  # Celery's banner: with --verbose
         "worker",
         "--queues",
         settings.queue,
@@ -146,7 +154,7 @@ def worker_command(args: argparse.Namespace) -> int:
         "--pool",
         "prefork",  # training runs in a child; the parent keeps the broker link
         "--loglevel",
-        args.loglevel,
+        level,
         "--hostname",
         args.hostname or f"ganforge-{os.getpid()}@%h",
         "--without-gossip",
@@ -218,6 +226,9 @@ def store_command(args: argparse.Namespace) -> int:
     return 0
 
 
+_VERBOSE = "log everything (= GANFORGE_LOG_LEVEL=DEBUG): also Alembic's and Celery's start-up lines"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ganforge", description="Train GANs and sample from them."
@@ -229,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the HTTP API (embedded mode: with its own worker)")
     s.add_argument("--host", default=None, help="default GANFORGE_HOST (127.0.0.1)")
     s.add_argument("--port", type=int, default=None, help="default GANFORGE_PORT (8000)")
+    s.add_argument("--verbose", action="store_true", help=_VERBOSE)
     s.set_defaults(func=serve_command)
 
     k = sub.add_parser("keys", help="manage API keys")
@@ -247,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=store_command)
 
     w = sub.add_parser("worker", help="run a training worker (Celery)")
-    w.add_argument("--loglevel", default="INFO")
+    w.add_argument("--loglevel", default=None, help="default GANFORGE_LOG_LEVEL (INFO)")
+    w.add_argument("--verbose", action="store_true", help=_VERBOSE)
     w.add_argument("--hostname", default=None, help="Celery node name")
     w.set_defaults(func=worker_command)
     return parser
@@ -258,9 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     # a worker and other programs sharing a few cores, spinning threads starve the ones doing
     # work (measured on 2 busy cores: a 64-image render took 400 ms of CPU instead of 110).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format=logs.FORMAT)  # serve and worker: logs.configure
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     queue: str = Field("gpu", description="Celery queue that training jobs go to")
     host: str = Field("127.0.0.1", description="address `ganforge serve` binds")
     port: int = Field(8000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO",
+        description="level of serve's and worker's logs; DEBUG (or `--verbose`) also shows "
+        "the libraries' start-up lines held back by default (Alembic's, Celery's banner)",
+    )
     # Redis redelivers an unacknowledged message after this many seconds. Training runs
     # for hours, so this is long; a job whose worker died is found sooner by its lease.
     visibility_timeout: int = Field(6 * 3600, ge=60)
@@ -218,6 +223,11 @@ class Settings(BaseSettings):
         if not v.startswith("s3://") or not v[5:].split("/", 1)[0]:
             raise ValueError("must be s3://bucket or s3://bucket/prefix")
         return v
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @property
     def embedded(self) -> bool:

@@ -36,6 +36,15 @@ def test_embedded_serve_trains_and_samples_then_stops_its_worker(tmp_path):
         stack.wait_ready()
         ready = stack.client.get("/readyz").json()
         assert ready["checks"] == {"database": "ok", "store": "ok", "broker": "ok", "workers": "ok"}
+        # A quiet start (the worker is up: its lines are in): the address and the admin key,
+        # not Alembic's INFO lines, Celery's banner and root warning or kombu's hostname one.
+        start = stack.api.log.read_text()
+        assert f"Uvicorn running on http://127.0.0.1:{stack.port}" in start, start
+        assert "admin API key" in start and "ready." in start, start
+        for noise in ("alembic", "SecurityWarning", "superuser", "No hostname", "[queues]"):
+            assert noise not in start, start
+        said = [line for line in start.splitlines() if '"GET /readyz' not in line]
+        assert len(said) < 15, start  # was ~70 lines before the first request
         r = stack.client.post(
             "/v1/jobs",
             json={"name": "demo", "config": tiny(steps=20, checkpoint_every=25)},
