@@ -9,7 +9,7 @@ import threading
 
 from app.core.db import session_scope, utcnow
 from app.core.jobs import recovery
-from app.core.jobs.queue import JobQueue
+from app.core.jobs.queue import JobQueue, queue_length
 from app.core.models import Worker
 from app.core.settings import Settings, get_settings
 
@@ -20,7 +20,10 @@ def sweep_once(settings: Settings, queue: JobQueue) -> recovery.Sweep:
     """Recover jobs no worker will run (see app.core.jobs.recovery.sweep_jobs) and send their messages."""
     with session_scope(settings.resolved_database_url) as s:
         done = recovery.sweep_jobs(
-            s, max_attempts=settings.max_attempts, requeue_after=settings.requeue_after_seconds
+            s,
+            max_attempts=settings.max_attempts,
+            requeue_after=settings.requeue_after_seconds,
+            waiting=lambda: queue_length(settings),  # so jobs waiting their turn are not re-sent
         )
         for i, job_id in enumerate(done.to_send):
             try:
@@ -34,7 +37,8 @@ def sweep_once(settings: Settings, queue: JobQueue) -> recovery.Sweep:
         log.warning("job %s lost its worker (lease expired); re-queued", job_id)
     for job_id in done.resent:
         log.warning(
-            "job %s was queued for %.0f s; its message was sent again",
+            "job %s was queued for %.0f s and the broker held fewer messages than queued "
+            "jobs; its message was sent again",
             job_id,
             settings.requeue_after_seconds,
         )

@@ -63,11 +63,12 @@ class Settings(BaseSettings):
         "failed instead of re-queued again",
     )
     requeue_after_seconds: float = Field(
-        600.0,
+        60.0,
         gt=0,
         description="a job queued this long since its message was sent gets the "
-        "message again (a broker restarted without persistence loses messages); duplicates "
-        "are harmless",
+        "message again (a broker restarted without persistence loses messages), but only "
+        "while the broker holds fewer messages than there are queued jobs: a job waiting its "
+        "turn behind others is not re-sent; duplicates are harmless",
     )
     progress_interval: float = Field(1.0, gt=0, description="seconds between progress writes")
     worker_seen_seconds: float = Field(

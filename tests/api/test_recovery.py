@@ -5,6 +5,7 @@ workers, lost messages). The fleet-level version is tests/integration/test_fault
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -163,12 +164,66 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again_after_the_bound(clien
     job_id = create_job(client)
     queue = _Recording()
     assert _sweep(settings, queue).resent == []  # just sent: not yet
-    with session_scope(settings.resolved_database_url) as s:  # an hour passes, nobody runs it
-        s.execute(
-            update(Job)
-            .where(Job.id == job_id)
-            .values(enqueued_at=utcnow() - timedelta(seconds=3600))
-        )
+    _age(settings, [job_id])  # an hour passes, nobody runs it ...
+    (message,) = (settings.broker_dir / "queue").iterdir()  # ... and the broker loses its message
+    message.unlink()
     assert _sweep(settings, queue).resent == [job_id]
     assert _sweep(settings, queue).resent == []  # once per bound, not every sweep
     assert queue.sent == [job_id]
+
+
+def _age(settings: Settings, job_ids: list[str]) -> None:
+    """Their messages went out about an hour ago, the first longest ago."""
+    with session_scope(settings.resolved_database_url) as s:
+        for i, job_id in enumerate(job_ids):
+            sent = utcnow() - timedelta(seconds=3600 - i)
+            s.execute(update(Job).where(Job.id == job_id).values(enqueued_at=sent))
+
+
+@pytest.mark.parametrize(
+    "broker", ["embedded", pytest.param("redis", marks=pytest.mark.integration)]
+)
+def test_jobs_waiting_their_turn_are_not_resent_only_a_lost_message_is(tmp_path, broker):
+    """A busy fleet: jobs queued for an hour behind others, each with its message in the
+    broker. The sweep must not send them all again every minute (a storm of duplicates
+    growing the queue); one message lost is sent again, once."""
+    import redis
+    from fastapi.testclient import TestClient
+
+    from app.api.main import create_app
+    from tests.api.conftest import make_key
+    from tests.integration.conftest import REDIS_URL
+
+    fleet = {"broker_url": REDIS_URL, "queue": f"t-{uuid.uuid4().hex[:8]}"}
+    settings = Settings(
+        data_dir=tmp_path,
+        score_samples=0,
+        requeue_after_seconds=60,
+        **(fleet if broker == "redis" else {}),
+    )
+    if broker == "redis":
+        r = redis.Redis.from_url(REDIS_URL)
+        held, lose = (lambda: r.llen(settings.queue)), (lambda: r.rpop(settings.queue))
+    else:
+        folder = settings.broker_dir / "queue"
+        held = lambda: len(list(folder.iterdir()))  # noqa: E731
+        lose = lambda: next(folder.iterdir()).unlink()  # noqa: E731
+    key = make_key(settings, "alice")
+    try:
+        with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as c:
+            jobs = [create_job(c) for _ in range(3)]  # no worker free: they wait their turn
+            queue = c.app.state.services.queue  # the real broker link
+            assert held() == 3
+            _age(settings, jobs)
+            for _ in range(3):  # sweep after sweep: every queued job has its message
+                assert _sweep(settings, queue).resent == []
+            assert held() == 3
+            lose()  # e.g. Redis restarted without persistence
+            assert _sweep(settings, queue).resent == [jobs[0]]  # one short: the oldest, once
+            assert held() == 3
+            _age(settings, jobs)
+            assert _sweep(settings, queue).resent == []
+            assert held() == 3
+    finally:
+        if broker == "redis":
+            r.delete(settings.queue)

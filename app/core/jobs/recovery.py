@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
 from app.core.integrations import webhooks
 from app.core.jobs.runs import update_rows
 from app.core.models import Job, JobStatus
+
+# A job's row is committed (with enqueued_at) a moment before its message is sent; such jobs
+# are left out of the count of jobs whose message the broker should hold.
+_SENDING_SECONDS = 2.0
 
 
 @dataclass
@@ -32,19 +37,43 @@ def _flip(session: Session, job_id: str, where: Any, values: dict[str, Any]) -> 
     return result == 1
 
 
-def sweep_jobs(session: Session, *, max_attempts: int, requeue_after: float) -> Sweep:
+def sweep_jobs(
+    session: Session,
+    *,
+    max_attempts: int,
+    requeue_after: float,
+    waiting: Callable[[], int | None] = lambda: None,
+) -> Sweep:
     """Find jobs no live worker will ever run, and put each where it belongs.
 
     - running with an expired lease (the worker died): canceled if a cancel was asked for,
       failed once its workers have died ``max_attempts`` times (a job that kills its worker,
       e.g. out of memory, is not retried forever), otherwise queued again to resume;
     - queued with a cancel request (asked while its worker was away): canceled;
-    - queued with its message sent more than ``requeue_after`` seconds ago (the broker may
-      have lost it, e.g. a restarted Redis without persistence): sent again. A duplicate is
-      harmless: the claim is atomic and the second message finds the job taken and exits.
+    - queued with its message sent more than ``requeue_after`` seconds ago: the broker may
+      have lost it (e.g. a restarted Redis without persistence), so it is sent again -- but
+      only as many of them, oldest first, as the broker is short of messages: ``waiting()``
+      says how many training messages the broker holds (None: it cannot say, and every such
+      job is sent again). Queued jobs of a busy fleet, each waiting its turn behind others
+      with its message in the broker, are not re-sent each sweep. A duplicate is harmless:
+      the claim (``runs.claim_job``) is one conditional UPDATE, so the second message finds
+      the job taken (or finished) and exits.
     """
     now = utcnow()
     done = Sweep()
+    # Counted before anything below changes: queued jobs whose message went out more than a
+    # moment ago, against the messages the broker holds (a message sent meanwhile only makes
+    # the count short of a loss this sweep, which the next sweep finds).
+    queued = Job.status == JobStatus.queued
+    messages = waiting()
+    short = None
+    if messages is not None:
+        sent = session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(queued, Job.enqueued_at < now - timedelta(seconds=_SENDING_SECONDS))
+        )
+        short = max(0, int(sent or 0) - messages)
     stale_lease = and_(Job.status == JobStatus.running, Job.lease_expires_at < now)
     for job in list(session.scalars(select(Job).where(stale_lease))):
         end = {
@@ -91,7 +120,6 @@ def sweep_jobs(session: Session, *, max_attempts: int, requeue_after: float) -> 
             },
         ):
             done.requeued.append(job.id)
-    queued = Job.status == JobStatus.queued
     for job_id in list(
         session.scalars(select(Job.id).where(queued, Job.cancel_requested.is_(True)))
     ):
@@ -107,13 +135,16 @@ def sweep_jobs(session: Session, *, max_attempts: int, requeue_after: float) -> 
             },
         ):
             done.canceled.append(job_id)
-    lost = and_(
-        queued,
-        or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - timedelta(seconds=requeue_after)),
-    )
-    for job_id in session.scalars(select(Job.id).where(lost)):
-        if _flip(session, job_id, lost, {"enqueued_at": now}):
+    unsent = and_(queued, Job.enqueued_at.is_(None))  # its send failed (mark_unsent)
+    for job_id in list(session.scalars(select(Job.id).where(unsent))):
+        if _flip(session, job_id, unsent, {"enqueued_at": now}):
             done.resent.append(job_id)
+    overdue = and_(queued, Job.enqueued_at < now - timedelta(seconds=requeue_after))
+    if short != 0:  # 0: the broker holds a message for every queued job; none looks lost
+        oldest = select(Job.id).where(overdue).order_by(Job.enqueued_at, Job.id)
+        for job_id in list(session.scalars(oldest if short is None else oldest.limit(short))):
+            if _flip(session, job_id, overdue, {"enqueued_at": now}):
+                done.resent.append(job_id)
     for job_id in done.canceled:  # announced in the transaction of the change
         webhooks.announce(session, job_id, "canceled")
     for job_id in done.failed:
