@@ -12,11 +12,18 @@ checkpoint's database row is written only after ``publish_checkpoint`` returns).
 download into the cache, streamed, to a temporary directory renamed into place; recorded
 checkpoints are cached by their generator's sha256 (``objects/<sha>``), so a step rewritten
 after a rollback is never served from a stale copy.
+
+A checkpoint's upload is tried again a few times with a growing pause (``UPLOAD_RETRIES``:
+about 15 s in all, on top of boto3's own quick retries), so a store away for a moment
+costs the job a pause, not its run; a store still away after that fails the job, naming
+the store and the tries.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,6 +33,9 @@ from app.core.artifacts.store import LocalStore, StoreError
 
 MARKER = ".complete"
 LAST = ("meta.json", "reference.safetensors")  # manifests: uploaded after the rest
+UPLOAD_RETRIES = (1.0, 2.0, 4.0, 8.0)  # pauses before a checkpoint upload's later tries
+
+log = logging.getLogger("ganforge.store")
 
 
 class S3Store(LocalStore):
@@ -112,9 +122,29 @@ class S3Store(LocalStore):
         return local
 
     def publish_checkpoint(self, job_id: str, local_dir: Path) -> str:
+        """Upload a checkpoint, tried again after each pause of ``UPLOAD_RETRIES`` (the same
+        objects again: a retry only overwrites what an earlier try left)."""
         key = self.key_of(local_dir)
-        self._upload_dir(key, local_dir)
-        return key
+        t0 = time.monotonic()
+        for attempt, pause in enumerate((*UPLOAD_RETRIES, None), start=1):
+            try:
+                self._upload_dir(key, local_dir)
+                return key
+            except StoreError as exc:
+                if pause is None:
+                    raise StoreError(
+                        f"{exc} (tried {attempt} times over {time.monotonic() - t0:.0f} s)"
+                    ) from exc
+                log.warning(
+                    "store: upload of %s failed (try %d of %d), trying again in %g s: %s",
+                    key,
+                    attempt,
+                    len(UPLOAD_RETRIES) + 1,
+                    pause,
+                    exc,
+                )
+                time.sleep(pause)
+        raise AssertionError("unreachable")
 
     def publish(self, key: str) -> None:
         self._upload_dir(key, self._path(key))
