@@ -275,12 +275,15 @@ class _Monitor:
         if now - self.t_report >= hooks.progress_interval or done or self.first_report:
             self.first_report = False
             self.report(now)
-        if state.step % config.checkpoint_every == 0 or done:
+        saved = state.step % config.checkpoint_every == 0 or done
+        if saved:
             self.save()
+        # right after a save too: a stop asked for while it was written (and scored) needs
+        # no second checkpoint one step later
         if (
             hooks.should_stop
             and not done
-            and now - self.t_stop >= min(hooks.progress_interval, 0.5)
+            and (saved or now - self.t_stop >= min(hooks.progress_interval, 0.5))
         ):
             self.t_stop = now
             if hooks.should_stop():

@@ -1,7 +1,12 @@
-"""What a running job writes back: its lease, progress, checkpoints and their scores.
+"""What a running job writes back: its lease, progress, phase, checkpoints and their scores.
 
 ``JobHooks`` turns the training loop's hooks into writes through app.core, each one
 conditional on this worker still holding the job's lease.
+
+A shutdown (SIGTERM) hands the job back first and scores later: a checkpoint being scored
+is left unscored (the scoring runs in a helper thread that is abandoned), the shutdown's own
+checkpoint is recorded unscored, and the worker that resumes the job scores both before it
+trains on (``score_left_over``), so ``best`` ends up as if nothing had happened.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import threading
 from collections.abc import Collection
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+from app.core.artifacts import checkpoints
 from app.core.artifacts.store import LocalStore
 from app.core.db import session_scope, utcnow
 from app.core.jobs import runs
@@ -90,6 +97,7 @@ class JobHooks:
         self.url = settings.resolved_database_url
         self.scorer: CheckpointScorer | None = None
         self.protected: set[int] = set()  # checkpoint steps pruning must keep (the best)
+        self.handing_back = False
         # the heartbeat row of the Celery worker whose pool child runs this (worker.sweep)
         self.heartbeat_id = f"{socket.gethostname()}:{os.getppid()}"
 
@@ -104,6 +112,14 @@ class JobHooks:
             progress_interval=self.settings.progress_interval,
         )
 
+    def phase(self, phase: str) -> None:
+        """Say what the job is doing (progress.phase); a view only, so never a reason to stop."""
+        try:
+            with session_scope(self.url) as s:
+                runs.record_phase(s, job_id=self.job_id, worker_id=self.worker_id, phase=phase)
+        except Exception:
+            log.warning("job %s: could not record its phase %s", self.job_id, phase, exc_info=True)
+
     def on_start(self, resolved: TrainConfig, dataset: ImageTensorDataset) -> None:
         with session_scope(self.url) as s:
             runs.record_resolved_config(
@@ -113,12 +129,40 @@ class JobHooks:
                 config=resolved.model_dump(mode="json"),
             )
         if self.scorers is not None and self.scorers.enabled:
+            self.phase("preparing_scorer")
             try:
                 self.scorer = self.scorers.for_dataset(dataset, resolve_device(resolved.device))
             except Exception:  # scoring is a view of training: never a reason to fail it
                 log.exception(
                     "job %s: no scorer for its dataset; checkpoints go unscored", self.job_id
                 )
+        self.score_left_over()
+        self.phase("training")
+
+    def score_left_over(self) -> None:
+        """Score the checkpoints an earlier run of this job left unscored (a shutdown handed
+        it back first), oldest first; without a scorer here they are final unscored."""
+        with session_scope(self.url) as s:
+            rows = scores.unscored_checkpoints(s, job_id=self.job_id)
+            s.expunge_all()
+        for row in rows:
+            if SHUTDOWN.is_set():
+                return
+            if self.scorer is None:
+                self._record_scores(row.id, None, None, off=True)
+                continue
+            log.info(
+                "job %s: scoring checkpoint %s (step %d), left unscored by a shutdown",
+                self.job_id,
+                row.id,
+                row.step,
+            )
+            try:
+                path = checkpoints.checkpoint_path(self.store, row)
+            except Exception as exc:  # its files are gone: say so rather than wait forever
+                self._record_scores(row.id, None, f"{type(exc).__name__}: {exc}")
+                continue
+            self._score(row.id, path)
 
     def on_progress(self, p: Progress) -> None:
         with session_scope(self.url) as s:
@@ -146,6 +190,9 @@ class JobHooks:
     def should_stop(self) -> bool:
         if self.lease.lost.is_set():  # not a cancel: the loop's save-on-stop must not run
             raise LeaseLost(self.job_id)
+        if SHUTDOWN.is_set() and not self.handing_back and not self.lease.cancel.is_set():
+            self.handing_back = True
+            self.phase("handing_back")
         return self.lease.cancel.is_set() or SHUTDOWN.is_set()
 
     def on_rollback(self, event: Rollback) -> None:
@@ -186,7 +233,13 @@ class JobHooks:
         if checkpoint_id is None:  # the lease went to another worker before we noticed
             self.lease.lost.set()
             raise LeaseLost(self.job_id)
-        if self.scorer is not None:
+        if self.scorer is not None and SHUTDOWN.is_set():
+            log.info(
+                "job %s: checkpoint %s left unscored for the worker that resumes the job",
+                self.job_id,
+                checkpoint_id,
+            )
+        elif self.scorer is not None:
             self._score(checkpoint_id, Path(info.path))
         with session_scope(self.url) as s:
             self.protected, pruned = scores.prune_rows(
@@ -196,16 +249,52 @@ class JobHooks:
             self.store.discard(key)
 
     def _score(self, checkpoint_id: str, path: Path) -> None:
-        assert self.scorer is not None
-        result, error = None, None
-        try:
-            result = self.scorer.score(path)
-        except Exception as exc:
-            log.exception("job %s: scoring checkpoint %s failed", self.job_id, checkpoint_id)
-            error = f"{type(exc).__name__}: {exc}"
+        """Score a checkpoint and record it, unless a shutdown comes first: then the scoring
+        is abandoned (its thread dies with the process) and the checkpoint stays unscored."""
+        scorer = self.scorer
+        assert scorer is not None
+        self.phase("scoring")
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                outcome["scores"] = scorer.score(path)
+            except Exception as exc:
+                log.exception("job %s: scoring checkpoint %s failed", self.job_id, checkpoint_id)
+                outcome["error"] = f"{type(exc).__name__}: {exc}"
+
+        thread = threading.Thread(target=work, daemon=True, name=f"score-{checkpoint_id}")
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.1)
+            if SHUTDOWN.is_set() and thread.is_alive():
+                log.info(
+                    "job %s: shutdown; checkpoint %s left unscored for the worker that "
+                    "resumes the job",
+                    self.job_id,
+                    checkpoint_id,
+                )
+                return
+        self._record_scores(checkpoint_id, outcome.get("scores"), outcome.get("error"))
+        if not SHUTDOWN.is_set():
+            self.phase("training")
+
+    def _record_scores(
+        self,
+        checkpoint_id: str,
+        result: dict[str, Any] | None,
+        error: str | None,
+        *,
+        off: bool = False,
+    ) -> None:
         with session_scope(self.url) as s:
             done = scores.record_scores(
-                s, checkpoint_id=checkpoint_id, worker_id=self.worker_id, scores=result, error=error
+                s,
+                checkpoint_id=checkpoint_id,
+                worker_id=self.worker_id,
+                scores=result,
+                error=error,
+                off=off,
             )
         if done is None:
             self.lease.lost.set()

@@ -60,6 +60,15 @@ class JobProgress(BaseModel):
     losses: dict[str, float] | None
     images_per_sec: float | None
     eta_seconds: float | None
+    phase: Literal["starting", "preparing_scorer", "training", "scoring", "handing_back"] | None = (
+        Field(
+            None,
+            description="what a running job is doing (null unless running): starting (loading "
+            "its data), preparing_scorer (the first job on new data trains the scorer's feature "
+            "extractor: tens of seconds at step 0), training, scoring (a checkpoint; training "
+            "waits), handing_back (a worker's shutdown: checkpoint, then back to the queue)",
+        )
+    )
 
 
 class JobPublic(BaseModel):
@@ -104,6 +113,7 @@ class JobPublic(BaseModel):
                 losses=job.losses,
                 images_per_sec=job.images_per_sec,
                 eta_seconds=job.eta_seconds,
+                phase=job.phase if job.status == "running" else None,
             ),
             error=job.error,
             cancel_requested=job.cancel_requested,

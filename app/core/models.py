@@ -79,6 +79,8 @@ class Job(Base):
     losses: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     images_per_sec: Mapped[float | None] = mapped_column(Float)
     eta_seconds: Mapped[float | None] = mapped_column(Float)
+    # what the worker is doing while the job runs (app.core.jobs.runs.PHASES)
+    phase: Mapped[str | None] = mapped_column(String(30))
     error: Mapped[str | None] = mapped_column(Text)
     # control: cancel flag read by the loop; lease so that one worker runs a job at a time
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)

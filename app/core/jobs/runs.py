@@ -19,6 +19,12 @@ from app.core.integrations import webhooks
 from app.core.models import Checkpoint, Job, JobStatus, Worker
 from app.core.serving import history
 
+# What a running job is doing (``Job.phase``; shown as ``progress.phase`` while it runs):
+# claimed and loading its data; building or loading its dataset's scorer (the first job on
+# new data trains a feature extractor, tens of seconds at step 0); training; scoring a
+# checkpoint (training waits); writing its checkpoint and going back to the queue (SIGTERM).
+PHASES = ("starting", "preparing_scorer", "training", "scoring", "handing_back")
+
 
 def update_rows(session: Session, statement: Update) -> int:
     """Run an UPDATE; how many rows it changed."""
@@ -43,6 +49,7 @@ def claim_job(session: Session, *, job_id: str, worker_id: str, lease_seconds: f
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             attempts=Job.attempts + 1,
             started_at=now,  # of the latest attempt (attempts counts them)
+            phase="starting",
             updated_at=now,
             version=Job.version + 1,
         ),
@@ -72,6 +79,18 @@ def renew_lease(
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
+def record_phase(session: Session, *, job_id: str, worker_id: str, phase: str) -> None:
+    """Say what the job is doing now (one of PHASES), while we hold it; its watchers see it."""
+    assert phase in PHASES, phase
+    update_rows(
+        session,
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == worker_id, Job.phase.is_distinct_from(phase))
+        .values(phase=phase, updated_at=utcnow(), version=Job.version + 1),
+    )
+    session.commit()
+
+
 def record_resolved_config(
     session: Session, *, job_id: str, worker_id: str, config: dict[str, Any]
 ) -> None:
@@ -97,6 +116,7 @@ def record_progress(
         "losses": progress.losses,
         "images_per_sec": progress.images_per_sec,
         "eta_seconds": progress.eta_seconds,
+        "phase": "training",  # the loop reports only while it trains
         "updated_at": utcnow(),
         "version": Job.version + 1,
     }
@@ -222,6 +242,7 @@ def finish_job(
         "updated_at": utcnow(),
         "lease_owner": None,
         "lease_expires_at": None,
+        "phase": None,
         "version": Job.version + 1,
     }
     if step is not None:
@@ -249,6 +270,7 @@ def release_job(session: Session, *, job_id: str, worker_id: str) -> bool:
             status=JobStatus.queued,
             lease_owner=None,
             lease_expires_at=None,
+            phase=None,
             enqueued_at=now,
             updated_at=now,
             version=Job.version + 1,

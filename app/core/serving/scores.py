@@ -135,9 +135,11 @@ def record_scores(
     worker_id: str,
     scores: dict[str, Any] | None,
     error: str | None = None,
+    off: bool = False,
 ) -> Checkpoint | None:
-    """Put a checkpoint's scores (or why it has none) on its row, update the job's best, and
-    announce the checkpoint to the job's watchers. Only while ``worker_id`` holds the job."""
+    """Put a checkpoint's scores (or why it has none, or with ``off`` that it gets none) on its
+    row, update the job's best, and announce the checkpoint to the job's watchers. Only while
+    ``worker_id`` holds the job."""
     ckpt = session.get(Checkpoint, checkpoint_id)
     if ckpt is None:
         return None
@@ -150,7 +152,9 @@ def record_scores(
     if held != 1:
         session.rollback()
         return None
-    if scores is None:
+    if off:
+        ckpt.score_status, ckpt.scores = "off", None
+    elif scores is None:
         ckpt.score_status, ckpt.scores = "failed", {"error": error or "unknown error"}
     else:
         ckpt.score_status, ckpt.scores = "scored", scores
@@ -164,6 +168,22 @@ def record_scores(
     webhooks.announce(session, ckpt.job_id, "checkpoint", ckpt)
     session.commit()
     return ckpt
+
+
+def unscored_checkpoints(session: Session, *, job_id: str) -> list[Checkpoint]:
+    """The job's stored checkpoints still waiting for their scores, oldest first: a worker's
+    shutdown hands the job back before scoring, and whoever resumes it scores these."""
+    return list(
+        session.scalars(
+            select(Checkpoint)
+            .where(
+                Checkpoint.job_id == job_id,
+                Checkpoint.score_status == "pending",
+                Checkpoint.pruned_at.is_(None),
+            )
+            .order_by(Checkpoint.step)
+        )
+    )
 
 
 def _refresh_best(session: Session, job: Job) -> None:

@@ -1,0 +1,139 @@
+"""SIGTERM hands a scoring job back first and scores later; a running job says its phase.
+
+Real parts: `ganforge serve` and `ganforge worker` processes on Postgres and Redis, scoring
+on with enough samples that one checkpoint's scoring takes far longer (~16 s here) than a
+hand-back may (HANDED_BACK_WITHIN). A worker used to score the checkpoint in flight and then
+the shutdown's own before giving the job back, so `docker stop`'s 10 s killed it first and
+the job waited out its lease (60 s, the default here).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+import psycopg
+import pytest
+
+from tests.integration.conftest import Proc, Stack, _need_redis, fresh_database
+from tests.integration.test_events import _events
+from tests.tiny import tiny
+
+pytestmark = pytest.mark.integration
+
+HANDED_BACK_WITHIN = 10.0  # seconds from SIGTERM to 'queued'; it takes about 1 s
+CONFIG = tiny(steps=2400, checkpoint_every=1200, keep_checkpoints=10)
+
+
+@pytest.fixture
+def stack(tmp_path):
+    _need_redis()
+    with fresh_database("ganforge_handback") as url:  # its own: the sweep sees every job
+        s = Stack(tmp_path, url, extra_env={"GANFORGE_SCORE_SAMPLES": "5000"})
+        s.db_url = url  # type: ignore[attr-defined]
+        s.start_api()
+        s.start_worker()
+        try:
+            s.wait_ready()
+            yield s
+        finally:
+            s.stop()
+
+
+def _job(stack: Stack, job_id: str) -> dict:
+    r = stack.client.get(f"/v1/jobs/{job_id}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _checkpoints(stack: Stack, job_id: str) -> list[dict]:
+    return stack.client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]
+
+
+def _wait(stack: Stack, job_id: str, until, what: str, timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = _job(stack, job_id)
+        if until(job):
+            return job
+        assert job["status"] in ("queued", "running"), job
+        assert time.monotonic() < deadline, f"never {what}: {job}\n{stack.logs()}"
+        time.sleep(0.1)
+
+
+def _sigterm_and_time_the_hand_back(stack: Stack, job_id: str, worker: Proc, group: bool) -> float:
+    t0 = time.monotonic()
+    (os.killpg if group else os.kill)(worker.popen.pid, signal.SIGTERM)
+    job = _wait(stack, job_id, lambda j: j["status"] == "queued", "handed back", timeout=90)
+    handed_back_in = time.monotonic() - t0
+    assert job["progress"]["phase"] is None  # a phase is said only while running
+    worker.popen.wait(60)
+    worker.stop()
+    assert f"job {job_id} handed back to the queue" in worker.tail(300)
+    return handed_back_in
+
+
+def test_sigterm_hands_back_at_once_and_the_next_worker_scores_what_was_left(stack):
+    job_id = stack.client.post("/v1/jobs", json={"config": CONFIG}).json()["id"]
+
+    # The phase, as a watcher sees it: the first job on this data waits at step 0 while its
+    # dataset's scorer is trained, and the events say so.
+    headers = dict(stack.client.headers)
+    with (
+        httpx.Client(base_url=stack.url, headers=headers, timeout=240) as c,
+        c.stream("GET", f"/v1/jobs/{job_id}/events") as r,
+    ):
+        events = _events(
+            r, lambda ev: ev[-1][1] == "job" and ev[-1][2]["progress"]["phase"] == "training"
+        )
+    seen = [(e[2]["status"], e[2]["progress"]["phase"], e[2]["progress"]["step"]) for e in events]
+    assert ("running", "preparing_scorer", 0) in seen, seen
+    assert seen.index(("running", "preparing_scorer", 0)) < len(seen) - 1, seen
+
+    # 1. SIGTERM to the worker (the Celery parent, as `docker stop` sends it) while it scores
+    # its first checkpoint: the scoring is left, the job goes back at once.
+    job = _wait(stack, job_id, lambda j: j["progress"]["phase"] == "scoring", "scoring")
+    assert job["status"] == "running" and job["progress"]["step"] == 1200, job
+    (first,) = stack.workers
+    took = _sigterm_and_time_the_hand_back(stack, job_id, first, group=False)
+    assert took < HANDED_BACK_WITHIN, (took, first.tail(80))
+    (ckpt,) = _checkpoints(stack, job_id)
+    assert (ckpt["step"], ckpt["score_status"], ckpt["scores"]) == (1200, "pending", None)
+    assert "left unscored for the worker that resumes the job" in first.tail(300)
+
+    # 2. The next worker scores it before training on; SIGTERM (to the group) mid-training:
+    # the shutdown's checkpoint is recorded unscored and the job goes back at once.
+    second = stack.start_worker()
+    job = _wait(
+        stack,
+        job_id,
+        lambda j: j["progress"]["phase"] == "training" and j["progress"]["step"] > 1250,
+        "training on",
+    )
+    assert job["attempts"] == 2 and job["best_checkpoint_id"] == ckpt["id"], job
+    took_2 = _sigterm_and_time_the_hand_back(stack, job_id, second, group=True)
+    assert took_2 < HANDED_BACK_WITHIN, (took_2, second.tail(80))
+    newest, scored = _checkpoints(stack, job_id)
+    assert 1250 < newest["step"] < 2400 and newest["score_status"] == "pending", newest
+    assert scored["step"] == 1200 and scored["score_status"] == "scored", scored
+
+    # 3. A third worker scores the shutdown's checkpoint and finishes; best is the lowest FD.
+    third = stack.start_worker()
+    done = _wait(stack, job_id, lambda j: j["status"] == "succeeded", "succeeded")
+    assert done["attempts"] == 3 and done["progress"]["phase"] is None, done
+    items = _checkpoints(stack, job_id)
+    assert [c["step"] for c in items] == [2400, newest["step"], 1200]
+    assert all(c["score_status"] == "scored" and c["scores"]["fd"] > 0 for c in items), items
+    best = min(items, key=lambda c: (c["scores"]["fd"], -c["step"]))
+    assert done["best_checkpoint_id"] == best["id"] and done["best_fd"] == best["scores"]["fd"]
+    assert f"scoring checkpoint {newest['id']} (step {newest['step']}), left unscored" in (
+        third.tail(300)
+    )
+    with psycopg.connect(stack.db_url) as conn:  # type: ignore[attr-defined]
+        (losses,) = conn.execute(
+            "SELECT worker_losses FROM jobs WHERE id = %s", (job_id,)
+        ).fetchone()
+    assert losses == 0  # both times handed back, never recovered from an expired lease
+    print(f"SIGTERM while scoring: queued after {took:.1f} s; mid-training: {took_2:.1f} s")
