@@ -267,19 +267,26 @@ def test_a_job_from_the_form_trains_live_on_its_page(
     page.wait_for_url("**/ui/jobs/job_*")
     job_id = urlsplit(page.url).path.rsplit("/", 1)[1]
 
-    values, deadline = [], time.monotonic() + 150
+    values, phases, deadline = [], [], time.monotonic() + 150
     while time.monotonic() < deadline:
-        value, status = page.evaluate(
+        value, status, phase = page.evaluate(
             "[document.getElementById('job-progress').value,"
-            " document.getElementById('job-status').dataset.status]"
+            " document.getElementById('job-status').dataset.status,"
+            " document.getElementById('job-phase').dataset.phase]"
         )
         if not values or value != values[-1]:
             values.append(value)
+        if not phases or phase != phases[-1][0]:
+            phases.append((phase, value, page.text_content("#job-phase")))
         if status in ("succeeded", "failed", "canceled"):
             break
         time.sleep(0.03)
     page.unroute("**/v1/jobs/*/events")
     assert status == "succeeded", (status, stack.logs())
+    # the first job on this data waits at step 0 while its scorer is prepared, and says so
+    assert ("preparing_scorer", 0, "preparing scorer") in phases, phases
+    assert ("training", "training") in [(p, text) for p, _, text in phases], phases
+    assert phases[-1] == ("", TINY_JOB["steps"], ""), phases  # none once it has ended
     assert sum(b > a for a, b in zip(values, values[1:], strict=False)) >= 2, values
     assert (
         values[-1]
@@ -358,6 +365,32 @@ def test_cancel_resume_and_delete_from_the_job_page(
     page.click("#delete-btn")
     page.wait_for_url(stack.url + "/")
     assert ui.get(f"/v1/jobs/{job_id}").status_code == 404
+
+
+def test_a_succeeded_job_trains_longer_from_the_job_page(
+    browser: Browser, stack: Stack, ui_key: str, ui: httpx.Client
+):
+    page = sign_in(browser, stack, ui_key)
+    job_id = ui.post("/v1/jobs", json={"name": "longer", "config": tiny()}).json()["id"]
+    assert stack.wait_status(job_id, {"succeeded", "failed"})["status"] == "succeeded"
+    page.goto(f"{stack.url}/ui/jobs/{job_id}")
+    page.wait_for_selector('#job-status[data-status="succeeded"]')
+    # No steps given: nothing to do, and the hint says what would be
+    assert page.is_disabled("#resume-btn")
+    assert page.is_visible("#resume-hint")
+    assert "above 24 steps" in page.text_content("#resume-hint")
+    page.fill("#resume-steps", "24")  # not more than it has done
+    assert page.is_disabled("#resume-btn")
+    page.fill("#resume-steps", "36")
+    assert page.is_enabled("#resume-btn")
+    assert page.text_content("#resume-btn") == "Train longer"
+    page.click("#resume-btn")
+    page.wait_for_selector('#stat-step:text-is("36 / 36")', timeout=120_000)
+    page.wait_for_selector('#job-status[data-status="succeeded"]')
+    job = ui.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "succeeded" and job["progress"]["step"] == 36, job
+    steps = [c["step"] for c in ui.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]]
+    assert steps == [36, 24, 12]
 
 
 def test_the_key_never_leaks(browser: Browser, stack: Stack, ui_key: str):

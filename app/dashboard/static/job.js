@@ -24,6 +24,10 @@ function renderJob() {
   status.textContent = job.cancel_requested && !FINISHED.has(job.status) ? `${job.status} (canceling)` : job.status;
   status.className = `status status-${job.status}`;
   status.dataset.status = job.status;
+  // what a running job is doing (the first job on new data prepares its scorer at step 0)
+  const phase = job.status === "running" && p.phase ? p.phase : "";
+  $("job-phase").textContent = phase.replace("_", " ");
+  $("job-phase").dataset.phase = phase;
   const bar = $("job-progress");
   bar.max = Math.max(p.total_steps, 1);
   bar.value = p.step;
@@ -36,9 +40,26 @@ function renderJob() {
   $("stat-fd").textContent = fmtNum(job.best_fd);
   showError($("job-error"), job.error ? `Error: ${job.error}` : "");
   $("cancel-btn").disabled = deleted || FINISHED.has(job.status) || job.cancel_requested;
-  $("resume-btn").disabled = deleted || !["failed", "canceled"].includes(job.status);
+  renderResume();
   $("delete-btn").disabled = deleted || job.status === "running";
   renderLabels();
+}
+
+// Failed and canceled jobs resume (to the same or more steps); a succeeded one trains
+// longer, which needs a steps value above its total.
+function renderResume() {
+  const input = $("resume-steps");
+  const succeeded = job.status === "succeeded";
+  const total = job.progress.total_steps;
+  input.placeholder = succeeded ? `> ${total}` : "same";
+  $("resume-hint").hidden = !succeeded || deleted;
+  $("resume-hint").textContent = succeeded
+    ? `To train longer, enter a new total above ${total} steps: it continues from the last checkpoint.`
+    : "";
+  const wanted = Number(input.value);
+  const longer = input.value !== "" && Number.isInteger(wanted) && wanted > total;
+  $("resume-btn").disabled = deleted || !(["failed", "canceled"].includes(job.status) || (succeeded && longer));
+  $("resume-btn").textContent = succeeded ? "Train longer" : "Resume";
 }
 
 function renderLabels() {
@@ -210,6 +231,8 @@ $("cancel-btn").addEventListener("click", async () => {
   const res = await act($("cancel-btn"), "POST", `${base}/cancel`);
   if (res.ok) { job = res.value; renderJob(); }
 });
+
+$("resume-steps").addEventListener("input", () => { if (job) renderResume(); });
 
 $("resume-btn").addEventListener("click", async () => {
   const steps = $("resume-steps").value;
