@@ -119,6 +119,19 @@ def test_worker_healthcheck_checks_the_worker_process(services, name):
     assert _command(svc)[-2:] == ["ganforge", "worker"]
 
 
+@pytest.mark.parametrize("name", ["worker", "worker-cpu"])
+def test_worker_stop_grace_covers_a_hand_back_and_is_the_one_the_docs_give(services, name):
+    # SIGTERM hands the job back in about a second (tests/integration/test_handback.py);
+    # the grace leaves room for a long step and a checkpoint upload retried to its end.
+    from app.core.artifacts.s3store import UPLOAD_RETRIES
+
+    grace = str(services[name].get("stop_grace_period"))
+    match = re.fullmatch(r"(\d+)s", grace)
+    assert match, f"{name}: stop_grace_period {grace!r} should be in seconds"
+    assert sum(UPLOAD_RETRIES) + 10 <= int(match[1]) <= 60, grace
+    assert f"`stop_grace_period: {grace}`" in (ROOT / "docs" / "deploying.md").read_text()
+
+
 @pytest.mark.parametrize("name", ["api", "worker", "worker-cpu"])
 def test_app_services_wait_for_healthy_backends(services, name):
     deps = services[name].get("depends_on")
