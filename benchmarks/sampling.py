@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 "batch_size": args.train_batch,
                 "checkpoint_every": max(1, args.train_steps - 1),
                 "keep_checkpoints": 5,
-                "g_width": 64,  # the widths the README's figures were measured at
+                "g_width": 64,  # the widths docs/benchmarks.md's figures were measured at
                 "d_width": 64,
             }  # default latent, EMA
             r = client.post("/v1/jobs", json={"name": "bench-setup", "config": cfg})
