@@ -6,7 +6,9 @@ conditional on this worker still holding the job's lease.
 A shutdown (SIGTERM) hands the job back first and scores later: a checkpoint being scored
 is left unscored (the scoring runs in a helper thread that is abandoned), the shutdown's own
 checkpoint is recorded unscored, and the worker that resumes the job scores both before it
-trains on (``score_left_over``), so ``best`` ends up as if nothing had happened.
+trains on (``score_left_over``), so ``best`` ends up as if nothing had happened. A scorer
+being prepared is abandoned too, its build lock freed for the next worker, and the job goes
+back as it was (``HandBack``).
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from app.core.artifacts import checkpoints
 from app.core.artifacts.store import LocalStore
@@ -39,8 +41,41 @@ log = logging.getLogger("ganforge.worker")
 SHUTDOWN = threading.Event()
 
 
+T = TypeVar("T")
+
+
 class LeaseLost(Exception):
     """Another worker holds the job now: stop at once, write no checkpoint, record nothing."""
+
+
+class HandBack(Exception):
+    """A shutdown came before this run trained a step: give the job back as it is."""
+
+
+class ShutdownFirst(Exception):
+    """A shutdown came before a piece of work ended; it is left to the next worker."""
+
+
+def unless_shutdown(work: Callable[[], T], name: str) -> T:
+    """``work()``, run in a helper thread so that a shutdown need not wait for it: then
+    ShutdownFirst, and the thread is abandoned (a daemon: it ends with the process)."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True, name=name)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.1)
+        if SHUTDOWN.is_set() and thread.is_alive():
+            raise ShutdownFirst(name)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 class LeaseKeeper(threading.Thread):
@@ -128,16 +163,31 @@ class JobHooks:
                 worker_id=self.worker_id,
                 config=resolved.model_dump(mode="json"),
             )
-        if self.scorers is not None and self.scorers.enabled:
+        scorers = self.scorers
+        if scorers is not None and scorers.enabled:
             self.phase("preparing_scorer")
+            device = resolve_device(resolved.device)
             try:
-                self.scorer = self.scorers.for_dataset(dataset, resolve_device(resolved.device))
+                self.scorer = unless_shutdown(
+                    lambda: scorers.for_dataset(dataset, device), f"scorer-{self.job_id}"
+                )
+            except ShutdownFirst:
+                scorers.give_up(dataset)  # the next worker builds it at once, not after a ttl
+                self._hand_back_now("while its scorer was prepared")
             except Exception:  # scoring is a view of training: never a reason to fail it
                 log.exception(
                     "job %s: no scorer for its dataset; checkpoints go unscored", self.job_id
                 )
         self.score_left_over()
+        if SHUTDOWN.is_set():
+            self._hand_back_now("before it trained")
         self.phase("training")
+
+    def _hand_back_now(self, when: str) -> None:
+        log.info("job %s: shutdown %s; handing it back as it is", self.job_id, when)
+        self.handing_back = True
+        self.phase("handing_back")
+        raise HandBack(self.job_id)
 
     def score_left_over(self) -> None:
         """Score the checkpoints an earlier run of this job left unscored (a shutdown handed
@@ -147,7 +197,7 @@ class JobHooks:
             s.expunge_all()
         for row in rows:
             if SHUTDOWN.is_set():
-                return
+                return  # the next worker scores the rest
             if self.scorer is None:
                 self._record_scores(row.id, None, None, off=True)
                 continue
@@ -254,28 +304,20 @@ class JobHooks:
         scorer = self.scorer
         assert scorer is not None
         self.phase("scoring")
-        outcome: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                outcome["scores"] = scorer.score(path)
-            except Exception as exc:
-                log.exception("job %s: scoring checkpoint %s failed", self.job_id, checkpoint_id)
-                outcome["error"] = f"{type(exc).__name__}: {exc}"
-
-        thread = threading.Thread(target=work, daemon=True, name=f"score-{checkpoint_id}")
-        thread.start()
-        while thread.is_alive():
-            thread.join(0.1)
-            if SHUTDOWN.is_set() and thread.is_alive():
-                log.info(
-                    "job %s: shutdown; checkpoint %s left unscored for the worker that "
-                    "resumes the job",
-                    self.job_id,
-                    checkpoint_id,
-                )
-                return
-        self._record_scores(checkpoint_id, outcome.get("scores"), outcome.get("error"))
+        result, error = None, None
+        try:
+            result = unless_shutdown(lambda: scorer.score(path), f"score-{checkpoint_id}")
+        except ShutdownFirst:
+            log.info(
+                "job %s: shutdown; checkpoint %s left unscored for the worker that resumes the job",
+                self.job_id,
+                checkpoint_id,
+            )
+            return
+        except Exception as exc:
+            log.exception("job %s: scoring checkpoint %s failed", self.job_id, checkpoint_id)
+            error = f"{type(exc).__name__}: {exc}"
+        self._record_scores(checkpoint_id, result, error)
         if not SHUTDOWN.is_set():
             self.phase("training")
 

@@ -23,7 +23,7 @@ from gan_core.checkpoint import CheckpointError
 from gan_core.config import TrainConfig
 from gan_core.data import DatasetError, ImageTensorDataset, load_dataset
 from gan_core.training import TrainingDiverged, train
-from worker.hooks import SHUTDOWN, JobHooks, LeaseKeeper, LeaseLost
+from worker.hooks import SHUTDOWN, HandBack, JobHooks, LeaseKeeper, LeaseLost
 
 log = logging.getLogger("ganforge.worker")
 _scorers: dict[tuple[str, str], scores.Scorers] = {}  # per database and store, for the process
@@ -116,6 +116,8 @@ def run_job(
         step = result.step
     except LeaseLost:
         pass
+    except HandBack:  # a shutdown before this run trained a step: back as it was
+        status = JobStatus.canceled
     except TrainingDiverged as exc:  # the last good checkpoint stays listed and samples
         error = str(exc)
     except (DatasetError, CheckpointError, ValueError) as exc:

@@ -92,6 +92,14 @@ class Scorers:
             self._memo.popitem(last=False)
         return scorer
 
+    def give_up(self, dataset: ImageTensorDataset) -> None:
+        """Free the build locks this process may hold for the dataset's scorer: a shutdown
+        abandoned its build, and the next worker should build it at once, not wait out the
+        lock's ttl (a build in flight writes its files atomically, the last one last)."""
+        key = scorer_key(dataset)
+        for name in (f"scorer:{key}", f"scorer:{key}-inception"):
+            locks.release(self.settings.resolved_database_url, name, self.holder)
+
     def _load_inception(self, device: torch.device) -> InceptionFeatures:
         if self._inception is None:
             assert self.settings.inception_weights is not None
