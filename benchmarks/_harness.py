@@ -120,6 +120,9 @@ class Server:
             # request test into 429s; set far above what we send, so its code still runs
             "GANFORGE_SAMPLE_RATE": "100000",
             "GANFORGE_SAMPLE_BURST": "100000",
+            # sampling.py's setup job checkpoints at each of its last two steps, under the
+            # service's floor on checkpoint_every (25 by default)
+            "GANFORGE_MIN_CHECKPOINT_EVERY": "1",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
         }
         self.log = log

@@ -134,7 +134,7 @@ AUTH=(-H "Authorization: Bearer $API_KEY")
 
 # --- train ----------------------------------------------------------------------------
 say "submitting a tiny training job"
-body='{"name": "smoke", "config": {"dataset": "shapes", "image_size": 32, "steps": 30, "batch_size": 16, "g_width": 8, "d_width": 8, "checkpoint_every": 10}}'
+body='{"name": "smoke", "config": {"dataset": "shapes", "image_size": 32, "steps": 30, "batch_size": 16, "g_width": 8, "d_width": 8, "checkpoint_every": 25}}'
 code=$(api -o "$WORK/job.json" -D "$WORK/job.headers" -w '%{http_code}' \
   -X POST -H 'Content-Type: application/json' --data "$body" "$BASE/v1/jobs")
 cat "$WORK/job.json"; echo
