@@ -206,3 +206,20 @@ def test_errors_usage_and_an_unreachable_server(cli_env, tmp_path):
     missing = gf(cli_env, "samples", "job_0000000000000000", "-o", str(tmp_path / "x.png"))
     assert missing.returncode == 2 and "not found" in missing.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_running_jobs_line_says_why_its_step_stands_still():
+    """The server's progress.phase (e.g. preparing_scorer at step 0) shows in the watch line."""
+    from ganforge_client.models import Job
+    from ganforge_client.output import progress_text
+
+    def line(phase: str | None, status: str = "running") -> str:
+        progress = {"step": 0, "total_steps": 100, "phase": phase}
+        return progress_text(
+            Job.model_validate({"id": "job_1", "status": status, "progress": progress})
+        )
+
+    assert "preparing scorer" in line("preparing_scorer")
+    assert "handing back" in line("handing_back")
+    assert "training" not in line("training")
+    assert "preparing" not in line("preparing_scorer", status="queued")

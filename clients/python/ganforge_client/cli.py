@@ -71,9 +71,19 @@ def register(subparsers: argparse._SubParsersAction, prog: str = "ganforge") -> 
         ("delete", verbs.jobs_delete, "delete a job that is not running, with its checkpoints"),
     ]:
         verb(jsub, name, handler, text).add_argument("id", metavar="JOB")
-    p = verb(jsub, "resume", verbs.jobs_resume, "continue a failed or canceled job")
+    p = verb(
+        jsub,
+        "resume",
+        verbs.jobs_resume,
+        "continue a failed or canceled job, or train a succeeded one longer (--steps above its total)",
+    )
     p.add_argument("id", metavar="JOB")
-    p.add_argument("--steps", type=_positive, default=None, help="new total step count")
+    p.add_argument(
+        "--steps",
+        type=_positive,
+        default=None,
+        help="new total step count (for a succeeded job: above its total)",
+    )
 
     datasets = subparsers.add_parser("datasets", help="datasets on a ganforge server (HTTP)")
     dsub = datasets.add_subparsers(dest="datasets_command", required=True, metavar="VERB")

@@ -1,8 +1,10 @@
 """A job's server-sent events as an iterator that survives dropped connections.
 
-The server numbers its events and, given ``Last-Event-ID``, sends exactly what came after
-(app.core.jobs.events), so a reconnect loses nothing; events at or below the last id seen are
-dropped here too, so nothing is yielded twice even if a server repeated itself.
+The server numbers its events and, given ``Last-Event-ID``, sends every checkpoint finalised
+since then and the job's current state if it moved (job states superseded in between are not
+replayed; app.core.jobs.events), so a reconnect loses no checkpoint and ends on the job as it
+is; events at or below the last id seen are dropped here too, so nothing is yielded twice even
+if a server repeated itself.
 """
 
 from __future__ import annotations

@@ -65,7 +65,8 @@ class JobsApi(Transport):
         return Job.model_validate(self._json("POST", f"/v1/jobs/{seg(job_id)}/cancel"))
 
     def resume_job(self, job_id: str, steps: int | None = None) -> Job:
-        """Continue a failed or canceled job from its last checkpoint, optionally to ``steps``."""
+        """Continue a failed or canceled job from its last checkpoint, optionally to ``steps``;
+        or train a succeeded job longer (``steps`` above its total)."""
         body = {"steps": steps} if steps is not None else None
         return Job.model_validate(self._json("POST", f"/v1/jobs/{seg(job_id)}/resume", json=body))
 

@@ -32,6 +32,8 @@ class JobProgress(ApiModel):
     losses: dict[str, float] | None = None
     images_per_sec: float | None = None
     eta_seconds: float | None = None
+    # what a running job is doing: starting, preparing_scorer, training, scoring, handing_back
+    phase: str | None = None
 
 
 class Job(ApiModel):

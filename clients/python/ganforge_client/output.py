@@ -45,6 +45,8 @@ def progress_text(job: Job) -> str:
     if p.images_per_sec:
         parts.append(f"{p.images_per_sec:.0f} img/s")
     if job.status == "running":
+        if p.phase and p.phase != "training":  # say why step and ETA stand still
+            parts.append(p.phase.replace("_", " "))
         parts.append(f"eta {duration(p.eta_seconds)}")
     return " ".join(parts)
 
