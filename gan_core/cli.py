@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # torch-heavy imports stay lazy: `ganforge --help` should be 
     from gan_core.checkpoint import CheckpointInfo
     from gan_core.config import TrainConfig
     from gan_core.data import ImageTensorDataset
+    from gan_core.training import Progress
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -117,7 +118,7 @@ def train_command(args: argparse.Namespace) -> int:
             return 1
     bar = None if args.no_progress else tqdm(total=config.steps, unit="step", dynamic_ncols=True)
 
-    def on_progress(p):
+    def on_progress(p: Progress) -> None:
         if bar is not None:
             bar.n = p.step
             bar.set_postfix(

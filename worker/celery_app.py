@@ -36,7 +36,7 @@ _heartbeat_stop = threading.Event()
 
 
 @worker_ready.connect
-def _start_heartbeat(**_kwargs) -> None:
+def _start_heartbeat(**_kwargs: object) -> None:
     from worker.sweep import heartbeat_loop
 
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -49,12 +49,12 @@ def _start_heartbeat(**_kwargs) -> None:
 
 
 @worker_shutdown.connect
-def _stop_heartbeat(**_kwargs) -> None:
+def _stop_heartbeat(**_kwargs: object) -> None:
     _heartbeat_stop.set()
 
 
 @worker_process_init.connect
-def _fresh_connections(**_kwargs) -> None:
+def _fresh_connections(**_kwargs: object) -> None:
     # A forked pool child must not share the parent's database connections.
     from app.core.db import forget_engines_after_fork
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import gzip
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from gan_core.data._base import DatasetError, DatasetInfo
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 MAX_IMAGE_PIXELS = 4096 * 4096  # image folders refuse larger files (decompression bombs, memory)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
@@ -131,7 +135,7 @@ def load_image_folder(
     return images.contiguous(), labels, info
 
 
-def _is_gray(im) -> bool:
+def _is_gray(im: PILImage) -> bool:
     """Grey by mode, or a palette image (GIFs are always palette) whose colours are all grey."""
     if im.mode in _GRAY_MODES:
         return True

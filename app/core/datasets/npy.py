@@ -29,7 +29,9 @@ class NpzSummary:
     num_classes: int | None
 
 
-def _header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, shown: str):
+def _header(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, shown: str
+) -> tuple[tuple[int, ...], np.dtype, int]:
     """(shape, dtype, header length) of one member, refusing pickles and lies about sizes."""
     fmt = np.lib.format
     try:
