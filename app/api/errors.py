@@ -176,7 +176,7 @@ def install(app: FastAPI) -> None:
         # The client hung up mid-body (e.g. an upload dropped half-way): its business, not a
         # bug. One line, no traceback; what it sent is discarded (the receiver removes its
         # scratch). 499 is what proxies call it; nobody is there to read it but the metrics.
-        client = req.client.host if req.client else "?"
+        client = f"{req.client.host}:{req.client.port}" if req.client else "?"
         log.info("client %s disconnected during %s %s", client, req.method, req.url.path)
         return Response(status_code=499)
 
