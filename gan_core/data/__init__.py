@@ -51,6 +51,8 @@ BUILTINS: dict[str, DatasetInfo] = {
     "fashion-mnist": DatasetInfo("fashion-mnist", 1, 10, 28, tuple(_FASHION.split("|"))),
     "mnist": DatasetInfo("mnist", 1, 10, 28, tuple(str(d) for d in range(10))),
     "cifar10": DatasetInfo("cifar10", 3, 10, 32, tuple(_CIFAR.split())),
+    # Pairs (gan_core.data.pairs.load_pairs): channels are B's (A: edge maps, 1 channel).
+    "shapes-edges": DatasetInfo("shapes-edges", 3, None, None, pairing="paired"),
 }
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")  # the 60k train split
 # torchvision checksums all of these (test_batch too) before loading the train split.
@@ -92,6 +94,11 @@ def load_dataset(
         raise DatasetError(f"max_items must be at least 1, got {max_items}")
     dirs = [Path(d).expanduser() for d in data_dirs]
     labels: torch.Tensor | None
+    if name in BUILTINS and BUILTINS[name].pairing:
+        raise DatasetError(
+            f"dataset {name!r} holds {BUILTINS[name].pairing} images of two domains (A and B): "
+            "load it with gan_core.data.pairs.load_pairs"
+        )
     if name == "shapes":
         n = SHAPES_SIZE if max_items is None else min(max_items, SHAPES_SIZE)
         images, labels = _cached_shapes(n, image_size, seed, channels or 1)  # colour when asked
@@ -192,7 +199,7 @@ def _missing_message(name: str, data_dirs: Sequence[Path]) -> str:
 def dataset_availability(name: str, data_dirs: Sequence[str | Path] = ()) -> tuple[bool, str]:
     """(usable here?, where it was found or where to put it); file existence checks only."""
     dirs = [Path(d).expanduser() for d in data_dirs]
-    if name == "shapes":
+    if name == "shapes" or name in BUILTINS and BUILTINS[name].pairing:
         return True, "generated procedurally"
     if name in BUILTINS:
         found = _find_builtin(name, dirs)

@@ -20,6 +20,7 @@ class DatasetInfo:
     num_classes: int | None  # None: unlabeled
     native_size: int | None  # None: sizes vary, or generated at any size
     class_names: tuple[str, ...] | None = None
+    pairing: str | None = None  # None: images; 'paired' / 'unpaired': see gan_core.data.pairs
 
 
 @dataclass(eq=False)  # eq would compare tensors elementwise

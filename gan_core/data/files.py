@@ -122,17 +122,19 @@ def load_image_folder(
             "directly in it, or in one subfolder per class"
         )
     files = files[:max_items]
-    arrays = [_read_image(f, size) for f, _ in files]
-    gray = all(a.ndim == 2 for a in arrays)  # one colour image makes the dataset RGB
-    if gray:
-        images = torch.from_numpy(np.stack(arrays)[:, None])
-    else:
-        rgb = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2) for a in arrays]
-        images = torch.from_numpy(np.stack(rgb).transpose(0, 3, 1, 2))
+    images = stack_images([_read_image(f, size) for f, _ in files])
     labels = torch.tensor([label for _, label in files]) if class_names else None
     num_classes = len(class_names) if class_names else None
-    info = DatasetInfo("image-folder", 1 if gray else 3, num_classes, None, class_names)
-    return images.contiguous(), labels, info
+    info = DatasetInfo("image-folder", int(images.shape[1]), num_classes, None, class_names)
+    return images, labels, info
+
+
+def stack_images(arrays: list[np.ndarray]) -> torch.Tensor:
+    """Same-sized H×W (grey) or H×W×3 arrays as uint8 (N, C, H, W): RGB if any is in colour."""
+    if all(a.ndim == 2 for a in arrays):
+        return torch.from_numpy(np.stack(arrays)[:, None]).contiguous()
+    rgb = [a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2) for a in arrays]
+    return torch.from_numpy(np.stack(rgb).transpose(0, 3, 1, 2)).contiguous()
 
 
 def _is_gray(im: PILImage) -> bool:
@@ -147,6 +149,22 @@ def _is_gray(im: PILImage) -> bool:
 
 def _read_image(path: Path, size: int) -> np.ndarray:
     """One image center-cropped to a square and resized: size×size (gray) or size×size×3 uint8."""
+    return fit_square(decode_image(path), size)
+
+
+def image_header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from an image's header, nothing decoded; None if it is not readable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path, formats=_PIL_FORMATS) as im:
+            return im.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None  # decode_image names the unreadable file
+
+
+def decode_image(path: Path) -> PILImage:
+    """One image decoded as Pillow mode L (grey) or RGB, refused past MAX_IMAGE_PIXELS."""
     from PIL import Image  # lazy: only image folders need Pillow
 
     try:
@@ -157,12 +175,19 @@ def _read_image(path: Path, size: int) -> np.ndarray:
                     f"{path}: {w}x{h} pixels is over the limit of {MAX_IMAGE_PIXELS} (4096x4096)"
                 )
             opened.load()
-            im = opened.convert("L" if _is_gray(opened) else "RGB")
+            return opened.convert("L" if _is_gray(opened) else "RGB")
     except DatasetError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         # Pillow raises the bomb error itself, at open, for images far over its own global cap.
         raise DatasetError(f"{path}: not a readable image ({e})") from e
+
+
+def fit_square(im: PILImage, size: int) -> np.ndarray:
+    """An L or RGB image center-cropped to a square and resized to size×size, as uint8."""
+    from PIL import Image
+
+    w, h = im.size
     if (w, h) != (size, size):
         side = min(w, h)
         box = ((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2)
