@@ -7,10 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from app.core.models import Checkpoint, Dataset, Job
+from app.core.models import Checkpoint, Job
 from app.core.serving.history import History
 from gan_core.config import TrainConfig
-from gan_core.data import DatasetInfo
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -218,58 +217,6 @@ class CheckpointPublic(BaseModel):
 
 class CheckpointsPublic(BaseModel):
     items: list[CheckpointPublic]
-
-
-class DatasetPublic(BaseModel):
-    id: str
-    name: str
-    kind: str
-    builtin: bool
-    available: bool
-    where: str | None = None
-    num_images: int | None = None
-    channels: int | None = None
-    image_size: int | None = None
-    num_classes: int | None = None
-    class_names: list[str] | None = None
-    size_bytes: int | None = None
-    created_at: UtcDateTime | None = None
-
-    @classmethod
-    def of(cls, ds: Dataset) -> DatasetPublic:
-        return cls(
-            id=ds.id,
-            name=ds.name,
-            kind=ds.kind,
-            builtin=False,
-            available=True,
-            num_images=ds.num_images,
-            channels=ds.channels,
-            image_size=ds.image_size,
-            num_classes=ds.num_classes,
-            class_names=ds.class_names,
-            size_bytes=ds.size_bytes,
-            created_at=ds.created_at,
-        )
-
-    @classmethod
-    def of_builtin(cls, info: DatasetInfo, available: bool, where: str) -> DatasetPublic:
-        return cls(
-            id=info.name,
-            name=info.name,
-            kind="builtin",
-            builtin=True,
-            available=available,
-            where=where,
-            channels=info.channels,
-            image_size=info.native_size,
-            num_classes=info.num_classes,
-            class_names=list(info.class_names or []) or None,
-        )
-
-
-class DatasetsPublic(BaseModel):
-    items: list[DatasetPublic]
 
 
 class Readiness(BaseModel):

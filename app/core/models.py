@@ -49,7 +49,7 @@ class Dataset(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ds"))
     owner_id: Mapped[str | None] = mapped_column(String(40), index=True)
     name: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[str] = mapped_column(String(20))  # npz | image-folder
+    kind: Mapped[str] = mapped_column(String(20))  # npz | image-folder | paired | unpaired
     path: Mapped[str] = mapped_column(String(500))  # store key
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     num_images: Mapped[int] = mapped_column(Integer)
@@ -57,6 +57,9 @@ class Dataset(Base):
     image_size: Mapped[int] = mapped_column(Integer)
     num_classes: Mapped[int | None] = mapped_column(Integer)
     class_names: Mapped[list[Any] | None] = mapped_column(JSON)
+    # paired | unpaired: per domain A and B, {num_images, channels, image_size, val_images}
+    domains: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    val_size: Mapped[int | None] = mapped_column(Integer)  # held out for validation (pairs)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

@@ -179,9 +179,13 @@ def test_new_job_form_shows_an_error_next_to_its_input(
     page = sign_in(browser, stack, ui_key)
     page.click("nav >> text=New job")
     page.wait_for_function("() => document.querySelectorAll('#f-dataset option').length > 1")
-    for ds in ui.get("/v1/datasets").json()["items"]:  # each one offered, unavailable ones marked
+    # Each one offered; unavailable ones, and pairs (no translation jobs yet), disabled.
+    for ds in ui.get("/v1/datasets").json()["items"]:
         option = page.locator(f'#f-dataset option[value="{ds["id"]}"]')
-        assert option.is_disabled() == (not ds["available"]), ds
+        assert option.is_disabled() == (not ds["available"] or ds["pairing"] is not None), ds
+    assert (
+        "not available yet" in page.locator('#f-dataset option[value="shapes-edges"]').inner_text()
+    )
     assert page.input_value("#f-image_size") == "32"  # defaults from TrainConfig
     assert page.locator("#f-arch option").all_text_contents() == ["dcgan", "mlp"]
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
+from app.api.dataset_schemas import DatasetPublic, DatasetsPublic
 from app.api.deps import PrincipalDep, ServicesDep, SessionDep, require_writable_store
 from app.api.errors import problem_responses
-from app.api.schemas import DatasetPublic, DatasetsPublic
 from app.core.datasets import records as datasets
 from app.core.datasets import uploads
 
@@ -28,6 +28,7 @@ _UPLOAD_BODY = {
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
                         "name": {"type": "string", "maxLength": 200},
+                        "pairing": {"type": "string", "enum": ["auto", "paired", "unpaired"]},
                     },
                 }
             },
@@ -80,8 +81,17 @@ async def upload_dataset(
     filename: Annotated[
         str | None, Query(max_length=255, description="the file's name, for a raw body (x.npz)")
     ] = None,
+    pairing: Annotated[
+        Literal["auto", "paired", "unpaired"] | None,
+        Query(
+            description="for a zip of A/ and B/ folders: paired (same file names in both), "
+            "unpaired (two domains), or auto (default: paired when the names match, unpaired "
+            "when none do)"
+        ),
+    ] = None,
 ) -> DatasetPublic:
-    """Upload a dataset: a zip of images (class subfolders become labels) or an .npz.
+    """Upload a dataset: a zip of images (class subfolders become labels), a zip of pairs or of
+    two domains (A/ + B/, trainA/ + trainB/, or AB/ of side-by-side images), or an .npz.
 
     The body is streamed to disk and refused (413) as soon as it passes the size cap; a zip is
     checked for unsafe names, links, entry count and expansion before anything is unpacked.
@@ -96,6 +106,7 @@ async def upload_dataset(
         filename=filename,
         name=name,
         owner_id=principal.owner_id,
+        pairing=pairing,
     )
     response.headers["Location"] = f"/v1/datasets/{ds.id}"
     return DatasetPublic.of(ds)

@@ -12,6 +12,8 @@ from app.core.settings import Settings
 from gan_core.config import TrainConfig
 from gan_core.data import BUILTINS, DatasetInfo, dataset_availability
 
+PAIRED_KINDS = ("paired", "unpaired")  # uploads of pairs / of two domains (gan_core.data.pairs)
+
 
 def builtins(settings: Settings) -> list[tuple[DatasetInfo, bool, str]]:
     """Each built-in with whether its files are on this machine and where (or where to put them)."""
@@ -61,6 +63,8 @@ def check_training_dataset(
 ) -> tuple[TrainConfig, Dataset | None]:
     """Check that a job's dataset exists here and fits its config; returns (config, upload or None)."""
     name = config.dataset
+    if name in BUILTINS and BUILTINS[name].pairing:
+        raise _no_translation_jobs(f"built-in dataset {name!r}", BUILTINS[name].pairing)
     if name in BUILTINS:
         available, where = dataset_availability(name, settings.dataset_dirs)
         if not available and not settings.allow_download:
@@ -81,6 +85,8 @@ def check_training_dataset(
         ds = get_upload(session, dataset_id=name, owner_id=owner_id)
     except NotFound as exc:
         raise InvalidInput(f"no uploaded dataset {name}", field="config.dataset") from exc
+    if ds.kind in PAIRED_KINDS:
+        raise _no_translation_jobs(f"dataset {name}", ds.kind)
     if config.batch_size > ds.num_images:  # the worker's batcher would refuse it seconds later
         raise InvalidInput(
             f"batch_size {config.batch_size} is larger than dataset {name}, which has "
@@ -93,3 +99,12 @@ def check_training_dataset(
             field="config.conditional",
         )
     return config, ds
+
+
+def _no_translation_jobs(what: str, pairing: str | None) -> InvalidInput:
+    holds = "pairs of images (A → B)" if pairing == "paired" else "images of two domains (A, B)"
+    return InvalidInput(
+        f"{what} holds {holds}: it is for image-to-image translation, and translation jobs "
+        "are not available yet; jobs train from noise on a dataset of images",
+        field="config.dataset",
+    )

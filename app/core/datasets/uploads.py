@@ -11,6 +11,8 @@ the row. On any failure nothing is left in the store or the database. Receiving 
 Recorded ``image_size``: for an npz, the arrays' side (H == W). For a zip of images, the side
 of the centre-cropped square of the first image in the order the loader reads them
 (min(width, height)); images may differ in size, and training resizes them all anyway.
+A zip of A/ + B/ (trainA/ + trainB/) or AB/ folders is a dataset of pairs or of two domains,
+built by ``app.core.datasets.pair_uploads``; its record says each domain's facts.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import shutil
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
@@ -28,16 +29,22 @@ from sqlalchemy.orm import Session
 
 from app.core.artifacts.store import LocalStore
 from app.core.datasets.archives import (
-    Budget,
     Entries,
     UploadLimits,
     bad_file,
     check_archive,
-    extract,
     open_zip,
-    over_limit,
+)
+from app.core.datasets.members import (
+    VALIDATE_SIZE,
+    Summary,
+    check_pixels,
+    junk,
+    loader_error,
+    unpack,
 )
 from app.core.datasets.npy import inspect_npz
+from app.core.datasets.pair_uploads import build_pairs, plan_pairs
 from app.core.datasets.upload_receiver import ReceivedUpload, receive
 from app.core.db import session_scope
 from app.core.errors import InvalidInput, Unavailable, UnsupportedMedia
@@ -46,28 +53,19 @@ from app.core.models import Dataset, new_id
 from app.core.settings import Settings
 from gan_core.data import IMAGE_EXTENSIONS, DatasetError
 from gan_core.data.files import load_image_folder
+from gan_core.data.pairs import PAIRINGS
 
 T = TypeVar("T")
 ACCEPTED = (
-    "a .zip of images (png/jpeg/bmp/webp/gif; one subfolder per class for labels) or a .npz "
-    "holding a uint8 array 'x' (N×H×W or N×H×W×C) and optional integer labels 'y'"
+    "a .zip of images (png/jpeg/bmp/webp/gif; one subfolder per class for labels), a .zip of "
+    "pairs or two domains (folders A/ and B/, trainA/ and trainB/, or AB/ of side-by-side "
+    "images), or a .npz holding a uint8 array 'x' (N×H×W or N×H×W×C) and optional integer "
+    "labels 'y'"
 )
-VALIDATE_SIZE = 4  # images are decoded in full but kept at 4x4: validation needs no more memory
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive
-_JUNK_FILES = {"thumbs.db", "desktop.ini"}
 
 
 # --------------------------------------------------------------------------- datasets
-
-
-@dataclass
-class _Summary:
-    entry: str  # path of the data inside the dataset directory
-    num_images: int
-    channels: int
-    image_size: int
-    num_classes: int | None
-    class_names: list[str] | None
 
 
 def _detect_kind(upload: ReceivedUpload, zf_names: list[str] | None) -> str:
@@ -81,18 +79,9 @@ def _is_zip(path: Path) -> bool:
         return f.read(4) in _ZIP_MAGIC
 
 
-def _junk(parts: tuple[str, ...]) -> bool:
-    """Files a zip tool adds that are not data: __MACOSX/, dotfiles, Thumbs.db, desktop.ini."""
-    return (
-        "__MACOSX" in parts
-        or any(p.startswith(".") for p in parts)
-        or parts[-1].lower() in _JUNK_FILES
-    )
-
-
 def _plan_images(entries: Entries) -> Entries:
     """Which members to unpack where: loose images, or one folder per class, under one root."""
-    files = [(info, parts) for info, parts in entries if not info.is_dir() and not _junk(parts)]
+    files = [(info, parts) for info, parts in entries if not info.is_dir() and not junk(parts)]
     if not files:
         raise bad_file(f"the archive holds no images; upload {ACCEPTED}")
     for info, parts in files:
@@ -124,70 +113,24 @@ def _plan_images(entries: Entries) -> Entries:
     return files
 
 
-def _dataset_error(
-    exc: DatasetError, root: Path, names: dict[str, str], shown: str
-) -> InvalidInput:
-    """The loader's message with server paths replaced by the names the user uploaded."""
-    msg, prefix = str(exc), f"{root}/"
-    if msg.startswith(prefix):
-        rest = msg[len(prefix) :]
-        for rel, original in names.items():
-            if rest.startswith(rel + ":"):
-                msg = f"archive entry {original!r}{rest[len(rel) :]}"
-                break
-    return bad_file(msg.replace(prefix, "").replace(str(root), shown))
-
-
-def _check_pixels(root: Path, plan: Entries, limit: int) -> None:
-    """Sum the images' pixels from their headers (nothing decoded yet); 413 past the budget.
-
-    Decoding is what costs: 200 all-black 4096x4096 PNGs are 3 MB of upload and 3.4 billion
-    pixels (22 s of CPU) to decode.
-    """
-    from PIL import Image
-
-    total = 0
-    for info, parts in plan:
-        try:
-            with Image.open(root.joinpath(*parts)) as im:  # reads the header only
-                w, h = im.size
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-            continue  # the loader names the unreadable file
-        total += w * h
-        if total > limit:
-            raise over_limit(
-                f"the archive's images hold more than {limit} pixels (the limit per "
-                f"upload; reached at {info.filename!r})"
-            )
-
-
 def _build_image_folder(
-    upload: ReceivedUpload, zf: zipfile.ZipFile, limits: UploadLimits, build: Path
-) -> _Summary:
-    plan = _plan_images(check_archive(zf, limits))
+    entries: Entries, zf: zipfile.ZipFile, limits: UploadLimits, build: Path
+) -> Summary:
+    plan = _plan_images(entries)
     root = build / "images"
-    root.mkdir()
-    budget = Budget(limits.max_unpacked_bytes)
-    names: dict[str, str] = {}
-    base = root.resolve()
-    for info, parts in plan:
-        dest = root.joinpath(*parts)
-        if not dest.resolve().is_relative_to(base):  # entry_parts makes this impossible
-            raise bad_file(f"archive entry {info.filename!r} points outside the archive")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        extract(zf, info, dest, budget)
-        names["/".join(parts)] = info.filename
-    _check_pixels(root, plan, limits.max_pixels)
+    names = unpack(zf, plan, root, limits)
+    check_pixels(root, plan, limits.max_pixels)
     try:
         images, _labels, loaded = load_image_folder(root, VALIDATE_SIZE)
     except DatasetError as exc:
-        raise _dataset_error(exc, root, names, "the archive") from exc
+        raise loader_error(exc, root, names, "the archive") from exc
     from PIL import Image  # lazy; the loader has just decoded every file with it
 
     first = min(root.joinpath(*parts) for _, parts in plan)
     with Image.open(first) as im:
         side = min(im.size)
-    return _Summary(
+    return Summary(
+        "image-folder",
         "images",
         len(images),
         loaded.channels,
@@ -199,14 +142,14 @@ def _build_image_folder(
 
 def _build_npz(
     upload: ReceivedUpload, zf: zipfile.ZipFile, limits: UploadLimits, build: Path
-) -> _Summary:
+) -> Summary:
     shown = upload.filename or "the upload"
     check_archive(zf, limits)
     summary = inspect_npz(zf, limits, shown)
     zf.close()
     upload.path.rename(build / "data.npz")
-    return _Summary(
-        "data.npz", summary.num_images, summary.channels, summary.side, summary.num_classes, None
+    return Summary(
+        "npz", "data.npz", summary.num_images, summary.channels, summary.side, summary.num_classes
     )
 
 
@@ -227,15 +170,20 @@ def create_dataset(
     upload: ReceivedUpload,
     *,
     name: str | None = None,
+    pairing: str | None = None,
     owner_id: str | None = None,
 ) -> Dataset:
     """Validate a received upload, move it into ``datasets/<id>`` and record it (committed).
 
+    ``pairing`` (auto, paired, unpaired) says how an archive of A/ and B/ folders is read.
     Raises UnsupportedMedia (415) or InvalidInput (422); then nothing new is in the store or
     the database. The caller still discards ``upload.scratch``.
     """
     limits = UploadLimits.of(settings)
     name = _dataset_name(name if name is not None else upload.fields.get("name"), upload.filename)
+    pairing = pairing if pairing is not None else upload.fields.get("pairing", "auto")
+    if pairing not in PAIRINGS:
+        raise InvalidInput(f"pairing must be one of {', '.join(PAIRINGS)}", field="pairing")
     if not _is_zip(upload.path):
         raise UnsupportedMedia(f"not a zip or npz file; upload {ACCEPTED}", field="file")
     build = upload.scratch / "dataset"
@@ -246,7 +194,17 @@ def create_dataset(
         if kind == "npz":
             summary = _build_npz(upload, zf, limits, build)
         else:
-            summary = _build_image_folder(upload, zf, limits, build)
+            entries = check_archive(zf, limits)
+            pairs = plan_pairs(entries)
+            if pairs is not None:
+                summary = build_pairs(zf, pairs, limits, build, pairing)
+            else:
+                summary = _build_image_folder(entries, zf, limits, build)
+        if pairing != "auto" and summary.domains is None:
+            raise InvalidInput(
+                "pairing is only for archives of two domains (A/ and B/ folders)",
+                field="pairing",
+            )
     finally:
         zf.close()
     upload.path.unlink(missing_ok=True)
@@ -264,7 +222,7 @@ def create_dataset(
             id=dataset_id,
             owner_id=owner_id,
             name=name,
-            kind=kind,
+            kind=summary.kind,
             path=f"{key}/{summary.entry}",
             size_bytes=store.usage_bytes(key),
             num_images=summary.num_images,
@@ -272,6 +230,8 @@ def create_dataset(
             image_size=summary.image_size,
             num_classes=summary.num_classes,
             class_names=summary.class_names,
+            domains=summary.domains,
+            val_size=summary.val_size,
         )
         session.add(row)
         session.commit()  # recorded after the files landed
@@ -327,6 +287,7 @@ async def upload_dataset(
     filename: str | None,
     name: str | None,
     owner_id: str,
+    pairing: str | None = None,
 ) -> Dataset:
     """Receive an upload body, then build and record the dataset; scratch is always removed."""
     gate.admit()
@@ -343,7 +304,7 @@ async def upload_dataset(
         def create() -> Dataset:
             with session_scope(settings.resolved_database_url) as session:
                 return create_dataset(
-                    session, store, settings, upload, name=name, owner_id=owner_id
+                    session, store, settings, upload, name=name, pairing=pairing, owner_id=owner_id
                 )
 
         try:

@@ -13,7 +13,8 @@ function describe(ds) {
     ds.image_size && `${ds.image_size}px`,
     ds.channels && `${ds.channels} ch`,
     ds.num_classes && `${ds.num_classes} classes`,
-    ds.num_images && `${ds.num_images} images`,
+    ds.num_images && `${ds.num_images} ${ds.pairing === "paired" ? "pairs" : "images"}`,
+    ds.pairing && "for translation jobs, not available yet",
   ].filter(Boolean);
   const name = ds.builtin ? ds.name : `${ds.name} (${ds.id})`;
   return `${name}${facts.length ? ` — ${facts.join(", ")}` : ""}${ds.available ? "" : " — not available on this server"}`;
@@ -35,7 +36,7 @@ async function loadDatasets(choose) {
   groups.builtin.label = "Built-in";
   for (const ds of items) {
     const option = new Option(describe(ds), ds.id);
-    option.disabled = !ds.available;
+    option.disabled = !ds.available || Boolean(ds.pairing); // pairs: no noise jobs on them
     (ds.builtin ? groups.builtin : groups.uploaded).append(option);
   }
   select.replaceChildren(...Object.values(groups).filter((g) => g.children.length));

@@ -114,6 +114,9 @@ class Dataset(ApiModel):
     image_size: int | None = None
     num_classes: int | None = None
     class_names: list[str] | None = None
+    pairing: str | None = None  # paired | unpaired (kind is too, for uploads); None: images
+    domains: dict[str, dict[str, Any]] | None = None  # A and B: num_images, channels, ...
+    val_size: int | None = None  # held out for validation (pairs)
     size_bytes: int | None = None
     created_at: datetime | None = None
 
