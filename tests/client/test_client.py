@@ -92,6 +92,26 @@ def test_upload_list_get_delete_a_dataset(client, tmp_path, monkeypatch):
     assert err.value.status == 415 and err.value.field == "file"
 
 
+def test_upload_two_domains_and_the_builtin_pairs(client, tmp_path):
+    path = tmp_path / "h2z.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for domain, n, mode in (("A", 3, "L"), ("B", 4, "RGB")):
+            for i in range(n):
+                buf = io.BytesIO()
+                Image.new(mode, (8, 8)).save(buf, format="PNG")
+                zf.writestr(f"{domain}/{i}.png", buf.getvalue())  # names in common: ask
+    with pytest.raises(Invalid) as err:
+        client.upload_dataset(path)
+    assert err.value.status == 422 and "B/3.png" in str(err.value)
+    ds = client.upload_dataset(path, pairing="unpaired")
+    assert (ds.kind, ds.pairing, ds.num_images, ds.val_size) == ("unpaired", "unpaired", 7, 4)
+    assert ds.domains is not None and ds.domains["A"]["channels"] == 1
+    assert client.get_dataset(ds.id).domains == ds.domains
+    edges = next(d for d in client.list_datasets() if d.id == "shapes-edges")
+    assert edges.builtin and edges.pairing == "paired"
+    client.delete_dataset(ds.id)
+
+
 def test_create_is_idempotent_and_wait_reports_progress(client, config):
     job = client.create_job(config(steps=48), name="waited", idempotency_key="wait-1")
     assert job.status == "queued" and job.name == "waited"

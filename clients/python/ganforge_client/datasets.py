@@ -24,20 +24,22 @@ class DatasetsApi(Transport):
         path: str | os.PathLike[str],
         *,
         name: str | None = None,
+        pairing: str | None = None,
         progress: Progress | None = None,
     ) -> Dataset:
-        """Upload a zip of images or an .npz, streamed from disk; ``progress(sent, total)``
-        is called with the file's bytes sent so far."""
+        """Upload a zip of images, of pairs (A/ + B/, AB/) or of two domains, or an .npz,
+        streamed from disk; ``pairing`` (auto, paired, unpaired) says how A/ and B/ are read;
+        ``progress(sent, total)`` is called with the file's bytes sent so far."""
         path = Path(path)
         size = path.stat().st_size
         boundary = secrets.token_hex(16)
         head = b""
-        if name is not None:
-            head += (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\n'.encode()
-                + name.encode()
-                + b"\r\n"
-            )
+        for field, value in (("name", name), ("pairing", pairing)):
+            if value is not None:
+                head += (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"\r\n\r\n'
+                    f"{value}\r\n"
+                ).encode()
         head += (
             f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
             f'filename="{_form_quote(path.name)}"\r\n'
