@@ -223,3 +223,20 @@ def test_a_running_jobs_line_says_why_its_step_stands_still():
     assert "handing back" in line("handing_back")
     assert "training" not in line("training")
     assert "preparing" not in line("preparing_scorer", status="queued")
+
+
+def test_datasets_upload_of_pairs_with_pairing(cli_env, tmp_path):
+    """`datasets upload --pairing`: the same A/ + B/ zip read as pairs by name, or as two
+    domains when asked; the line says which, and no noise-job hint follows."""
+    from tests.api.test_pair_uploads import pairs_zip
+
+    path = tmp_path / "edges.zip"
+    path.write_bytes(pairs_zip(n=6))
+    out = ok(cli_env, "datasets", "upload", str(path))
+    assert "(edges, paired): 6 images" in out and "paired, 2 held out" in out, out
+    assert "translation jobs are not available yet" in out and "jobs create" not in out, out
+    two = json.loads(
+        ok(cli_env, "datasets", "upload", str(path), "--pairing", "unpaired", "--json")
+    )
+    assert (two["kind"], two["pairing"]) == ("unpaired", "unpaired"), two
+    assert set(two["domains"]) == {"A", "B"}, two

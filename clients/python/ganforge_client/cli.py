@@ -87,9 +87,21 @@ def register(subparsers: argparse._SubParsersAction, prog: str = "ganforge") -> 
 
     datasets = subparsers.add_parser("datasets", help="datasets on a ganforge server (HTTP)")
     dsub = datasets.add_subparsers(dest="datasets_command", required=True, metavar="VERB")
-    p = verb(dsub, "upload", verbs.datasets_upload, "upload a .zip of images or an .npz")
+    p = verb(
+        dsub,
+        "upload",
+        verbs.datasets_upload,
+        "upload a .zip of images, of pairs (A/ + B/, AB/) or of two domains, or an .npz",
+    )
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument("--name", default=None, help="dataset name (default: the file's name)")
+    p.add_argument(
+        "--pairing",
+        choices=("auto", "paired", "unpaired"),
+        default=None,
+        help="how A/ and B/ folders are read: paired by file name, two unpaired domains, or "
+        "auto (paired when every name has its partner; the server's default)",
+    )
     verb(dsub, "list", verbs.datasets_list, "uploads and built-ins")
     verb(dsub, "show", verbs.datasets_show, "show one upload").add_argument("id", metavar="DATASET")
     verb(dsub, "delete", verbs.datasets_delete, "delete an upload").add_argument(

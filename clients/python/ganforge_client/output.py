@@ -135,4 +135,6 @@ def dataset_line(ds: Any) -> str:
     bits += [f"{ds.image_size} px" if ds.image_size else None]
     bits += [f"{ds.channels} channel(s)" if ds.channels else None]
     bits += [f"{ds.num_classes} classes" if ds.num_classes else None]
+    pairing = getattr(ds, "pairing", None)
+    bits += [f"{pairing}, {ds.val_size} held out" if pairing and ds.val_size else pairing]
     return ", ".join(b for b in bits if b)

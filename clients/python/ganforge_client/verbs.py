@@ -183,7 +183,9 @@ def datasets_upload(client: Client, args: argparse.Namespace) -> int:
             bar.update(sent - bar.n)
 
     try:
-        ds = client.upload_dataset(args.file, name=args.name, progress=progress)
+        ds = client.upload_dataset(
+            args.file, name=args.name, pairing=args.pairing, progress=progress
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -191,8 +193,13 @@ def datasets_upload(client: Client, args: argparse.Namespace) -> int:
         show.print_json(ds.api_json())
     else:
         print(f"uploaded {ds.id} ({ds.name}, {ds.kind}): {show.dataset_line(ds)}")
-        hint = f"--set dataset={ds.id} --set image_size=..."
-        print(f"train on it with: {args.prog} jobs create {hint}")
+        if ds.pairing:  # no job trains on pairs yet (translation jobs come later)
+            print(
+                "a dataset for image-to-image translation: translation jobs are not available yet"
+            )
+        else:
+            hint = f"--set dataset={ds.id} --set image_size=..."
+            print(f"train on it with: {args.prog} jobs create {hint}")
     return 0
 
 
