@@ -21,6 +21,8 @@ MODULES = [
     "gan_core.metrics",
     "gan_core.cli",
     "gan_core.export",
+    "gan_core.data.pairs",
+    "gan_core.translation_nets",
 ]
 FORBIDDEN = [
     "fastapi",
