@@ -20,13 +20,7 @@ def cfg(**kw) -> TrainConfig:
     return TrainConfig(**(base | kw))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions gain nothing from threads, and on a busy 2-core box they spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/gan_core/conftest.py
 
 
 @pytest.mark.parametrize("channels", [1, 3])

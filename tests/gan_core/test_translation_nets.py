@@ -15,14 +15,7 @@ from gan_core.translation_nets import (
     unet_depth,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions gain nothing from threads, and on a busy 2-core box they spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/gan_core/conftest.py
 
 
 def n_params(net: torch.nn.Module) -> int:
