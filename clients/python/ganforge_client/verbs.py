@@ -102,6 +102,15 @@ def jobs_cancel(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _deleted(args: argparse.Namespace) -> int:
+    """What a delete verb prints: the id, as JSON with --json."""
+    if args.json:
+        show.print_json({"id": args.id, "deleted": True})
+    else:
+        print(f"deleted {args.id}")
+    return 0
+
+
 def jobs_resume(client: Client, args: argparse.Namespace) -> int:
     job = client.resume_job(args.id, steps=args.steps)
     if args.json:
@@ -113,11 +122,7 @@ def jobs_resume(client: Client, args: argparse.Namespace) -> int:
 
 def jobs_delete(client: Client, args: argparse.Namespace) -> int:
     client.delete_job(args.id)
-    if args.json:
-        show.print_json({"id": args.id, "deleted": True})
-    else:
-        print(f"deleted {args.id}")
-    return 0
+    return _deleted(args)
 
 
 def jobs_watch(client: Client, args: argparse.Namespace) -> int:
@@ -241,11 +246,7 @@ def datasets_show(client: Client, args: argparse.Namespace) -> int:
 
 def datasets_delete(client: Client, args: argparse.Namespace) -> int:
     client.delete_dataset(args.id)
-    if args.json:
-        show.print_json({"id": args.id, "deleted": True})
-    else:
-        print(f"deleted {args.id}")
-    return 0
+    return _deleted(args)
 
 
 def samples(client: Client, args: argparse.Namespace) -> int:
