@@ -35,6 +35,9 @@ from safetensors.torch import save as st_save
 from gan_core.config import TrainConfig
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from gan_core.jobconfig import AnyConfig
     from gan_core.nets import Generator
 
 FORMAT = "ganforge-checkpoint/1"
@@ -160,7 +163,7 @@ def write_checkpoint(
     run_dir: str | Path,
     *,
     step: int,
-    config: TrainConfig,
+    config: BaseModel,  # a TrainConfig, PairedConfig or UnpairedConfig
     generator_tensors: dict[str, torch.Tensor],
     state_tensors: dict[str, torch.Tensor],
     meta_extra: dict[str, Any],
@@ -305,11 +308,25 @@ def load_checkpoint(
     )
 
 
-def config_from_meta(meta: dict[str, Any]) -> TrainConfig:
+def job_config_from_meta(meta: dict[str, Any]) -> AnyConfig:
+    """The checkpoint's config, of whichever kind (noise, paired, unpaired)."""
+    from gan_core.jobconfig import parse_config  # local: jobconfig imports the translation kinds
+
     try:
-        return TrainConfig.model_validate(meta["config"])
+        return parse_config(meta["config"])
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"checkpoint config is invalid: {exc}") from exc
+
+
+def config_from_meta(meta: dict[str, Any]) -> TrainConfig:
+    """The config of a noise-to-image checkpoint; a translator's is refused by name."""
+    config = job_config_from_meta(meta)
+    if not isinstance(config, TrainConfig):
+        raise CheckpointError(
+            f"this checkpoint holds a {config.kind} translation model: it translates images "
+            "(POST .../translate), it does not sample from noise"
+        )
+    return config
 
 
 def sub_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
 
@@ -45,6 +45,8 @@ class TrainConfig(BaseModel):
     """Everything that defines a training run. Frozen: a run's config never changes under it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    # the dataset-dependent fields, filled in when training starts (None: from the dataset)
+    resolved_fields: ClassVar[tuple[str, ...]] = ("channels", "num_classes")
 
     # --- data ---
     dataset: str = Field(
@@ -165,6 +167,24 @@ class TrainConfig(BaseModel):
     # roll back to its last good checkpoint with halved learning rates and a new data order
     on_divergence: Literal["fail", "rollback"] = "fail"
     max_rollbacks: int = Field(3, strict=True, ge=1, le=10, description="rollbacks before failing")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _noise_kind(cls, data: Any) -> Any:
+        """``kind: "noise"`` names this config among the job kinds (gan_core.jobconfig); it is
+        the only kind it takes, and it is not stored (a config without a kind is noise)."""
+        if isinstance(data, dict) and "kind" in data:
+            if data["kind"] != "noise":
+                raise ValueError(
+                    f"kind: {data['kind']!r} is not a noise-to-image job; use the job config "
+                    "union (gan_core.jobconfig.parse_config) for translation kinds"
+                )
+            data = {k: v for k, v in data.items() if k != "kind"}
+        return data
+
+    @property
+    def kind(self) -> str:
+        return "noise"
 
     @field_validator("dataset")
     @classmethod

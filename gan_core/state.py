@@ -48,6 +48,10 @@ class TrainState:
         self.step = 0
         self.rollbacks = 0  # divergences rolled back so far (on_divergence="rollback")
 
+    def train_mode(self) -> None:
+        self.G.train()
+        self.D.train()
+
     def set_learning_rates(self) -> None:
         """The config's rates times the schedule's factor at this step, halved per rollback."""
         scale = self.config.lr_factor(self.step) * 0.5**self.rollbacks

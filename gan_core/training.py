@@ -13,15 +13,18 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import torch
 
 from gan_core import checkpoint as ckpt
 from gan_core.config import TrainConfig
 from gan_core.data import Batcher, DatasetError, ImageTensorDataset, load_dataset
+from gan_core.data.pairs import PairDataset
+from gan_core.jobconfig import AnyConfig
 from gan_core.state import TrainState
 from gan_core.steps import GANStep
+from gan_core.translation.config import TranslationConfig
 
 # Fields a resumed run may change; anything else must match the checkpoint it resumes.
 RESUMABLE_CHANGES = frozenset(
@@ -53,8 +56,9 @@ class TrainHooks:
     on_progress: Callable[[Progress], None] | None = None
     should_stop: Callable[[], bool] | None = None  # cooperative cancel
     on_checkpoint: Callable[[ckpt.CheckpointInfo], None] | None = None
-    # the resolved config and the data, before step 1 (e.g. to prepare a scorer for it)
-    on_start: Callable[[TrainConfig, ImageTensorDataset], None] | None = None
+    # the resolved config and the data, before step 1 (e.g. to prepare a scorer for it); a
+    # translation job's data is a PairDataset
+    on_start: Callable[[Any, Any], None] | None = None
     # steps of checkpoints to keep beyond the newest keep_checkpoints (e.g. the best one)
     keep_also: Callable[[], Collection[int]] | None = None
     on_rollback: Callable[[Rollback], None] | None = None  # a divergence rolled back
@@ -77,7 +81,7 @@ class TrainResult:
     status: Literal["succeeded", "canceled"]
     step: int
     checkpoint: Path | None
-    config: TrainConfig = field(repr=False)
+    config: AnyConfig = field(repr=False)
 
 
 class TrainingDiverged(RuntimeError):
@@ -112,24 +116,83 @@ def resolve_config(config: TrainConfig, dataset: ImageTensorDataset) -> TrainCon
     return TrainConfig.model_validate({**config.model_dump(), **update})
 
 
-def _check_resumable(saved: TrainConfig, wanted: TrainConfig) -> TrainConfig:
+def _check_resumable(saved: Any, wanted: Any) -> Any:
+    if type(saved) is not type(wanted):
+        raise ValueError(
+            f"cannot resume: kind differs from the checkpoint's ({saved.kind}, not {wanted.kind})"
+        )
     a, b = saved.model_dump(), wanted.model_dump()
     # Dataset-dependent fields were resolved in the saved config; unset ones mean "same".
-    for key in ("channels", "num_classes"):
+    for key in saved.resolved_fields:
         if b[key] is None:
             b[key] = a[key]
     changed = sorted(k for k in a if a[k] != b[k] and k not in RESUMABLE_CHANGES)
     if changed:
         raise ValueError(f"cannot resume: {', '.join(changed)} differ from the checkpoint's config")
-    return TrainConfig.model_validate({**a, **{k: b[k] for k in RESUMABLE_CHANGES}})
+    return type(saved).model_validate({**a, **{k: b[k] for k in RESUMABLE_CHANGES}})
+
+
+class RunKind(Protocol):
+    """How one kind of job (noise, or translation) loads its data, resolves its config and
+    builds its state, batches and step; the loop around them is the same for every kind."""
+
+    def load(self, config: Any, data_dirs: Sequence[str | Path], allow_download: bool) -> Any: ...
+
+    def resolve(self, config: Any, data: Any) -> Any: ...
+
+    def start(self, config: Any, device: torch.device, data: Any) -> tuple[Any, Any]: ...
+
+    def step(self, state: Any, batcher: Any) -> Any: ...
+
+
+class _Noise:
+    """Noise (and a class) to an image: TrainConfig, TrainState, Batcher, GANStep."""
+
+    def load(
+        self, config: TrainConfig, data_dirs: Sequence[str | Path], allow_download: bool
+    ) -> ImageTensorDataset:
+        return load_dataset(
+            config.dataset,
+            image_size=config.image_size,
+            channels=config.channels,
+            data_dirs=data_dirs,
+            allow_download=allow_download,
+            seed=config.seed,
+        )
+
+    def resolve(self, config: TrainConfig, data: ImageTensorDataset) -> TrainConfig:
+        config = resolve_config(config, data)
+        if tuple(data.images.shape[2:]) != (config.image_size, config.image_size):
+            raise DatasetError(f"image_size: dataset images are {tuple(data.images.shape[2:])}")
+        return config
+
+    def start(
+        self, config: TrainConfig, device: torch.device, data: ImageTensorDataset
+    ) -> tuple[TrainState, Batcher]:
+        return TrainState(config, device), Batcher(
+            data, config.batch_size, seed=config.seed, device=device
+        )
+
+    def step(self, state: TrainState, batcher: Batcher) -> GANStep:
+        return GANStep(state, batcher)
+
+
+def run_kind(config: AnyConfig) -> RunKind:
+    """The kind of run a config asks for."""
+    if isinstance(config, TranslationConfig):
+        from gan_core.translation.run import TRANSLATION  # local: only translation jobs need it
+
+        return TRANSLATION
+    return _Noise()
 
 
 def train(
-    config: TrainConfig,
+    config: AnyConfig,
     run_dir: str | Path,
     hooks: TrainHooks | None = None,
     *,
-    dataset: ImageTensorDataset | None = None,  # preloaded data; else loaded from config.dataset
+    # preloaded data (a PairDataset for a translation job); else loaded from config.dataset
+    dataset: ImageTensorDataset | PairDataset | None = None,
     data_dirs: Sequence[str | Path] = (),  # where built-in datasets are looked for
     allow_download: bool = False,  # let torchvision download a missing built-in
     resume: bool = True,  # continue from the run's latest checkpoint if there is one
@@ -140,59 +203,50 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt.remove_stale_temp(run_dir)
     device = resolve_device(config.device)
+    kind = run_kind(config)
     latest = ckpt.latest_checkpoint(run_dir) if resume else None
     if latest is not None:
-        config = _check_resumable(ckpt.config_from_meta(ckpt.read_meta(latest)), config)
-    if dataset is None:
-        dataset = load_dataset(
-            config.dataset,
-            image_size=config.image_size,
-            channels=config.channels,
-            data_dirs=data_dirs,
-            allow_download=allow_download,
-            seed=config.seed,
-        )
-    config = resolve_config(config, dataset)
-    if tuple(dataset.images.shape[2:]) != (config.image_size, config.image_size):
-        raise DatasetError(f"image_size: dataset images are {tuple(dataset.images.shape[2:])}")
+        config = _check_resumable(ckpt.job_config_from_meta(ckpt.read_meta(latest)), config)
+    data = dataset if dataset is not None else kind.load(config, data_dirs, allow_download)
+    config = kind.resolve(config, data)
 
     if hooks.on_start:
-        hooks.on_start(config, dataset)
-    state, batcher = _start(config, device, dataset, latest)
+        hooks.on_start(config, data)
+    state, batcher = _start(kind, config, device, data, latest)
     while True:
         try:
-            return _loop(state, batcher, run_dir, hooks)
+            return _loop(kind, state, batcher, run_dir, hooks)
         except TrainingDiverged as exc:
             if config.on_divergence != "rollback" or state.rollbacks >= config.max_rollbacks:
                 raise
             state, batcher = _roll_back(
-                config, device, dataset, run_dir, state.rollbacks + 1, exc, hooks
+                kind, config, device, data, run_dir, state.rollbacks + 1, exc, hooks
             )
 
 
 def _start(
-    config: TrainConfig, device: torch.device, dataset: ImageTensorDataset, checkpoint: Path | None
-) -> tuple[TrainState, Batcher]:
-    state = TrainState(config, device)
-    batcher = Batcher(dataset, config.batch_size, seed=config.seed, device=device)
+    kind: RunKind, config: Any, device: torch.device, data: Any, checkpoint: Path | None
+) -> tuple[Any, Any]:
+    state, batcher = kind.start(config, device, data)
     if checkpoint is not None:
         state.restore(checkpoint, batcher)
     return state, batcher
 
 
 def _roll_back(
-    config: TrainConfig,
+    kind: RunKind,
+    config: Any,
     device: torch.device,
-    dataset: ImageTensorDataset,
+    data: Any,
     run_dir: Path,
     attempt: int,
     exc: TrainingDiverged,
     hooks: TrainHooks,
-) -> tuple[TrainState, Batcher]:
+) -> tuple[Any, Any]:
     """Back to the last good checkpoint (nothing after a divergence is ever written), with
     the learning rates halved once more and a new data order and latent stream."""
     last = ckpt.latest_checkpoint(run_dir)
-    state, batcher = _start(config, device, dataset, last)
+    state, batcher = _start(kind, config, device, data, last)
     state.rollbacks = attempt
     scale = 0.5**attempt
     state.set_learning_rates()
@@ -207,7 +261,7 @@ def _roll_back(
 class _Monitor:
     """The loop's bookkeeping: progress reports, NaN checks, checkpoints, and the stop check."""
 
-    def __init__(self, state: TrainState, batcher: Batcher, run_dir: Path, hooks: TrainHooks):
+    def __init__(self, state: Any, batcher: Any, run_dir: Path, hooks: TrainHooks):
         self.state, self.batcher, self.run_dir, self.hooks = state, batcher, run_dir, hooks
         self.pending: list[torch.Tensor] = []  # per-step [d_loss, g_loss], on device until a report
         self.last_ckpt: Path | None = ckpt.latest_checkpoint(run_dir)
@@ -293,11 +347,10 @@ class _Monitor:
         return False
 
 
-def _loop(state: TrainState, batcher: Batcher, run_dir: Path, hooks: TrainHooks) -> TrainResult:
-    step, monitor = GANStep(state, batcher), _Monitor(state, batcher, run_dir, hooks)
+def _loop(kind: RunKind, state: Any, batcher: Any, run_dir: Path, hooks: TrainHooks) -> TrainResult:
+    step, monitor = kind.step(state, batcher), _Monitor(state, batcher, run_dir, hooks)
     status: Literal["succeeded", "canceled"] = "succeeded"
-    state.G.train()
-    state.D.train()
+    state.train_mode()
     while state.step < state.config.steps:
         if monitor.after_step(step.step()):
             status = "canceled"
@@ -316,6 +369,7 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "resolve_config",
+    "run_kind",
     "resolve_device",
     "train",
 ]

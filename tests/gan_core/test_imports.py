@@ -22,7 +22,10 @@ MODULES = [
     "gan_core.cli",
     "gan_core.export",
     "gan_core.data.pairs",
-    "gan_core.translation_nets",
+    "gan_core.translation.nets",
+    "gan_core.jobconfig",
+    "gan_core.translation.run",
+    "gan_core.translation.inference",
 ]
 FORBIDDEN = [
     "fastapi",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gan_core.translation_nets import (
+from gan_core.translation.nets import (
     PatchDiscriminator,
     ResnetGenerator,
     UNetGenerator,
