@@ -158,6 +158,11 @@ class PairedConfig(TranslationConfig):
 class UnpairedConfig(TranslationConfig):
     """CycleGAN: G_ab and G_ba with a PatchGAN per domain, cycle and identity losses."""
 
+    # lambda_identity's default depends on the domains' channels: it is resolved with them,
+    # so a resumed run given the same (unresolved) config finds it unchanged
+    resolved_fields: ClassVar[tuple[str, ...]] = ("channels_a", "channels_b", "lambda_identity")
+    IDENTITY_DEFAULT: ClassVar[float] = 0.5  # the paper's, where the channels allow it
+
     kind: Literal["unpaired"] = "unpaired"
     generator: GeneratorName = Field(
         "resnet", description="resnet (CycleGAN's residual-block generator) or unet"
@@ -166,13 +171,14 @@ class UnpairedConfig(TranslationConfig):
     lambda_cycle: float = Field(
         10.0, strict=True, ge=0.0, le=10_000.0, description="weight of each cycle L1 loss"
     )
-    lambda_identity: float = Field(
-        0.5,
+    lambda_identity: float | None = Field(
+        None,
         strict=True,
         ge=0.0,
         le=100.0,
         description="identity loss weight as a fraction of lambda_cycle (0 = off); it needs "
-        "the same channels in both domains, and is 0 by default where they differ",
+        "the same channels in both domains. None (default; resolved when training starts): "
+        "0.5 where both domains have the same channels, else 0",
     )
     pool_size: int = Field(
         50,

@@ -91,7 +91,7 @@ def prepare_image(im: PILImage, size: int, channels: int) -> torch.Tensor:
         got = "grey" if have == 1 else "in colour"
         raise DatasetError(f"the image is {got}; this model translates {want} images")
     arr = fit_square(rgb, size)
-    return torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy())
+    return torch.from_numpy((arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)).copy())
 
 
 @torch.no_grad()

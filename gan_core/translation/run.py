@@ -24,22 +24,25 @@ SPLIT_SEED = 0  # the held-out split is the dataset's, not the job's: the same f
 def resolve_translation_config(config: TranslationConfig, data: PairDataset) -> TranslationConfig:
     """Fill in each domain's channels; check the data is of the kind the config trains."""
     if data.pairing != config.kind:
+        article = "an" if config.kind == "unpaired" else "a"
         raise DatasetError(
-            f"dataset: {data.name!r} is {data.pairing}; a {config.kind} job needs a "
-            f"{config.kind} dataset"
+            f"dataset: {data.name!r} is {data.pairing}; {article} {config.kind} job needs "
+            f"{article} {config.kind} dataset"
         )
     update: dict[str, object] = {"channels_a": data.a.channels, "channels_b": data.b.channels}
     for key, have in (("channels_a", data.a.channels), ("channels_b", data.b.channels)):
         want = getattr(config, key)
         if want is not None and want != have:
             raise DatasetError(f"{key}: config says {want}, the dataset's domain has {have}")
-    if isinstance(config, UnpairedConfig) and data.a.channels != data.b.channels:
-        if "lambda_identity" in config.model_fields_set and config.lambda_identity > 0:
+    if isinstance(config, UnpairedConfig):
+        same = data.a.channels == data.b.channels
+        if config.lambda_identity is None:  # the default: on where the channels allow it
+            update["lambda_identity"] = config.IDENTITY_DEFAULT if same else 0.0
+        elif config.lambda_identity > 0 and not same:
             raise DatasetError(
                 f"lambda_identity: the identity loss needs the same channels in both domains "
                 f"(A has {data.a.channels}, B has {data.b.channels}); set it to 0"
             )
-        update["lambda_identity"] = 0.0
     return type(config).model_validate({**config.model_dump(), **update})
 
 

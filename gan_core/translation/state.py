@@ -106,7 +106,9 @@ class ImagePool:
         if self.size == 0:
             return batch
         out = []
-        for image in batch.detach():
+        # float32 whatever the precision: the pool (and the checkpoint that saves it) stays
+        # the same across a resume that changes precision; autocast casts D's input anyway
+        for image in batch.detach().float():
             image = image.unsqueeze(0)
             if len(self.images) < self.size:
                 self.images.append(image.clone())

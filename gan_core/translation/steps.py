@@ -108,7 +108,7 @@ class UnpairedStep(_TranslationStep):
             adversarial = self.loss.g_loss(D_b(fake_b)) + self.loss.g_loss(D_a(fake_a))
             rec_a, rec_b = G_ba(fake_b), G_ab(fake_a)
         g_loss = adversarial + lam * (F.l1_loss(rec_a.float(), a) + F.l1_loss(rec_b.float(), b))
-        if config.lambda_identity > 0:
+        if config.lambda_identity:  # resolved: never None here
             with autocast(config, self.device):  # type: ignore[arg-type]
                 same_b, same_a = G_ab(b), G_ba(a)
             g_loss = g_loss + lam * config.lambda_identity * (
