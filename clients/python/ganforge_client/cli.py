@@ -1,11 +1,13 @@
-"""``ganforge-client jobs | datasets | samples``: a ganforge server from the command line.
+"""``ganforge-client jobs | datasets | samples | translate | translations``: a ganforge server
+from the command line.
 
 Each verb is a call of ganforge_client.Client, over HTTP. The same verbs are ``ganforge jobs
 ...`` of the server's command (app/cli.py registers them). The server is GANFORGE_URL (or
 --url) and the key GANFORGE_KEY (or --key). ``--json`` prints the API's JSON (an object, or an
 array for a list); otherwise short human output. Exit codes: 0 done, 1 a watched job did not
-succeed, 2 a usage error, an API error or an unreachable server. Imports of httpx, tqdm and
-the client happen inside the commands, so the server's other verbs do not pay for them.
+succeed or an image of a translated folder was refused, 2 a usage error, an API error or an
+unreachable server. Imports of httpx, tqdm and the client happen inside the commands, so the
+server's other verbs do not pay for them.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ Handler = Callable[["Client", argparse.Namespace], int]
 
 
 def register(subparsers: argparse._SubParsersAction, prog: str = "ganforge") -> None:
-    """Add the remote verbs (jobs, datasets, samples) to a parent parser; ``prog`` is the
-    command the hints it prints name."""
+    """Add the remote verbs (jobs, datasets, samples, translate, translations) to a parent
+    parser; ``prog`` is the command the hints it prints name."""
     common = argparse.ArgumentParser(add_help=False)
     remote = common.add_argument_group("server")
     remote.add_argument(
@@ -122,6 +124,60 @@ def register(subparsers: argparse._SubParsersAction, prog: str = "ganforge") -> 
     p.add_argument("--ema", choices=["auto", "true", "false"], default=None)
     p.add_argument("--truncation", type=float, default=None)
     p.add_argument("-o", "--output", required=True, help="PNG file to write ('-': stdout)")
+
+    p = verb(
+        subparsers,
+        "translate",
+        verbs.translate,
+        "translate an image, or every .png/.jpg/.jpeg of a folder, with a translation job's "
+        "checkpoint (exit 1 if any image of a folder was refused)",
+    )
+    p.add_argument("id", metavar="JOB")
+    p.add_argument("input", type=Path, metavar="INPUT", help="an image file, or a folder of them")
+    p.add_argument(
+        "--checkpoint", default="latest", metavar="REF", help="latest (default), best, or an id"
+    )
+    p.add_argument(
+        "--direction",
+        choices=("a2b", "b2a"),
+        default=None,
+        help="a2b (the server's default) or b2a (unpaired models only)",
+    )
+    p.add_argument("--ema", choices=["auto", "true", "false"], default=None)
+    p.add_argument(
+        "-o",
+        "--out",
+        "--output",
+        dest="output",
+        default=None,
+        metavar="PATH",
+        help="for a file: the PNG to write ('-': stdout; a folder: STEM.png in it; default "
+        "STEM-translated.png here); for a folder: the folder to write STEM.png files to "
+        "(required, not the input folder)",
+    )
+
+    p = verb(
+        subparsers,
+        "translations",
+        verbs.translations,
+        "write a PNG grid of a translation job's held-out inputs and their translations",
+    )
+    p.add_argument("id", metavar="JOB")
+    p.add_argument(
+        "--checkpoint", default="latest", metavar="REF", help="latest (default), best, or an id"
+    )
+    p.add_argument("--n", type=int, default=None, help="validation images (server default 8)")
+    p.add_argument("--direction", choices=("a2b", "b2a"), default=None, help="b2a: unpaired only")
+    p.add_argument("--ema", choices=["auto", "true", "false"], default=None)
+    p.add_argument(
+        "-o",
+        "--out",
+        "--output",
+        dest="output",
+        required=True,
+        metavar="FILE",
+        help="PNG file to write ('-': stdout)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

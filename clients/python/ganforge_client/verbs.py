@@ -1,7 +1,8 @@
 """What each remote verb does: a call of the Client, then what it prints (through output).
 
 ganforge_client.cli builds the parser and runs these with a Client; each returns the exit
-code (0 done, 1 a watched job did not succeed, 2 a usage error).
+code (0 done, 1 a watched job did not succeed or an image of a folder was not translated,
+2 a usage error).
 """
 
 from __future__ import annotations
@@ -278,4 +279,216 @@ def samples(client: Client, args: argparse.Namespace) -> int:
     else:
         where = "stdout" if args.output == "-" else args.output
         print(f"wrote {where}: samples of {png.checkpoint_id} (step {png.step})", file=out)
+    return 0
+
+
+# -- translation ------------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what `translate DIR` picks up (any case)
+RATE_LIMIT_RETRIES = 5  # a folder's requests wait out a 429 this many times, then stop
+
+
+def _write(path: Path, data: bytes) -> None:
+    """A whole file or none: written beside its target, then renamed over it."""
+    part = path.with_name(f".{path.name}.part")
+    try:
+        part.write_bytes(data)
+        part.replace(path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def translate(client: Client, args: argparse.Namespace) -> int:
+    source: Path = args.input
+    if source.is_dir():
+        return _translate_folder(client, args, source)
+    if not source.is_file():
+        print(f"error: {source} is neither a file nor a folder", file=sys.stderr)
+        return 2
+    default = args.output is None
+    if args.output == "-":
+        target = None
+    elif default:  # in the current folder, named after the input
+        target = Path(f"{source.stem}-{args.direction or 'translated'}.png")
+    else:
+        target = Path(args.output)
+        if target.is_dir():
+            target = target / f"{source.stem}.png"
+    if target is not None and target.exists() and _same_path(target, source):
+        print(f"error: {target} is the input image; name another --out", file=sys.stderr)
+        return 2
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read {source}: {exc}", file=sys.stderr)
+        return 2
+    png = client.translate(args.id, data, args.checkpoint, direction=args.direction, ema=args.ema)
+    if target is None:
+        sys.stdout.buffer.write(png)
+        sys.stdout.buffer.flush()
+    else:
+        try:
+            _write(target, png)
+        except OSError as exc:
+            print(f"error: cannot write {target}: {exc}", file=sys.stderr)
+            return 2
+    where = "stdout" if target is None else str(target)
+    report = {
+        "input": str(source),
+        "path": "-" if target is None else str(target),
+        "bytes": len(png),
+        "checkpoint_id": png.checkpoint_id,
+        "step": png.step,
+        "etag": png.etag,
+    }
+    out = sys.stderr if target is None else sys.stdout
+    if args.json:
+        print(json.dumps(report, indent=2), file=out)
+    else:
+        named = " (the default name: --out sets another)" if default else ""
+        print(
+            f"wrote {where}{named}: {source.name} translated by {png.checkpoint_id} "
+            f"(step {png.step})",
+            file=out,
+        )
+    return 0
+
+
+def _image_refused(exc: Exception) -> bool:
+    """An answer about this one image (unreadable, too large, wrong type), so the folder's
+    other images still go; anything else (no such job or checkpoint, a refused direction, a
+    dead server) would refuse them all."""
+    from ganforge_client import Invalid
+
+    return isinstance(exc, Invalid) and (exc.field == "image" or exc.status in (413, 415))
+
+
+def _translate_one(client: Client, args: argparse.Namespace, data: bytes, ref: str) -> Any:
+    """One request, waiting out 429 answers (a folder is many requests in a row)."""
+    import time
+
+    from ganforge_client import RateLimited
+
+    for attempt in range(RATE_LIMIT_RETRIES + 1):
+        try:
+            return client.translate(args.id, data, ref, direction=args.direction, ema=args.ema)
+        except RateLimited as exc:
+            if attempt == RATE_LIMIT_RETRIES:
+                raise
+            wait = min(exc.retry_after if exc.retry_after is not None else 1.0, 60.0)
+            print(f"rate limited: waiting {wait:.1f} s", file=sys.stderr, flush=True)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _translate_folder(client: Client, args: argparse.Namespace, source: Path) -> int:
+    if args.output is None or args.output == "-":
+        print(f"error: {source} is a folder: --out must name the folder to write", file=sys.stderr)
+        return 2
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        print(
+            f"error: --out {out_dir} is a file; for a folder of images name a folder",
+            file=sys.stderr,
+        )
+        return 2
+    if out_dir.exists() and _same_path(out_dir, source):
+        print(
+            f"error: --out {out_dir} is the input folder; its images would be overwritten",
+            file=sys.stderr,
+        )
+        return 2
+    files = sorted(
+        p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
+    if not files:
+        kinds = "/".join(IMAGE_SUFFIXES)
+        print(f"error: no {kinds} files in {source}", file=sys.stderr)
+        return 2
+    by_stem: dict[str, list[str]] = {}
+    for p in files:
+        by_stem.setdefault(f"{p.stem}.png", []).append(p.name)
+    clashes = {name: names for name, names in by_stem.items() if len(names) > 1}
+    if clashes:
+        shown = "; ".join(f"{', '.join(names)} -> {name}" for name, names in clashes.items())
+        print(f"error: two inputs would write one output: {shown}; rename one", file=sys.stderr)
+        return 2
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    ref, total = args.checkpoint, len(files)
+    written: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    step: int | None = None
+    for i, path in enumerate(files, 1):
+        target = out_dir / f"{path.stem}.png"
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            failed.append({"input": str(path), "status": None, "detail": str(exc)})
+            print(f"[{i}/{total}] {path.name}: cannot read it: {exc}", file=sys.stderr, flush=True)
+            continue
+        try:
+            png = _translate_one(client, args, data, ref)
+        except Exception as exc:
+            if not _image_refused(exc):
+                done = f"{len(written)} written to {out_dir}, {len(failed)} failed"
+                print(f"stopped at {path.name} ({i}/{total}; {done})", file=sys.stderr)
+                raise
+            detail = getattr(exc, "detail", str(exc))
+            failed.append(
+                {"input": str(path), "status": getattr(exc, "status", None), "detail": detail}
+            )
+            print(f"[{i}/{total}] {path.name}: refused: {detail}", file=sys.stderr, flush=True)
+            continue
+        # "latest" or "best" resolved once: every image of the folder goes through one checkpoint
+        ref, step = png.checkpoint_id or ref, png.step
+        _write(target, png)
+        written.append({"input": str(path), "path": str(target), "bytes": len(png)})
+        if not args.json:
+            print(f"[{i}/{total}] {path.name} -> {target}", flush=True)
+    if args.json:
+        report = {
+            "checkpoint_id": ref if written else None,
+            "step": step,
+            "written": written,
+            "failed": failed,
+        }
+        show.print_json(report)
+    else:
+        by = f" by {ref} (step {step})" if written else ""
+        print(f"translated {len(written)} of {total} images from {source} into {out_dir}{by}")
+    if failed:
+        names = ", ".join(Path(f["input"]).name for f in failed)
+        print(f"error: {len(failed)} not translated: {names}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def translations(client: Client, args: argparse.Namespace) -> int:
+    png = client.translations(
+        args.id, args.checkpoint, n=args.n, direction=args.direction, ema=args.ema
+    )
+    if args.output == "-":
+        sys.stdout.buffer.write(png)
+        sys.stdout.buffer.flush()
+    else:
+        _write(Path(args.output), png)
+    report = {
+        "path": args.output,
+        "bytes": len(png),
+        "checkpoint_id": png.checkpoint_id,
+        "step": png.step,
+        "etag": png.etag,
+    }
+    out = sys.stderr if args.output == "-" else sys.stdout
+    if args.json:
+        print(json.dumps(report, indent=2), file=out)
+    else:
+        where = "stdout" if args.output == "-" else args.output
+        print(f"wrote {where}: translations of {png.checkpoint_id} (step {png.step})", file=out)
     return 0
