@@ -1,4 +1,6 @@
-"""The new-job form, rendered from ``TrainConfig.model_fields`` so it cannot drift from the API.
+"""The new-job form, rendered from each job kind's config model (``TrainConfig``,
+``PairedConfig``, ``UnpairedConfig``) so it cannot drift from the API: a select of the kind,
+and one set of fields per kind, of which the page shows the chosen one.
 
 Each input carries what the page's script needs to send only what the user changed:
 ``data-kind`` (how to turn its text into JSON), ``data-default`` (the text it started with)
@@ -14,17 +16,39 @@ from html import escape
 from typing import Any, Literal, Union, get_args, get_origin
 
 import annotated_types as at
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from gan_core.config import TrainConfig
+from gan_core.translation.config import PairedConfig, UnpairedConfig
+
+# The job kinds, as the kind select offers them: (kind, model, label). A noise job's inputs
+# keep plain ids (f-image_size); a translation kind's are prefixed (f-paired-image_size).
+KINDS: tuple[tuple[str, type[BaseModel], str], ...] = (
+    ("noise", TrainConfig, "noise → image (DCGAN, conditional)"),
+    ("paired", PairedConfig, "paired translation A → B (pix2pix)"),
+    ("unpaired", UnpairedConfig, "unpaired translation A ↔ B (CycleGAN)"),
+)
 
 # Headings for the form's sections; a field not named here lands in "Other", so a new
-# TrainConfig field still appears without touching this file.
+# config field still appears without touching this file.
 GROUPS: dict[str, tuple[str, ...]] = {
-    "Data": ("dataset", "image_size", "channels"),
-    "Model": ("arch", "conditional", "num_classes", "latent_dim", "g_width", "d_width"),
+    "Data": ("dataset", "image_size", "channels", "channels_a", "channels_b"),
+    "Model": (
+        "arch",
+        "generator",
+        "conditional",
+        "num_classes",
+        "latent_dim",
+        "g_width",
+        "d_width",
+    ),
     "Objective": (
         "loss",
+        "lambda_l1",
+        "lambda_cycle",
+        "lambda_identity",
+        "pool_size",
         "gp_weight",
         "r1_gamma",
         "r2_gamma",
@@ -43,6 +67,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "lr_decay_start",
     ),
     "Stabilisers": ("ema_decay", "ema_rampup", "augment"),
+    "Divergence": ("on_divergence", "max_rollbacks"),
     "Run control": ("seed", "checkpoint_every", "keep_checkpoints", "precision", "device"),
 }
 # Filled in by the page from GET /v1/datasets (uploads are per key, so not known here).
@@ -74,7 +99,7 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
 
 
 def spec_of(name: str, field: FieldInfo) -> FieldSpec:
-    """Describe one TrainConfig field for the form."""
+    """Describe one config field for the form."""
     annotation, nullable = _unwrap(field.annotation)
     choices: tuple[Any, ...] | None = None
     if get_origin(annotation) is Literal:
@@ -154,12 +179,11 @@ def _help(spec: FieldSpec) -> str:
     return "; ".join(parts)
 
 
-def _control(spec: FieldSpec) -> str:
+def _control(spec: FieldSpec, key: str) -> str:
     common = (
-        f'id="f-{spec.name}" name="{spec.name}" data-field="{spec.name}" '
+        f'id="f-{key}" name="{key}" data-field="{spec.name}" '
         f'data-kind="{spec.kind}" data-default="{escape(_text(spec.default))}" '
-        f'aria-describedby="help-{spec.name} err-{spec.name}"'
-        + (" data-nullable" if spec.nullable else "")
+        f'aria-describedby="help-{key} err-{key}"' + (" data-nullable" if spec.nullable else "")
     )
     if spec.name == DATASET_FIELD:
         default = escape(_text(spec.default))
@@ -186,27 +210,51 @@ def _control(spec: FieldSpec) -> str:
     return f'<input type="text" {common} value="{value}" autocomplete="off">'
 
 
-def render_field(spec: FieldSpec) -> str:
+def render_field(spec: FieldSpec, prefix: str = "") -> str:
     """One labelled input with its help text and a place for its error."""
+    key = prefix + spec.name
     return (
         f'<div class="field field-{spec.kind}" data-field-box="{spec.name}">'
-        f'<label for="f-{spec.name}">{spec.name}</label>'
-        f"{_control(spec)}"
-        f'<p class="help" id="help-{spec.name}">{escape(_help(spec))}</p>'
-        f'<p class="error" id="err-{spec.name}" data-error-for="{spec.name}" hidden></p>'
+        f'<label for="f-{key}">{spec.name}</label>'
+        f"{_control(spec, key)}"
+        f'<p class="help" id="help-{key}">{escape(_help(spec))}</p>'
+        f'<p class="error" id="err-{key}" data-error-for="{spec.name}" hidden></p>'
         "</div>"
     )
 
 
-def config_fields() -> str:
-    """Every TrainConfig field as form inputs, grouped in fieldsets."""
-    fields = TrainConfig.model_fields
+def kind_fields(model: type[BaseModel], prefix: str = "") -> str:
+    """Every field of one kind's config (but ``kind``) as form inputs, grouped in fieldsets."""
+    fields = {n: f for n, f in model.model_fields.items() if n != "kind"}
     placed = {name for names in GROUPS.values() for name in names}
     groups = {k: [n for n in v if n in fields] for k, v in GROUPS.items()}
     groups["Other"] = [n for n in fields if n not in placed]
     out = []
     for title, names in groups.items():
         if names:
-            inner = "".join(render_field(spec_of(n, fields[n])) for n in names)
+            inner = "".join(render_field(spec_of(n, fields[n]), prefix) for n in names)
             out.append(f"<fieldset><legend>{escape(title)}</legend>{inner}</fieldset>")
+    return "\n".join(out)
+
+
+def config_fields() -> str:
+    """The kind select, then each kind's fields in a section the page shows when chosen."""
+    options = "".join(
+        f'<option value="{kind}"{" selected" if kind == "noise" else ""}>{escape(label)}</option>'
+        for kind, _, label in KINDS
+    )
+    out = [
+        '<div class="field" data-field-box="kind"><label for="f-kind">kind</label>'
+        f'<select id="f-kind" name="kind" aria-describedby="err-kind">{options}</select>'
+        '<p class="help">what the job trains: images from noise, or a translator of images'
+        "</p>"
+        '<p class="error" id="err-kind" data-error-for="kind" hidden></p></div>'
+    ]
+    for kind, model, _ in KINDS:
+        hidden = "" if kind == "noise" else " hidden"
+        prefix = "" if kind == "noise" else f"{kind}-"
+        out.append(
+            f'<div class="kind-fields" data-kind-fields="{kind}"{hidden}>'
+            f"{kind_fields(model, prefix)}</div>"
+        )
     return "\n".join(out)

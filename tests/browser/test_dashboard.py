@@ -179,13 +179,15 @@ def test_new_job_form_shows_an_error_next_to_its_input(
     page = sign_in(browser, stack, ui_key)
     page.click("nav >> text=New job")
     page.wait_for_function("() => document.querySelectorAll('#f-dataset option').length > 1")
-    # Each one offered; unavailable ones, and pairs (no translation jobs yet), disabled.
+    # Each one offered; unavailable ones, and pairs (for translation jobs), disabled.
     for ds in ui.get("/v1/datasets").json()["items"]:
         option = page.locator(f'#f-dataset option[value="{ds["id"]}"]')
         assert option.is_disabled() == (not ds["available"] or ds["pairing"] is not None), ds
     assert (
-        "not available yet" in page.locator('#f-dataset option[value="shapes-edges"]').inner_text()
+        "for paired translation jobs"
+        in page.locator('#f-dataset option[value="shapes-edges"]').inner_text()
     )
+    assert page.locator('[data-kind-fields="paired"]').is_hidden()
     assert page.input_value("#f-image_size") == "32"  # defaults from TrainConfig
     assert page.locator("#f-arch option").all_text_contents() == ["dcgan", "mlp"]
 
@@ -193,7 +195,7 @@ def test_new_job_form_shows_an_error_next_to_its_input(
     with page.expect_request("**/v1/jobs") as sent:
         page.click("#job-submit")
     assert sent.value.post_data_json == {"name": "job", "config": {"image_size": 100}}
-    error = page.locator('[data-field-box="image_size"] .error')
+    error = page.locator("#err-image_size")
     error.wait_for(state="visible")
     assert "100px" in error.text_content()
     assert page.get_attribute("#f-image_size", "aria-invalid") == "true"

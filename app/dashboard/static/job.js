@@ -13,6 +13,8 @@ const picker = $("ckpt-select");
 let job = null;
 let deleted = false;
 let stream = null; // the AbortController of the event stream being followed
+// a translation job (config.kind paired or unpaired) shows translations, not samples
+const translating = () => ["paired", "unpaired"].includes(job?.config?.kind);
 
 // ---- the job, live ----
 
@@ -43,6 +45,17 @@ function renderJob() {
   renderResume();
   $("delete-btn").disabled = deleted || job.status === "running";
   renderLabels();
+  renderKind();
+}
+
+/** A translation job: its validation grid in place of samples, a translate box, no timeline. */
+function renderKind() {
+  const t = translating();
+  $("samples-title").textContent = t ? "Translations of held-out inputs" : "Samples";
+  for (const el of document.querySelectorAll("[data-noise-only]")) el.hidden = t;
+  $("translate-panel").hidden = !t;
+  $("direction-box").hidden = job.config.kind !== "unpaired";
+  $("timeline-panel").hidden = t;
 }
 
 // Failed and canceled jobs resume (to the same or more steps); a succeeded one trains
@@ -72,13 +85,18 @@ function renderLabels() {
 
 function onEvent(ev) {
   if (ev.event === "job") {
+    const first = job === null;
     job = JSON.parse(ev.data);
     renderJob();
     lossesSoon();
+    if (first) { // what the pictures show depends on the job's kind
+      drawSamples();
+      if (!translating()) refreshTimeline();
+    }
   } else if (ev.event === "checkpoint") {
     checkpointsSoon();
     lossesSoon();
-    timelineSoon();
+    if (!translating()) timelineSoon();
     if (picker.value === "latest" || picker.value === "best") drawSamples();
   } else if (ev.event === "deleted") {
     deleted = true;
@@ -135,6 +153,10 @@ async function refreshCheckpoints() {
 }
 
 function samplesPath(seed) {
+  if (translating()) {
+    const query = new URLSearchParams({ n: "8", ema: $("ema").value });
+    return `${base}/checkpoints/${encodeURIComponent(picker.value)}/translations.png?${query}`;
+  }
   const query = new URLSearchParams({ n: "64", nrow: "8", seed, ema: $("ema").value });
   if (!$("label-box").hidden && $("label").value) query.set("label", $("label").value);
   if ($("truncation").value) query.set("truncation", $("truncation").value);
@@ -154,7 +176,9 @@ async function drawSamples() {
     samples.dataset.checkpointStep = step;
     samples.dataset.seed = seed;
     samples.dataset.state = "ready";
-    $("samples-caption").textContent = `checkpoint ${id} · step ${step} · seed ${seed}`;
+    $("samples-caption").textContent = translating()
+      ? `checkpoint ${id} · step ${step} · each row: input, output${job.config.kind === "paired" ? ", target" : ""}`
+      : `checkpoint ${id} · step ${step} · seed ${seed}`;
     placeholder.hidden = true;
     showError($("samples-error"), "");
   } catch (err) {
@@ -201,8 +225,52 @@ function refreshAll() {
   refreshCheckpoints();
   drawSamples();
   refreshLosses();
-  refreshTimeline();
+  if (!translating()) refreshTimeline();
 }
+
+// ---- translate an image (POST .../translate with the file as the body) ----
+
+async function translateFile(event) {
+  event.preventDefault();
+  const file = $("translate-file").files[0];
+  const out = $("translate-output");
+  showError($("translate-error"), "");
+  if (!file) return showError($("translate-error"), "Choose a PNG or JPEG image first.");
+  const input = $("translate-input");
+  if (input.src.startsWith("blob:")) URL.revokeObjectURL(input.src);
+  input.src = URL.createObjectURL(file);
+  input.hidden = false;
+  const query = new URLSearchParams(job.config.kind === "unpaired" ? { direction: $("direction").value } : {});
+  const path = `${base}/checkpoints/${encodeURIComponent(picker.value)}/translate?${query}`;
+  out.dataset.state = "loading";
+  $("translate-btn").disabled = true;
+  try {
+    const res = await fetch(path, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${getKey()}`, "Content-Type": file.type || "application/octet-stream" },
+      body: file,
+    });
+    if (res.status === 401) return toKeyForm();
+    if (!res.ok) {
+      let detail = `HTTP ${res.status}`;
+      try { const p = await res.json(); detail = `${p.title || res.status}: ${p.detail || ""}`; } catch { /* not JSON */ }
+      out.dataset.state = "error";
+      return showError($("translate-error"), detail);
+    }
+    if (out.src.startsWith("blob:")) URL.revokeObjectURL(out.src);
+    out.src = URL.createObjectURL(await res.blob());
+    out.hidden = false;
+    out.dataset.state = "ready";
+    out.dataset.checkpointStep = res.headers.get("X-Checkpoint-Step") || "";
+    $("translate-caption").textContent = `output · step ${res.headers.get("X-Checkpoint-Step") ?? "?"}`;
+  } catch (err) {
+    out.dataset.state = "error";
+    showError($("translate-error"), `Could not reach the server: ${err.message}`);
+  } finally {
+    $("translate-btn").disabled = false;
+  }
+}
+$("translate-form").addEventListener("submit", translateFile);
 
 // ---- actions ----
 
@@ -261,5 +329,6 @@ else {
   setUpHeader();
   $("job-id").textContent = jobId;
   followJob();
-  refreshAll();
+  refreshCheckpoints(); // samples (or translations) and the timeline follow the job's kind
+  refreshLosses();
 }

@@ -1,11 +1,22 @@
-// `/ui/new`: the new-job form (its inputs rendered by the server from TrainConfig) and the
-// dataset upload. Only the fields the user changed are sent; the API validates, and each of
-// its errors is shown next to the input it names.
+// `/ui/new`: the new-job form (its inputs rendered by the server from each kind's config:
+// noise, paired, unpaired) and the dataset upload. Only the chosen kind's fields are shown,
+// and only those the user changed are sent; the API validates, and each of its errors is
+// shown next to the input it names.
 import { ApiError, api, getKey, setUpHeader, showError, toKeyForm } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("job-form");
-const inputs = [...form.querySelectorAll("[data-field]")];
+const kindSelect = $("f-kind");
+const section = (kind) => form.querySelector(`[data-kind-fields="${kind}"]`);
+const active = () => section(kindSelect.value);
+const inputs = () => [...active().querySelectorAll("[data-field]")];
+// which datasets a kind trains on: images for noise, pairs or two domains for translation
+const fits = (kind, ds) => (kind === "noise" ? !ds.pairing : ds.pairing === kind);
+
+function showKind() {
+  for (const box of form.querySelectorAll("[data-kind-fields]")) box.hidden = box !== active();
+}
+kindSelect.addEventListener("change", showKind);
 
 function describe(ds) {
   const facts = [
@@ -14,34 +25,42 @@ function describe(ds) {
     ds.channels && `${ds.channels} ch`,
     ds.num_classes && `${ds.num_classes} classes`,
     ds.num_images && `${ds.num_images} ${ds.pairing === "paired" ? "pairs" : "images"}`,
-    ds.pairing && "for translation jobs, not available yet",
+    ds.pairing && `for ${ds.pairing} translation jobs`,
   ].filter(Boolean);
   const name = ds.builtin ? ds.name : `${ds.name} (${ds.id})`;
   return `${name}${facts.length ? ` — ${facts.join(", ")}` : ""}${ds.available ? "" : " — not available on this server"}`;
 }
 
-/** Fill the dataset select from GET /v1/datasets, keeping (or moving to) a choice. */
+/** Fill each kind's dataset select from GET /v1/datasets (a kind's own datasets usable, the
+ * others shown disabled), keeping a choice or moving to `choose` (a new upload) where it fits. */
 async function loadDatasets(choose) {
-  const select = $("f-dataset");
-  const keep = choose || select.value;
   let items;
   try {
     items = (await api("/v1/datasets")).items;
   } catch (err) {
-    if (err.status !== 401) showError($("err-dataset"), `Could not list the datasets: ${err.message}`);
+    if (err.status !== 401) showError(active().querySelector('[data-error-for="dataset"]'), `Could not list the datasets: ${err.message}`);
     return;
   }
-  const groups = { uploaded: document.createElement("optgroup"), builtin: document.createElement("optgroup") };
-  groups.uploaded.label = "Uploaded";
-  groups.builtin.label = "Built-in";
-  for (const ds of items) {
-    const option = new Option(describe(ds), ds.id);
-    option.disabled = !ds.available || Boolean(ds.pairing); // pairs: no noise jobs on them
-    (ds.builtin ? groups.builtin : groups.uploaded).append(option);
+  for (const select of form.querySelectorAll('select[data-field="dataset"]')) {
+    const kind = select.closest("[data-kind-fields]").dataset.kindFields;
+    const keep = choose && items.some((ds) => ds.id === choose && fits(kind, ds)) ? choose : select.value;
+    const groups = { uploaded: document.createElement("optgroup"), builtin: document.createElement("optgroup") };
+    groups.uploaded.label = "Uploaded";
+    groups.builtin.label = "Built-in";
+    for (const ds of items) {
+      const option = new Option(describe(ds), ds.id);
+      option.disabled = !ds.available || !fits(kind, ds);
+      (ds.builtin ? groups.builtin : groups.uploaded).append(option);
+    }
+    select.replaceChildren(...Object.values(groups).filter((g) => g.children.length));
+    const usable = [...select.options].filter((o) => !o.disabled).map((o) => o.value);
+    select.value = usable.includes(keep) ? keep : usable.includes(select.dataset.default) ? select.dataset.default : usable[0] ?? "";
   }
-  select.replaceChildren(...Object.values(groups).filter((g) => g.children.length));
-  const usable = [...select.options].filter((o) => !o.disabled).map((o) => o.value);
-  select.value = usable.includes(keep) ? keep : usable.includes(select.dataset.default) ? select.dataset.default : usable[0] ?? "";
+  const uploaded = choose && items.find((ds) => ds.id === choose);
+  if (uploaded) {
+    kindSelect.value = uploaded.pairing || "noise"; // show the form that can train on it
+    showKind();
+  }
 }
 
 function changed(input) {
@@ -77,14 +96,15 @@ function showProblem(err) {
   const elsewhere = [];
   let first = null;
   for (const e of errors) {
-    const name = String(e.field || "").replace(/^config\./, "").split(".")[0];
-    const box = name && form.querySelector(`[data-error-for="${CSS.escape(name)}"]`);
+    // config.image_size, or with the kind named (config.paired.lambda_l1) -> the input
+    const name = String(e.field || "").replace(/^config\./, "").replace(/^(noise|paired|unpaired)\./, "").split(".")[0];
+    const box = name === "kind" ? $("err-kind") : name && active().querySelector(`[data-error-for="${CSS.escape(name)}"]`);
     if (!box) {
       elsewhere.push(`${e.field}: ${e.message}`);
       continue;
     }
     showError(box, box.hidden ? e.message : `${box.textContent}; ${e.message}`);
-    const input = $(`f-${name}`);
+    const input = name === "kind" ? kindSelect : active().querySelector(`[data-field="${CSS.escape(name)}"]`);
     input?.setAttribute("aria-invalid", "true");
     first ??= input;
   }
@@ -96,8 +116,8 @@ function showProblem(err) {
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   clearErrors();
-  const config = {};
-  for (const input of inputs) if (changed(input)) config[input.dataset.field] = valueOf(input);
+  const config = kindSelect.value === "noise" ? {} : { kind: kindSelect.value };
+  for (const input of inputs()) if (changed(input)) config[input.dataset.field] = valueOf(input);
   const button = $("job-submit");
   button.disabled = true;
   try {
@@ -145,7 +165,8 @@ $("upload-form").addEventListener("submit", (event) => {
     if (xhr.status === 401) return toKeyForm();
     if (xhr.status !== 201) return showError(error, problemText(xhr));
     const ds = JSON.parse(xhr.responseText);
-    $("upload-result").textContent = `Uploaded ${ds.name} (${ds.id}): ${ds.num_images} images, ${ds.image_size}px. It is now selected above.`;
+    const what = ds.pairing ? `${ds.num_images} ${ds.pairing === "paired" ? "pairs" : "images in two domains"}` : `${ds.num_images} images`;
+    $("upload-result").textContent = `Uploaded ${ds.name} (${ds.id}): ${what}, ${ds.image_size}px. It is now selected above.`;
     await loadDatasets(ds.id);
   });
   xhr.addEventListener("error", () => {
@@ -157,6 +178,7 @@ $("upload-form").addEventListener("submit", (event) => {
   xhr.send(data);
 });
 
+showKind();
 if (!getKey()) toKeyForm();
 else {
   setUpHeader();
