@@ -24,6 +24,7 @@ from app.core.serving.cache import TTLCache
 from app.core.serving.exports import Exports
 from app.core.serving.job_pictures import JobPictures
 from app.core.serving.sampling import SamplingService
+from app.core.serving.translating import Translations
 from app.core.settings import Settings
 
 log = logging.getLogger("ganforge.api")
@@ -47,9 +48,12 @@ class Services:
     key_cache: TTLCache[auth.Principal] = field(default_factory=lambda: TTLCache(ttl=5.0))
     # New work only while the store can be written (probed at most every few seconds).
     store_gate: StoreGate = field(init=False)
+    # Translating images: on the sampling machinery (its caches, slots and limits).
+    translations: Translations = field(init=False)
 
     def __post_init__(self) -> None:
         self.store_gate = StoreGate(self.store, self.settings.store_url or "the local store")
+        self.translations = Translations(self.sampling)
 
     def broker_ping(self) -> None:
         with self.celery.connection_for_write() as conn:
