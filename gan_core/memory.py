@@ -14,6 +14,20 @@ step keeps for backward, per image. Then, in float32:
 It is an estimate (allocator slack, cuDNN workspaces and the data are not in it), good to
 refuse a config that cannot fit by orders of magnitude -- 256 px, width 1024, batch 4096 is
 about 10 TB -- long before a worker dies trying.
+
+A translation config (``kind`` paired or unpaired) is counted the same way, from the forwards
+its step makes (gan_core.translation.steps), per image:
+
+- paired (pix2pix): G_ab once, the conditional D_b three times (real and fake pair in the D
+  step, the fake pair again in the G step);
+- unpaired (CycleGAN): G_ab and G_ba twice each (translate, and translate back for the
+  cycle), and once more each for the identity loss where it is on; D_b and D_a once each in
+  the G step and twice each (real, and pooled fake) in the D step.
+
+Weights: both generators and both discriminators (as many as the kind has) with gradients
+and Adam moments, the EMA copies only where ``ema_decay`` is set, and the image pools
+(pool_size images per domain). Unresolved channels (None) count as 3, and an unresolved
+identity loss as on where the channels are equal.
 """
 
 from __future__ import annotations
@@ -25,7 +39,9 @@ import torch
 from torch import nn
 
 from gan_core.config import TrainConfig
+from gan_core.jobconfig import AnyConfig
 from gan_core.nets import build_discriminator, build_generator
+from gan_core.translation.config import GeneratorName, TranslationConfig, UnpairedConfig
 
 __all__ = ["MemoryEstimate", "estimate_training_memory"]
 _FLOAT = 4  # bytes
@@ -35,7 +51,7 @@ _FLOAT = 4  # bytes
 class MemoryEstimate:
     generator_params: int
     discriminator_params: int
-    weight_bytes: int  # parameters, gradients, Adam moments, EMA copy
+    weight_bytes: int  # parameters, gradients, Adam moments, EMA copies, image pools
     activation_bytes: int  # for the whole batch
     total_bytes: int
 
@@ -88,10 +104,69 @@ def _per_image(config: TrainConfig) -> tuple[int, int, int, int]:
     return params[0], params[1], g_act, d_act
 
 
-def estimate_training_memory(config: TrainConfig) -> MemoryEstimate:
-    """Estimated peak training memory of ``config`` (unresolved fields take their largest case)."""
+def estimate_training_memory(config: AnyConfig) -> MemoryEstimate:
+    """Estimated peak training memory of ``config`` of any kind (noise, paired, unpaired);
+    unresolved fields take their largest case."""
+    if isinstance(config, TranslationConfig):
+        return _translation_estimate(config)
     g_params, d_params, g_act, d_act = _per_image(config)
     weights = (4 * (g_params + d_params) + g_params) * _FLOAT
     per_image = (g_act + 2 * d_act) + (g_act + d_act)  # the D step, then the G step
     activations = int(1.5 * per_image * config.batch_size * config.d_steps * _FLOAT)
+    return MemoryEstimate(g_params, d_params, weights, activations, weights + activations)
+
+
+@dataclass(frozen=True)
+class _Net:
+    params: int
+    activations: int  # per image
+
+
+@lru_cache(maxsize=256)
+def _translation_nets(
+    generator: GeneratorName, kind: str, ca: int, cb: int, size: int, g_width: int, d_width: int
+) -> dict[str, _Net]:
+    """The run's nets (G_ab, D_b; G_ba, D_a when unpaired): parameters, activations per image."""
+    from gan_core.translation.nets import build_patch_discriminator, build_translator
+
+    paired = kind == "paired"
+    out: dict[str, _Net] = {}
+    with torch.device("meta"):
+        a, b = torch.zeros(1, ca, size, size), torch.zeros(1, cb, size, size)
+        sides = [("G_ab", ca, cb, a, "D_b")] + ([] if paired else [("G_ba", cb, ca, b, "D_a")])
+        for g_name, c_in, c_out, x, d_name in sides:
+            G = build_translator(generator, c_in, c_out, size, g_width).eval()
+            D = build_patch_discriminator(
+                c_out, size, d_width, condition_channels=c_in if paired else 0
+            ).eval()
+            g_act, fake = _activations_per_image(G, x)
+            d_act, _ = _activations_per_image(D, fake, *([x] if paired else []))
+            out[g_name] = _Net(sum(p.numel() for p in G.parameters()), g_act)
+            out[d_name] = _Net(sum(p.numel() for p in D.parameters()), d_act)
+    return out
+
+
+def _translation_estimate(config: TranslationConfig) -> MemoryEstimate:
+    ca, cb, size = config.channels_a or 3, config.channels_b or 3, config.image_size
+    nets = _translation_nets(
+        config.generator, config.kind, ca, cb, size, config.g_width, config.d_width
+    )
+    gens = [n for name, n in nets.items() if name.startswith("G_")]
+    discs = [n for name, n in nets.items() if name.startswith("D_")]
+    g_params, d_params = sum(n.params for n in gens), sum(n.params for n in discs)
+    ema_params = g_params if config.ema_decay is not None else 0
+    pools = 0
+    if isinstance(config, UnpairedConfig):
+        pools = config.pool_size * (ca + cb) * size * size
+    weights = (4 * (g_params + d_params) + ema_params + pools) * _FLOAT
+    g_act, d_act = sum(n.activations for n in gens), sum(n.activations for n in discs)
+    if isinstance(config, UnpairedConfig):
+        identity = config.lambda_identity
+        if identity is None:  # resolved at the start: on where the channels are equal
+            identity = 1.0 if ca == cb else 0.0
+        # G step: translate, translate back, identity; each D once; D step: each D twice
+        per_image = (2 + (identity > 0)) * g_act + d_act + 2 * d_act
+    else:
+        per_image = g_act + 3 * d_act  # G(a); D(b, a) and D(G(a), a), then D(G(a), a) again
+    activations = int(1.5 * per_image * config.batch_size * _FLOAT)
     return MemoryEstimate(g_params, d_params, weights, activations, weights + activations)
