@@ -29,8 +29,9 @@ from app.core.jobs import runs
 from app.core.serving import scores
 from app.core.settings import Settings
 from gan_core.checkpoint import CheckpointInfo
-from gan_core.config import TrainConfig
 from gan_core.data import ImageTensorDataset
+from gan_core.data.pairs import PairDataset
+from gan_core.jobconfig import AnyConfig, is_translation
 from gan_core.metrics.scorer import CheckpointScorer
 from gan_core.training import Progress, Rollback, TrainHooks, resolve_device
 
@@ -124,7 +125,7 @@ class JobHooks:
         *,
         job_id: str,
         worker_id: str,
-        config: TrainConfig,
+        config: AnyConfig,
         lease: LeaseKeeper,
     ):
         self.settings, self.store, self.scorers = settings, store, scorers
@@ -155,7 +156,7 @@ class JobHooks:
         except Exception:
             log.warning("job %s: could not record its phase %s", self.job_id, phase, exc_info=True)
 
-    def on_start(self, resolved: TrainConfig, dataset: ImageTensorDataset) -> None:
+    def on_start(self, resolved: AnyConfig, dataset: ImageTensorDataset | PairDataset) -> None:
         with session_scope(self.url) as s:
             runs.record_resolved_config(
                 s,
@@ -164,7 +165,9 @@ class JobHooks:
                 config=resolved.model_dump(mode="json"),
             )
         scorers = self.scorers
-        if scorers is not None and scorers.enabled:
+        # A translator has no scorer yet: its checkpoints are recorded unscored (scoring off).
+        if scorers is not None and scorers.enabled and not is_translation(resolved):
+            assert isinstance(dataset, ImageTensorDataset)
             self.phase("preparing_scorer")
             device = resolve_device(resolved.device)
             try:

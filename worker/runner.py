@@ -20,9 +20,12 @@ from app.core.models import Dataset, JobStatus
 from app.core.serving import scores
 from app.core.settings import Settings, get_settings
 from gan_core.checkpoint import CheckpointError
-from gan_core.config import TrainConfig
 from gan_core.data import DatasetError, ImageTensorDataset, load_dataset
+from gan_core.data.pairs import PairDataset, load_pairs
+from gan_core.jobconfig import AnyConfig, parse_config
 from gan_core.training import TrainingDiverged, train
+from gan_core.translation.config import TranslationConfig
+from gan_core.translation.run import SPLIT_SEED
 from worker.hooks import SHUTDOWN, HandBack, JobHooks, LeaseKeeper, LeaseLost
 
 log = logging.getLogger("ganforge.worker")
@@ -37,10 +40,17 @@ def _scorers_for(settings: Settings, store: LocalStore, worker_id: str) -> score
     return _scorers[key]
 
 
-def _load_upload(store: ArtifactStore, row: Dataset, config: TrainConfig) -> ImageTensorDataset:
+def _load_upload(
+    store: ArtifactStore, row: Dataset, config: AnyConfig
+) -> ImageTensorDataset | PairDataset:
     root = f"datasets/{row.id}"  # published as a whole; row.path is inside it
     path = store.local_path(root) / row.path.removeprefix(root + "/")
     try:
+        if isinstance(config, TranslationConfig):  # pairs or two domains: row.kind says which
+            # the split seed is the upload's (split.json), the same held-out images every job
+            return load_pairs(
+                f"pairs:{path}", image_size=config.image_size, seed=SPLIT_SEED, pairing=row.kind
+            )
         return load_dataset(
             f"{row.kind}:{path}", image_size=config.image_size, channels=config.channels
         )
@@ -87,7 +97,7 @@ def run_job(
         if job is None:
             log.info("job %s is not claimable (finished, canceled, or running elsewhere)", job_id)
             return "skipped"
-        config = TrainConfig.model_validate(job.config)
+        config = parse_config(job.config)
         upload = s.get(Dataset, job.dataset_id) if job.dataset_id else None
 
     lease = LeaseKeeper(url, job_id, worker_id, settings.lease_seconds)

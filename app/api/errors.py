@@ -17,6 +17,7 @@ from app.api.schemas import Problem
 from app.core.artifacts.store import StoreError
 from app.core.errors import DomainError
 from app.core.jobs.limits import retry_after_header
+from gan_core.jobconfig import KINDS
 
 log = logging.getLogger("ganforge.api")
 PROBLEM = "application/problem+json"
@@ -111,13 +112,31 @@ def _field_of(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _untag(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], str | None]:
+    """A job config's loc without the kind pydantic's union puts in it: ("body", "config",
+    "paired", "lambda_l1") -> (("body", "config", "lambda_l1"), "paired"). The field is then
+    where the value is in the request body, the same for every kind."""
+    for i in range(len(loc) - 1):
+        if loc[i] == "config" and loc[i + 1] in KINDS and (i == 0 or loc[i - 1] == "body"):
+            return loc[: i + 1] + loc[i + 2 :], str(loc[i + 1])
+    return loc, None
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     out = []
     for err in exc.errors():
         # A body that is not JSON at all: loc is ("body", <character offset>), not a field.
         loc = ("body",) if err.get("type") == "json_invalid" else tuple(err.get("loc", ()))
+        loc, kind = _untag(loc)
         field = _field_of(loc)
         msg = str(err.get("msg", "invalid"))
+        if err.get("type") == "invalid_kind":  # the job config union's own error, loc config
+            field, msg = f"{field}.kind", msg.removeprefix("kind: ")
+            given = err.get("input")
+            if isinstance(given, dict) and "kind" in given:
+                msg = f"{msg}; got {given['kind']!r}"[:300]
+        elif err.get("type") == "extra_forbidden" and kind is not None:
+            msg = f"{msg}: not a field of a {kind} job"
         # A model-level check names its field as "field: reason"; surface that field.
         if err.get("type") == "value_error" and ": " in msg:
             head, _, rest = msg.removeprefix("Value error, ").partition(": ")
@@ -126,7 +145,8 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
                 msg = rest
         msg = msg.removeprefix("Value error, ")
         ctx = {k: v for k, v in (err.get("ctx") or {}).items() if isinstance(v, int | float | str)}
-        out.append({"field": field, "message": msg, **({"limit": ctx} if ctx else {})})
+        entry = {"field": field, "message": msg, **({"limit": ctx} if ctx else {})}
+        out.append({**entry, "kind": kind} if kind is not None else entry)
     return out
 
 

@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from app.core.models import Checkpoint, Job
 from app.core.serving.history import History
 from gan_core.config import TrainConfig
+from gan_core.jobconfig import JobConfig
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -30,7 +31,12 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, AfterValidator(_printable)] = Field("job", min_length=1, max_length=200)
-    config: TrainConfig = Field(default_factory=TrainConfig)
+    config: JobConfig = Field(
+        default_factory=TrainConfig,
+        description="what to train, by `kind`: 'noise' (the default: noise to images), 'paired' "
+        "(pix2pix, A -> B from pairs) or 'unpaired' (CycleGAN, A <-> B from two domains); each "
+        "kind takes only its own fields",
+    )
     webhook_url: Annotated[str, AfterValidator(_printable)] | None = Field(
         None, max_length=2000, description="POST the job's events here (Standard Webhooks)"
     )
@@ -99,6 +105,9 @@ class JobPublic(BaseModel):
     @classmethod
     def of(cls, job: Job) -> JobPublic:
         base = f"/v1/jobs/{job.id}"
+        # a translator's pictures are translations of held-out inputs, not samples from noise
+        translator = (job.config or {}).get("kind") in ("paired", "unpaired")
+        picture = "translations.png" if translator else "samples.png"
         return cls(
             id=job.id,
             name=job.name,
@@ -136,8 +145,9 @@ class JobPublic(BaseModel):
                 "metrics": f"{base}/metrics",
                 "losses": f"{base}/losses.png",
                 "timeline": f"{base}/timeline.png",
-                "samples": f"{base}/checkpoints/latest/samples.png",
-                "best_samples": f"{base}/checkpoints/best/samples.png",
+                "samples": f"{base}/checkpoints/latest/{picture}",
+                "best_samples": f"{base}/checkpoints/best/{picture}",
+                **({"translate": f"{base}/checkpoints/latest/translate"} if translator else {}),
             },
         )
 

@@ -1,6 +1,6 @@
 """POST /v1/datasets with zips of pairs (A/ + B/, AB/) and of two domains (trainA/ + trainB/):
-what is recorded, every refusal as a 422 naming the file, the archive guards, and jobs refusing
-them until translation jobs exist."""
+what is recorded, every refusal as a 422 naming the file, the archive guards, and noise jobs
+refusing them (translation jobs on them: tests/api/test_translation_jobs.py)."""
 
 from __future__ import annotations
 
@@ -186,7 +186,7 @@ def test_pixel_budget_and_entry_count_apply_to_pairs(tmp_path):
         assert_nothing_left(c, s)
 
 
-def test_builtin_pairs_listed_and_jobs_refuse_pairs(client):
+def test_builtin_pairs_listed_and_noise_jobs_refuse_pairs(client):
     items = {d["id"]: d for d in client.get("/v1/datasets").json()["items"]}
     edges = items["shapes-edges"]
     assert edges["builtin"] and edges["available"] and edges["pairing"] == "paired"
@@ -196,5 +196,5 @@ def test_builtin_pairs_listed_and_jobs_refuse_pairs(client):
     uploaded = upload(client, pairs_zip()).json()
     for name, words in (("shapes-edges", "pairs"), (uploaded["id"], "pairs")):
         r = client.post("/v1/jobs", json={"config": {**TINY, "dataset": name}})
-        assert_problem(r, 422, "config.dataset", name, words, "translation jobs are not available")
+        assert_problem(r, 422, "config.dataset", name, words, "kind 'paired'", "noise-to-image")
     assert client.get("/v1/jobs").json()["items"] == []

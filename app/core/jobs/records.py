@@ -30,10 +30,10 @@ from app.core.jobs import limits
 from app.core.jobs.queue import JobQueue
 from app.core.models import FINISHED, Dataset, Job, JobStatus
 from app.core.settings import Settings
-from gan_core.config import TrainConfig
+from gan_core.jobconfig import AnyConfig, parse_config
 
 
-def _request_hash(name: str, config: TrainConfig, webhook: Any = None) -> str:
+def _request_hash(name: str, config: AnyConfig, webhook: Any = None) -> str:
     request = {"name": name, "config": config.model_dump(mode="json")}
     if webhook is not None:
         request["webhook"] = webhook
@@ -52,7 +52,7 @@ def submit_job(
     *,
     principal: Principal,
     name: str,
-    config: TrainConfig,
+    config: AnyConfig,
     idempotency_key: str | None = None,
     webhook_url: str | None = None,
     webhook_events: list[str] | None = None,
@@ -99,7 +99,7 @@ def create_job(
     session: Session,
     *,
     name: str,
-    config: TrainConfig,
+    config: AnyConfig,
     owner_id: str | None = None,
     idempotency_key: str | None = None,
     dataset: Dataset | None = None,
@@ -295,7 +295,7 @@ def resume_job(
     return job
 
 
-def _resumed_config(job: Job, steps: int | None) -> TrainConfig:
+def _resumed_config(job: Job, steps: int | None) -> AnyConfig:
     """The config a resume of ``job`` trains to, or why the job cannot be resumed so."""
     if job.status == JobStatus.succeeded:
         if steps is None:
@@ -310,13 +310,13 @@ def _resumed_config(job: Job, steps: int | None) -> TrainConfig:
             f"job {job.id} is {job.status}"
         )
     if steps is None:
-        return TrainConfig.model_validate(job.config)
+        return parse_config(job.config)
     done = max(job.step, job.total_steps) if job.status == JobStatus.succeeded else job.step
     if steps <= done:
         raise InvalidInput(
             f"steps must be greater than the {done} steps already done", field="steps"
         )
-    return TrainConfig.model_validate({**job.config, "steps": steps})
+    return parse_config({**job.config, "steps": steps})  # of the job's kind
 
 
 def delete_job(

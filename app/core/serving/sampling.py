@@ -24,7 +24,7 @@ from app.core.access.auth import Principal
 from app.core.artifacts import checkpoints
 from app.core.artifacts.store import ArtifactStore
 from app.core.db import session_scope
-from app.core.errors import InvalidInput
+from app.core.errors import Conflict, InvalidInput
 from app.core.integrations.telemetry import CACHE, RENDER_SECONDS
 from app.core.models import Checkpoint
 from app.core.serving.cache import LRU, TTLCache
@@ -144,6 +144,17 @@ class _Ref:
     conditional: bool
     num_classes: int | None
     image_size: int
+    kind: str = "noise"  # a translator's (paired, unpaired) does not sample from noise
+
+
+def refuse_translator(job_id: str, ref: str, kind: str, what: str = "samples") -> None:
+    """A clear 409 for a noise-only endpoint on a translation job's checkpoint."""
+    if kind in ("paired", "unpaired"):
+        raise Conflict(
+            f"job {job_id} trains a {kind} translation model: it translates images (POST "
+            f"/v1/jobs/{job_id}/checkpoints/{ref}/translate with an image), it has no {what} "
+            "from noise"
+        )
 
 
 class SamplingService:
@@ -178,6 +189,7 @@ class SamplingService:
             bool(config.get("conditional")),
             config.get("num_classes"),
             int(config.get("image_size") or 0),
+            str(config.get("kind") or "noise"),
         )
 
     async def checkpoint(self, job_id: str, ref: str, owner_id: str | None) -> _Ref:
@@ -202,6 +214,7 @@ class SamplingService:
         rendered in fair turns off the event loop (charged to the key by its pixels)."""
         self.check(req)
         found = await self.checkpoint(job_id, ref, principal.scope)
+        refuse_translator(job_id, ref, found.kind, "samples or interpolations")
         if req.label is not None:
             if not found.conditional:
                 raise InvalidInput(
