@@ -37,6 +37,27 @@ The ONNX bytes are deterministic: the same generator gives the same file, in any
 The TorchScript bytes are not: torch numbers ("mangles") the classes of every trace after
 the first in a process, so only a fresh process's first export repeats byte for byte.
 Both functions return the file's sha256, which is what a cache should key an ETag on.
+
+Translators (image-to-image, as ``gan_core.translation.inference.load_translator`` returns
+one direction of a paired or unpaired model) export through the same two functions, which
+tell them by their class. The graph is ``G(images)`` in eval mode (dropout off; instance
+norm uses each image's own statistics, so an image's output does not depend on the rest of
+the batch):
+
+- input: ``images`` float32 (batch, C_in, S, S) in [-1, 1] (uint8 pixels / 127.5 - 1, the
+  image centre-cropped to a square and resized to S, as ``prepare_image`` does)
+- output: ``translated`` float32 (batch, C_out, S, S) in [-1, 1]; batch is dynamic
+
+C is 1 (grey) or 3 (RGB). Their metadata (format ``ganforge-translator-onnx/1`` or
+``ganforge-translator-torchscript/1``): kind (paired / unpaired), direction (a2b / b2a),
+input_shape and output_shape [C, S, S], input_range, output_range, checkpoint_step (when
+known), ganforge_version, torch_version. An unpaired model is two translators: one file per
+direction. The ONNX file refuses other channel counts and sides (its input shape is fixed
+but for the batch); the TorchScript trace checks the channels only (a ResNet translator is
+fully convolutional: another side runs, on sides it was not trained for).
+
+``export_checkpoint(ckpt_dir, path, fmt, direction=..., ema=...)`` loads a checkpoint of
+either kind (noise generator or translator) and writes one file: what a service calls.
 """
 
 from __future__ import annotations
@@ -58,16 +79,24 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "EXPORT_FORMATS",
     "ONNX_FORMAT",
     "TORCHSCRIPT_FORMAT",
+    "TRANSLATOR_ONNX_FORMAT",
+    "TRANSLATOR_TORCHSCRIPT_FORMAT",
     "ExportedFile",
+    "export_checkpoint",
     "export_metadata",
     "export_onnx",
     "export_torchscript",
+    "is_translator",
 ]
 
 ONNX_FORMAT = "ganforge-generator-onnx/1"
 TORCHSCRIPT_FORMAT = "ganforge-generator-torchscript/1"
+TRANSLATOR_ONNX_FORMAT = "ganforge-translator-onnx/1"
+TRANSLATOR_TORCHSCRIPT_FORMAT = "ganforge-translator-torchscript/1"
+EXPORT_FORMATS = ("onnx", "torchscript")
 TORCHSCRIPT_META_FILE = "ganforge.json"  # torch.jit.load(path, _extra_files={this: ""})
 MIN_OPSET = 17
 DEFAULT_OPSET = 18  # the dynamo exporter's own opset; 17 goes through onnx's version converter
@@ -122,10 +151,54 @@ class _Conditional(nn.Module):
         return images.clamp(-1, 1)
 
 
-def export_metadata(generator: nn.Module) -> dict[str, Any]:
-    """The description both exports carry: what a consumer needs to feed and read G."""
+class _Translate(nn.Module):
+    """G(images) for a translator: images (N, C_in, S, S) -> translated (N, C_out, S, S)."""
+
+    def __init__(self, translator: nn.Module) -> None:
+        super().__init__()
+        self.translator = translator
+
+    def forward(self, images: Tensor) -> Tensor:
+        out: Tensor = self.translator(images)
+        return out
+
+
+def is_translator(model: nn.Module) -> bool:
+    """Whether ``model`` is an image-to-image translator (else a noise generator)."""
+    from gan_core.translation.nets import ResnetGenerator, UNetGenerator
+
+    return isinstance(model, UNetGenerator | ResnetGenerator)
+
+
+def _translator_metadata(translator: nn.Module) -> dict[str, Any]:
     from gan_core import __version__
 
+    T: Any = translator
+    size = int(T.image_size)
+    config = getattr(T, "config", None)  # set by load_translator, with direction
+    meta: dict[str, Any] = {
+        "kind": None if config is None else str(config.kind),
+        "direction": getattr(T, "direction", None),
+        "input_shape": [int(T.in_channels), size, size],
+        "output_shape": [int(T.out_channels), size, size],
+        "input_range": [-1.0, 1.0],
+        "output_range": [-1.0, 1.0],
+        "ganforge_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    step = getattr(T, "checkpoint_step", None)
+    if step is not None:
+        meta["checkpoint_step"] = int(step)
+    return meta
+
+
+def export_metadata(generator: nn.Module) -> dict[str, Any]:
+    """The description both exports carry: what a consumer needs to feed and read G (a
+    noise generator, or a translator)."""
+    from gan_core import __version__
+
+    if is_translator(generator):
+        return _translator_metadata(generator)
     G: Any = generator  # nn.Module types unknown attributes as Tensor | Module
     meta: dict[str, Any] = {
         "latent_dim": int(G.latent_dim),
@@ -153,6 +226,8 @@ def _graph(generator: nn.Module) -> tuple[nn.Module, tuple[Tensor, ...]]:
     """The module to export and example inputs for it (batch 2: export specializes 0 and 1)."""
     G = _frozen_copy(generator)
     meta = export_metadata(G)
+    if is_translator(G):
+        return _Translate(G).eval(), (torch.zeros(2, *meta["input_shape"]),)
     z = torch.zeros(2, meta["latent_dim"])
     if meta["num_classes"] is None:
         return _Unconditional(G).eval(), (z,)
@@ -174,12 +249,15 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,  # ONNX opset; >= 17
     metadata: Mapping[str, Any] | None = None,  # extra JSON-able metadata_props (e.g. ids)
 ) -> ExportedFile:
-    """Write G as an ONNX file (inputs z[, labels], output images, dynamic batch)."""
+    """Write G as an ONNX file (inputs z[, labels], output images, dynamic batch), or a
+    translator (input images, output translated, dynamic batch)."""
     import onnx
 
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
-    meta = _merged({"format": ONNX_FORMAT, **export_metadata(generator)}, metadata)
+    translator = is_translator(generator)
+    fmt = TRANSLATOR_ONNX_FORMAT if translator else ONNX_FORMAT
+    meta = _merged({"format": fmt, **export_metadata(generator)}, metadata)
     # sorted keys, JSON values: the same generator gives the same bytes
     props = {key: json.dumps(meta[key], sort_keys=True) for key in sorted(meta)}
     module, args = _graph(generator)
@@ -189,11 +267,15 @@ def export_onnx(
             f"generator weights are {n_bytes / 2**30:.1f} GiB; a single-file ONNX model "
             "holds at most 2 GiB"
         )
-    names = ["z", "labels"][: len(args)]
+    names = ["images"] if translator else ["z", "labels"][: len(args)]
     batch = torch.export.Dim("batch", min=1)
     # labels gets a DYNAMIC hint, not the same Dim: the exporter ties it to z's batch
     # through the Concat anyway, and naming the shared axis twice only draws a warning.
-    dynamic = {"z": {0: batch}, "labels": {0: torch.export.Dim.DYNAMIC}}
+    dynamic = {
+        "z": {0: batch},
+        "labels": {0: torch.export.Dim.DYNAMIC},
+        "images": {0: batch},
+    }
     with _EXPORT_LOCK, torch.no_grad():
         # The dynamo (torch.export) exporter, not the legacy TorchScript-based one, which
         # torch 2.14 deprecates; its optimizer also folds eval BatchNorm into the weights.
@@ -202,7 +284,7 @@ def export_onnx(
             args,
             None,
             input_names=names,
-            output_names=["images"],
+            output_names=["translated" if translator else "images"],
             opset_version=opset,
             dynamo=True,
             dynamic_shapes={name: dynamic[name] for name in names},
@@ -213,11 +295,17 @@ def export_onnx(
     del model.metadata_props[:]
     for key, value in props.items():
         model.metadata_props.add(key=key, value=value)
-    model.doc_string = (
-        "ganforge generator: z float32 (batch, latent_dim) ~ N(0, 1)"
-        + ("" if meta["num_classes"] is None else ", labels int64 (batch,)")
-        + " -> images float32 (batch, C, H, W) in [-1, 1]"
-    )
+    if translator:
+        model.doc_string = (
+            "ganforge translator: images float32 (batch, C_in, S, S) in [-1, 1] -> "
+            "translated float32 (batch, C_out, S, S) in [-1, 1]"
+        )
+    else:
+        model.doc_string = (
+            "ganforge generator: z float32 (batch, latent_dim) ~ N(0, 1)"
+            + ("" if meta["num_classes"] is None else ", labels int64 (batch,)")
+            + " -> images float32 (batch, C, H, W) in [-1, 1]"
+        )
     onnx.checker.check_model(model, full_check=True)
     return _write_atomic(Path(path), model.SerializeToString(deterministic=True))
 
@@ -228,8 +316,10 @@ def export_torchscript(
     *,
     metadata: Mapping[str, Any] | None = None,  # extra JSON-able entries for ganforge.json
 ) -> ExportedFile:
-    """Write G as a traced TorchScript file: forward(z) or, if conditional, forward(z, labels)."""
-    meta = _merged({"format": TORCHSCRIPT_FORMAT, **export_metadata(generator)}, metadata)
+    """Write G as a traced TorchScript file: forward(z) or, if conditional, forward(z, labels);
+    a translator: forward(images)."""
+    fmt = TRANSLATOR_TORCHSCRIPT_FORMAT if is_translator(generator) else TORCHSCRIPT_FORMAT
+    meta = _merged({"format": fmt, **export_metadata(generator)}, metadata)
     extra = {TORCHSCRIPT_META_FILE: json.dumps(meta, sort_keys=True)}
     module, args = _graph(generator)
     buf = io.BytesIO()
@@ -238,9 +328,52 @@ def export_torchscript(
         # nets._check_labels, whose check _Conditional re-expresses as graph ops.
         warnings.simplefilter("ignore", FutureWarning)
         warnings.filterwarnings("ignore", module=r"gan_core\.nets")
+        # the translators' input checks, and instance norm's check of the spatial size:
+        # checks on shapes, which the trace takes as constants
+        warnings.filterwarnings("ignore", module=r"gan_core\.translation\.nets")
+        warnings.filterwarnings(
+            "ignore",
+            category=torch.jit.TracerWarning,
+            module=r"torch\.nn\.(modules\.instancenorm|functional)",
+        )
         traced = torch.jit.trace(module, args, _store_inputs=False)
         torch.jit.save(traced, buf, _extra_files=extra)
     return _write_atomic(Path(path), buf.getvalue())
+
+
+def export_checkpoint(
+    ckpt_dir: str | Path,
+    path: str | Path,
+    fmt: str,
+    *,
+    direction: str | None = None,  # a translator's: a2b (the default) or, unpaired, b2a
+    ema: bool = True,  # the averaged weights where the run kept them
+    metadata: Mapping[str, Any] | None = None,
+    opset: int = DEFAULT_OPSET,  # onnx only
+) -> ExportedFile:
+    """Export a checkpoint of any kind: its noise generator, or one direction of its
+    translator, as ``fmt`` ('onnx' or 'torchscript')."""
+    from gan_core import checkpoint as ckpt
+    from gan_core.translation.config import TranslationConfig
+
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"format: choose one of {', '.join(EXPORT_FORMATS)}, not {fmt!r}")
+    config = ckpt.job_config_from_meta(ckpt.read_meta(ckpt_dir, verify=False))
+    model: nn.Module
+    if isinstance(config, TranslationConfig):
+        from gan_core.translation.inference import load_translator
+
+        model = load_translator(ckpt_dir, direction or "a2b", ema=ema)
+    elif direction is not None:
+        raise ValueError(
+            f"direction: this checkpoint holds a noise-to-image generator, which has no "
+            f"direction (got {direction!r})"
+        )
+    else:
+        model = ckpt.load_generator(ckpt_dir, ema=ema)
+    if fmt == "onnx":
+        return export_onnx(model, path, opset=opset, metadata=metadata)
+    return export_torchscript(model, path, metadata=metadata)
 
 
 def _write_atomic(path: Path, data: bytes) -> ExportedFile:
