@@ -55,7 +55,9 @@ def load_translator(
         else (config.channels_b, config.channels_a)
     )
     G = build_translator(config.generator, c_in, c_out, config.image_size, config.g_width)
-    _, tensors, _ = ckpt.load_checkpoint(ckpt_dir)
+    # the generator file alone (verified): the train state (discriminators, optimizer
+    # moments, pools) is several times its size and not needed to translate
+    tensors = ckpt._load_tensors(ckpt_dir, ckpt.GENERATOR_FILE, meta)
     name = DIRECTIONS[direction]
     prefix = f"{name}_ema" if ema and any(k.startswith(f"{name}_ema.") for k in tensors) else name
     try:

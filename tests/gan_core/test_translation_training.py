@@ -5,6 +5,7 @@ config's refusals, translating with a trained model, and a paired run that reall
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -323,6 +324,22 @@ def test_directions_shapes_and_channels(runs, data):
         load_translator(runs["paired"], "b2a")
     paired = load_translator(runs["paired"])
     assert (paired.in_channels, paired.out_channels) == (1, 3)
+
+
+def test_a_translator_loads_from_its_verified_generator_file_alone(tmp_path, runs):
+    ckpt_dir = tmp_path / runs["unpaired"].name
+    shutil.copytree(runs["unpaired"], ckpt_dir)
+    want = load_translator(ckpt_dir, "b2a").state_dict()
+    # the train state (discriminators, Adam moments, pools) is not needed to translate
+    (ckpt_dir / "train_state.safetensors").write_bytes(b"not read")
+    got = load_translator(ckpt_dir, "b2a").state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    generator = ckpt_dir / "generator.safetensors"
+    data = bytearray(generator.read_bytes())
+    data[-1] ^= 1
+    generator.write_bytes(bytes(data))
+    with pytest.raises(ckpt.CheckpointError, match="generator.safetensors does not match"):
+        load_translator(ckpt_dir, "b2a")
 
 
 def test_each_kind_of_checkpoint_is_refused_by_the_other_loader(tmp_path, runs):
