@@ -11,6 +11,8 @@ Inception-v3 features are available from a local weights file (`load_inception`)
 - distances.py: Fréchet distance, KID, k-NN precision/recall over feature matrices
 - scoring.py: the real-data reference, score_generator, and the older QualityScorer
 - inception.py: torch-fidelity's FID Inception-v3 from a local file (imported lazily)
+- translation.py: TranslationScorer, translation checkpoints on a PairDataset's held-out split
+  (FD/KID in the target domain's features; L1, PSNR, SSIM for pairs); import it from there
 """
 
 from __future__ import annotations
