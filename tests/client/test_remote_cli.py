@@ -227,14 +227,16 @@ def test_a_running_jobs_line_says_why_its_step_stands_still():
 
 def test_datasets_upload_of_pairs_with_pairing(cli_env, tmp_path):
     """`datasets upload --pairing`: the same A/ + B/ zip read as pairs by name, or as two
-    domains when asked; the line says which, and no noise-job hint follows."""
+    domains when asked; the line says which, and the hint is a translation job's."""
     from tests.api.test_pair_uploads import pairs_zip
 
     path = tmp_path / "edges.zip"
     path.write_bytes(pairs_zip(n=6))
     out = ok(cli_env, "datasets", "upload", str(path))
     assert "(edges, paired): 6 images" in out and "paired, 2 held out" in out, out
-    assert "translation jobs are not available yet" in out and "jobs create" not in out, out
+    assert "jobs create --set kind=paired --set dataset=ds_" in out, out
+    unpaired = ok(cli_env, "datasets", "upload", str(path), "--pairing", "unpaired")
+    assert "jobs create --set kind=unpaired --set dataset=ds_" in unpaired, unpaired
     two = json.loads(
         ok(cli_env, "datasets", "upload", str(path), "--pairing", "unpaired", "--json")
     )

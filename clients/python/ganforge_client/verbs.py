@@ -199,13 +199,10 @@ def datasets_upload(client: Client, args: argparse.Namespace) -> int:
         show.print_json(ds.api_json())
     else:
         print(f"uploaded {ds.id} ({ds.name}, {ds.kind}): {show.dataset_line(ds)}")
-        if ds.pairing:  # no job trains on pairs yet (translation jobs come later)
-            print(
-                "a dataset for image-to-image translation: translation jobs are not available yet"
-            )
-        else:
-            hint = f"--set dataset={ds.id} --set image_size=..."
-            print(f"train on it with: {args.prog} jobs create {hint}")
+        hint = f"--set dataset={ds.id} --set image_size=..."
+        if ds.pairing:  # a translation job: pix2pix on pairs, CycleGAN on two domains
+            hint = f"--set kind={ds.pairing} {hint}"
+        print(f"train on it with: {args.prog} jobs create {hint}")
     return 0
 
 
