@@ -237,7 +237,20 @@ def _gray_if_equal(images: torch.Tensor) -> torch.Tensor:
 
 def make_shapes_edges(n: int, size: int, seed: int) -> PairDataset:
     """n pairs: the edge map (A, grey: white outlines on black) of a colour 'shapes' image (B)."""
-    photos, _ = make_shapes(n, size, seed, channels=3)
+    edges, photos = _shapes_edges(n, size, seed)
+    names = tuple(f"{i:05d}" for i in range(n))
+    val = validation_names(names, seed, "shapes-edges")
+    return PairDataset(
+        "shapes-edges", Domain(edges, names, val, size), Domain(photos, names, val, size), True
+    )
+
+
+def _shapes_edges(
+    n: int, size: int, seed: int, indices: list[int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(edge maps, colour images) of the n pairs, or of those at ``indices`` only."""
+    photos, _ = make_shapes(n, size, seed, channels=3, indices=indices)
+    n = photos.shape[0]
     edges = torch.empty(n, 1, size, size, dtype=torch.uint8)
     sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
     kernels = torch.stack([sobel, sobel.T]).unsqueeze(1)  # (2, 1, 3, 3): d/dx, d/dy
@@ -248,11 +261,22 @@ def make_shapes_edges(n: int, size: int, seed: int) -> PairDataset:
         mag = grad.pow(2).sum(1, keepdim=True).sqrt()
         peak = mag.amax((1, 2, 3), keepdim=True).clamp_min(1e-6)
         edges[i] = (mag / peak * 255).round_().clamp_(0, 255).to(torch.uint8)
-    names = tuple(f"{i:05d}" for i in range(n))
-    val = validation_names(names, seed, "shapes-edges")
-    return PairDataset(
-        "shapes-edges", Domain(edges, names, val, size), Domain(photos, names, val, size), True
-    )
+    return edges, photos
+
+
+def held_out_builtin(
+    name: str, *, image_size: int, seed: int = 0, limit: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``limit`` held-out pairs of a built-in (A, B) in name order: what
+    ``load_pairs(name, ...)``'s domains ``split()`` hold out, made without the rest (the
+    whole 'shapes-edges' at 256 px takes minutes and GBs)."""
+    if name != "shapes-edges":
+        raise DatasetError(
+            f"unknown built-in dataset of pairs {name!r}: use {sorted(PAIR_BUILTINS)}"
+        )
+    names = tuple(f"{i:05d}" for i in range(SHAPES_EDGES_SIZE))
+    held = validation_names(names, seed, "shapes-edges")[:limit]
+    return _shapes_edges(SHAPES_EDGES_SIZE, image_size, seed, [int(s) for s in held])
 
 
 def load_pairs(
