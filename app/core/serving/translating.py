@@ -44,6 +44,7 @@ from gan_core.data.files import decode_image, fit_square
 from gan_core.data.pairs import (
     AB_FOLDER,
     PairDataset,
+    held_out_builtin,
     load_pair_folder,
     load_pairs,
     pair_layout,
@@ -155,11 +156,11 @@ def validation_examples(
     """The first n held-out examples of a job's dataset in name order, uint8 (k, C, S, S):
     the inputs of ``direction`` and, for pairs, their targets (None for two domains)."""
     c_in, c_out = channels
-    if upload is None:
-        data = load_job_pairs(store, config, None)
-        src, dst = (data.a, data.b) if direction == "a2b" else (data.b, data.a)
-        inputs = src.split()[1][:n].clone()
-        return inputs, dst.split()[1][:n].clone() if data.paired else None
+    if upload is None:  # a built-in of pairs: only its held-out pairs are made
+        a, b = held_out_builtin(
+            config.dataset, image_size=config.image_size, seed=SPLIT_SEED, limit=n
+        )
+        return (a, b) if direction == "a2b" else (b, a)
     try:
         arrays, targets = _upload_examples(
             upload_root(store, upload), config.image_size, upload.kind, direction, n
