@@ -168,8 +168,10 @@ def test_same_input_same_bytes_etag_and_304(served):
         headers={"Content-Type": "image/png", "If-None-Match": first.headers["etag"]},
     )
     assert r.status_code == 304 and r.content == b"" and r.headers["etag"] == first.headers["etag"]
+    loads = served.translations.translators.loads
     other = post_raw(served.client, url, noise_image(seed=4))
     assert other.headers["etag"] != first.headers["etag"] and other.content != first.content
+    assert served.translations.translators.loads == loads  # the translator stays loaded
     raw_weights = post_raw(served.client, url, edges, ema="false")
     assert raw_weights.headers["etag"] != first.headers["etag"]  # another request, another tag
 
