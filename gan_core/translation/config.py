@@ -17,7 +17,7 @@ Images are made square as every dataset is: centre-cropped to a square, then res
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
 
@@ -76,7 +76,8 @@ class TranslationConfig(BaseModel):
         strict=True,
         ge=0.0,
         lt=1.0,
-        description="fraction of steps after which the rates decay (linear or cosine schedule)",
+        description="fraction of steps after which the rates decay (linear or cosine "
+        "schedule); 0 where lr_schedule is constant and this is not given",
     )
     ema_decay: float | None = Field(
         None,
@@ -110,6 +111,20 @@ class TranslationConfig(BaseModel):
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError("each Adam beta must be in [0, 1)")
         return betas
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_decay_start_for_a_constant_rate(cls, data: Any) -> Any:
+        # the default 0.5 belongs to the decaying schedules: a config that asks for a
+        # constant rate and says nothing of lr_decay_start is not refused over it (and is
+        # stored with 0, so it reads back the same)
+        if (
+            isinstance(data, dict)
+            and data.get("lr_schedule") == "constant"
+            and "lr_decay_start" not in data
+        ):
+            return {**data, "lr_decay_start": 0.0}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> TranslationConfig:

@@ -261,6 +261,18 @@ def test_unknown_kind_and_foreign_fields_are_refused_by_name():
     assert isinstance(parse_config({"dataset": "shapes"}), TrainConfig)  # no kind: noise
 
 
+def test_a_constant_rate_needs_no_decay_start(tmp_path, edges):
+    constant = parse_config({"kind": "paired", "lr_schedule": "constant"})
+    assert constant.lr_decay_start == 0.0
+    assert parse_config(constant.model_dump(mode="json")) == constant  # stored, read back
+    with pytest.raises(ValidationError, match="lr_decay_start: only used"):
+        parse_config({"kind": "paired", "lr_schedule": "constant", "lr_decay_start": 0.5})
+    assert parse_config({"kind": "unpaired"}).lr_decay_start == 0.5  # the papers' default
+    result = train(cfg("paired", steps=2, lr_schedule="constant"), tmp_path, dataset=edges)
+    (group,) = ckpt.read_meta(result.checkpoint)["optimizers"]["opt_g"]["param_groups"]
+    assert group["lr"] == constant.g_lr
+
+
 def test_a_paired_job_on_two_domains_is_refused_naming_the_dataset(tmp_path, domains):
     with pytest.raises(DatasetError, match="dataset: .* is unpaired; a paired job"):
         train(cfg("paired", dataset=domains.name), tmp_path, dataset=domains)
