@@ -126,3 +126,18 @@ def test_every_former_readme_section_is_one_click_from_the_readme():
             assert where.partition("#")[2] in anchors(ROOT / "README.md"), section
         else:
             assert where in targets, f"{section}: the README does not link {where}"
+
+
+def test_every_config_field_of_every_kind_is_documented():
+    from gan_core.config import TrainConfig
+    from gan_core.translation.config import PairedConfig, UnpairedConfig
+
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    noise, translation = text.split("\n## Translation jobs\n", 1)
+    for model, section in (
+        (TrainConfig, noise),
+        (PairedConfig, translation),
+        (UnpairedConfig, translation),
+    ):
+        missing = [name for name in model.model_fields if f"`{name}`" not in section]
+        assert not missing, f"{model.__name__} fields not in docs/configuration.md: {missing}"
