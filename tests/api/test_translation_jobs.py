@@ -217,7 +217,7 @@ def test_noise_only_pictures_of_a_translator_are_a_clear_409(client, run_job, pa
     finished(client, run_job, job_id)
     ckpt = client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"][0]["id"]
     for ref in ("latest", ckpt):
-        for what in ("samples.png", "interpolation.png"):
+        for what in ("samples.png", "interpolation.png", "generator.onnx", "generator.pt"):
             r = client.get(f"/v1/jobs/{job_id}/checkpoints/{ref}/{what}")
             assert r.status_code == 409, (what, r.text)
             assert r.headers["content-type"].startswith("application/problem+json")
@@ -245,3 +245,65 @@ def test_the_servers_job_limits_hold_for_translation_jobs(tmp_path):
         assert r.status_code == 422  # the dataset is checked before the owner's limit
         r = submit(c, {**PAIRED, "checkpoint_every": 25, "seed": 1})
         assert r.status_code == 429 and r.headers["Retry-After"], r.text
+
+
+def test_with_scoring_on_a_translator_is_recorded_unscored_and_announced(settings, tmp_path):
+    """A server that scores noise jobs trains a translation job without a scorer (none exists
+    for translators yet): its checkpoints are final unscored ('off') at once, and its events
+    and webhooks are those of any job."""
+    from fastapi.testclient import TestClient
+
+    from app.api.main import create_app
+    from tests.api.conftest import make_key
+    from tests.webhook_receiver import Receiver
+    from worker.runner import run_job
+
+    scoring = settings.model_copy(
+        update={
+            "score_samples": 64,
+            "webhook_allow_private": True,
+            "webhook_poll_seconds": 0.05,
+        }
+    )
+    receiver = Receiver()
+    key = make_key(scoring, "alice")
+    try:
+        with TestClient(create_app(scoring), headers={"Authorization": f"Bearer {key}"}) as c:
+            receiver.secret = c.get("/v1/webhooks/secret").json()["secret"]
+            ds = upload(c, pairs_zip(n=8)).json()["id"]
+            r = c.post(
+                "/v1/jobs",
+                json={"config": {**PAIRED, "dataset": ds}, "webhook_url": receiver.url},
+            )
+            assert r.status_code == 202, r.text
+            job_id = r.json()["id"]
+            assert run_job(job_id, settings=scoring) == "succeeded"
+            items = c.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]
+            assert [(i["step"], i["score_status"]) for i in items] == [(4, "off"), (2, "off")]
+            metrics = c.get(f"/v1/jobs/{job_id}/metrics").json()
+            assert [p["step"] for p in metrics["checkpoints"]] == [2, 4]
+            assert metrics["train"] and metrics["best_checkpoint_id"] is None
+            events_url = f"/v1/jobs/{job_id}/events"
+            with c.stream("GET", events_url, headers={"Last-Event-ID": "0"}) as r:
+                events = [line for line in r.iter_lines() if line.startswith("event: ")]
+                # the stream ends with the finished job
+            assert events.count("event: checkpoint") == 2 and events[-1] == "event: job"
+            deadline = time.monotonic() + 30
+            while True:
+                deliveries = c.get(f"/v1/jobs/{job_id}/webhooks").json()["items"]
+                if len(deliveries) >= 4 and all(d["status"] != "pending" for d in deliveries):
+                    break
+                assert time.monotonic() < deadline, deliveries
+                time.sleep(0.1)
+        got = sorted(r["payload"]["type"] for r in receiver.accepted())
+        assert got == ["job.checkpoint", "job.checkpoint", "job.started", "job.succeeded"]
+        assert all(r["valid"] for r in receiver.requests)
+    finally:
+        receiver.close()
+
+
+def test_a_translator_too_big_for_the_server_is_refused_with_its_estimate(client):
+    huge = {**PAIRED, "image_size": 256, "g_width": 512, "d_width": 512, "batch_size": 1024}
+    body = assert_problem(submit(client, huge), 422, "config", "GiB")
+    assert "GANFORGE_MAX_JOB_MEMORY_BYTES" in body["detail"]
+    assert submit(client, PAIRED).status_code == 202  # the tiny one fits

@@ -11,7 +11,7 @@ from app.api.deps import PrincipalDep, ServicesDep, SessionDep, limit_sampling
 from app.api.errors import problem_responses
 from app.api.schemas import CheckpointPublic, CheckpointsPublic
 from app.core.artifacts import checkpoints
-from app.core.serving.sampling import EmaChoice, Png, SampleRequest
+from app.core.serving.sampling import EmaChoice, Png, SampleRequest, refuse_translator
 
 router = APIRouter(
     prefix="/v1/jobs/{job_id}/checkpoints",
@@ -185,6 +185,8 @@ async def _export(
     ema: EmaChoice,
     if_none_match: str | None,
 ) -> Response:
+    found = await services.sampling.checkpoint(job_id, ckpt, principal.scope)
+    refuse_translator(job_id, ckpt, found.kind, "noise-to-image generator to export here")
     made = await services.exports.get(
         job_id=job_id, ref=ckpt, kind=kind, ema=ema, principal=principal
     )

@@ -124,7 +124,11 @@ def _wrong_kind(config: AnyConfig, what: str, pairing: str | None) -> InvalidInp
         "unpaired": "images of two domains, A and B (for kind 'unpaired')",
     }[pairing]
     wants = _wants(config)
-    job = "a noise-to-image job" if wants is None else f"a {wants} translation job"
+    job = {
+        None: "a noise-to-image job",
+        "paired": "a paired translation job",
+        "unpaired": "an unpaired translation job",
+    }[wants]
     return InvalidInput(
         f"{what} holds {holds}; {job} needs {_needs(wants)}",
         field="config.dataset",

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -14,7 +13,7 @@ from app.core.models import Checkpoint, Dataset, Job, JobStatus
 from app.core.serving.ratelimit import RateLimited
 from app.core.settings import Settings
 from gan_core.jobconfig import AnyConfig
-from gan_core.memory import MemoryEstimate, estimate_training_memory
+from gan_core.memory import estimate_training_memory
 
 
 class TooManyJobs(RateLimited):
@@ -41,8 +40,8 @@ def check_new_job(
             f"steps must be <= {settings.max_steps_per_job} (per-job limit)", field=field
         )
     check_checkpoints(settings, config, resume=resume)
-    memory = _estimate(config)
-    if memory is not None and memory.total_bytes > settings.max_job_memory_bytes:
+    memory = estimate_training_memory(config)
+    if memory.total_bytes > settings.max_job_memory_bytes:
         raise InvalidInput(
             f"this config needs {memory.describe()} to train, over GANFORGE_MAX_JOB_MEMORY_BYTES "
             f"({settings.max_job_memory_bytes / (1 << 30):.0f} GiB); lower batch_size, "
@@ -64,19 +63,6 @@ def check_new_job(
             retry_after=30,
         )
     check_storage(session, settings, owner_id=owner_id)
-
-
-def _estimate(config: AnyConfig) -> MemoryEstimate | None:
-    """The training memory ``config`` needs, or None where gan_core.memory cannot estimate a
-    translation config (it is refused by size only once the estimate knows its nets)."""
-    try:
-        # Any: gan_core.memory learns the translation kinds in its own change
-        estimate: Any = estimate_training_memory
-        return cast(MemoryEstimate, estimate(config))
-    except (AttributeError, TypeError, ValueError, NotImplementedError):
-        if config.kind == "noise":
-            raise
-        return None
 
 
 def check_checkpoints(settings: Settings, config: AnyConfig, *, resume: bool = False) -> None:

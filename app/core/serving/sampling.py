@@ -147,13 +147,12 @@ class _Ref:
     kind: str = "noise"  # a translator's (paired, unpaired) does not sample from noise
 
 
-def refuse_translator(job_id: str, ref: str, kind: str, what: str = "samples") -> None:
+def refuse_translator(job_id: str, ref: str, kind: str, what: str) -> None:
     """A clear 409 for a noise-only endpoint on a translation job's checkpoint."""
     if kind in ("paired", "unpaired"):
         raise Conflict(
             f"job {job_id} trains a {kind} translation model: it translates images (POST "
-            f"/v1/jobs/{job_id}/checkpoints/{ref}/translate with an image), it has no {what} "
-            "from noise"
+            f"/v1/jobs/{job_id}/checkpoints/{ref}/translate with an image); it has no {what}"
         )
 
 
@@ -214,7 +213,7 @@ class SamplingService:
         rendered in fair turns off the event loop (charged to the key by its pixels)."""
         self.check(req)
         found = await self.checkpoint(job_id, ref, principal.scope)
-        refuse_translator(job_id, ref, found.kind, "samples or interpolations")
+        refuse_translator(job_id, ref, found.kind, "samples or interpolations from noise")
         if req.label is not None:
             if not found.conditional:
                 raise InvalidInput(
