@@ -11,6 +11,7 @@ from app.core.db import session_scope, utcnow
 from app.core.jobs import recovery
 from app.core.jobs.queue import JobQueue, queue_length
 from app.core.models import Worker
+from app.core.serving import folder_translations
 from app.core.settings import Settings, get_settings
 
 log = logging.getLogger("ganforge.worker")
@@ -33,6 +34,7 @@ def sweep_once(settings: Settings, queue: JobQueue) -> recovery.Sweep:
                 # the next sweep sends them again.
                 recovery.mark_unsent(s, job_ids=done.to_send[i:])
                 raise
+    _sweep_translations(settings, queue)
     for job_id in done.requeued:
         log.warning("job %s lost its worker (lease expired); re-queued", job_id)
     for job_id in done.resent:
@@ -47,6 +49,29 @@ def sweep_once(settings: Settings, queue: JobQueue) -> recovery.Sweep:
     for job_id in done.failed:
         log.warning("job %s lost its worker %d times; failed", job_id, settings.max_attempts)
     return done
+
+
+def _sweep_translations(settings: Settings, queue: JobQueue) -> None:
+    """The same for folder translations (app.core.serving.folder_translations.sweep)."""
+    with session_scope(settings.resolved_database_url) as s:
+        done = folder_translations.sweep(
+            s,
+            max_attempts=settings.max_attempts,
+            requeue_after=settings.requeue_after_seconds,
+            waiting=lambda: queue_length(settings),
+        )
+        for translation_id in done["to_send"]:
+            try:
+                queue.send_translation(translation_id)
+            except Exception:
+                folder_translations.mark_unsent(s, translation_id=translation_id)
+                raise
+    for translation_id in done["requeued"]:
+        log.warning("translation %s lost its worker (lease expired); re-queued", translation_id)
+    for translation_id in done["failed"]:
+        log.warning(
+            "translation %s lost its worker %d times; failed", translation_id, settings.max_attempts
+        )
 
 
 def heartbeat_loop(

@@ -14,7 +14,16 @@ from fastapi import Depends, FastAPI
 
 from app.api import errors
 from app.api.deps import Services, check_parameters
-from app.api.routes import checkpoints, datasets, health, history, jobs, translate, webhooks
+from app.api.routes import (
+    checkpoints,
+    datasets,
+    health,
+    history,
+    jobs,
+    translate,
+    translations,
+    webhooks,
+)
 from app.api.telemetry import MetricsMiddleware
 from app.core.access import revocations
 from app.core.artifacts.selection import get_store
@@ -106,7 +115,16 @@ def create_app(
     app.state.services = build_services(settings, local_worker)
     errors.install(app)
     app.add_middleware(MetricsMiddleware)
-    for module in (health, datasets, jobs, checkpoints, translate, history, webhooks):
+    for module in (
+        health,
+        datasets,
+        jobs,
+        checkpoints,
+        translate,
+        translations,
+        history,
+        webhooks,
+    ):
         app.include_router(module.router)
     app.include_router(dashboard.router)  # pages and /ui/static: no data, the scripts call /v1
     return app

@@ -232,3 +232,42 @@ class WebhookDelivery(Base):
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Translation(Base):
+    """A folder of images (an uploaded zip) translated by one checkpoint, on the worker.
+
+    The checkpoint is fixed at submit (a ref such as ``latest`` is resolved then); scores
+    pruning keeps it while the translation is unfinished (app.core.serving.scores.prune_rows).
+    The job and checkpoint are plain ids, not foreign keys: a finished translation's result
+    outlives its job. Leased like a job (app.core.serving.folder_translations).
+    """
+
+    __tablename__ = "translations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("tr"))
+    owner_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    job_id: Mapped[str] = mapped_column(String(40))
+    checkpoint_id: Mapped[str] = mapped_column(String(40), index=True)
+    checkpoint_step: Mapped[int] = mapped_column(Integer)
+    direction: Mapped[str] = mapped_column(String(8))  # a2b | b2a
+    ema: Mapped[bool] = mapped_column(Boolean)  # the weights used, as resolved at submit
+    filename: Mapped[str | None] = mapped_column(String(255))  # the uploaded zip's name
+    status: Mapped[str] = mapped_column(String(20), index=True, default=JobStatus.queued)
+    total: Mapped[int] = mapped_column(Integer)  # images in the archive
+    done: Mapped[int] = mapped_column(Integer, default=0)  # of them handled (translated or not)
+    failed: Mapped[int] = mapped_column(Integer, default=0)  # of them not translated
+    # {"translated": n, "failed": [{"name", "error"}], "skipped": [names]} once finished
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)  # why the whole run failed
+    result_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker_losses: Mapped[int] = mapped_column(Integer, default=0)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

@@ -16,6 +16,7 @@ from app.core.settings import Settings
 
 log = logging.getLogger("ganforge.queue")
 TRAIN_TASK = "ganforge.train"
+TRANSLATE_TASK = "ganforge.translate_folder"  # app.core.serving.folder_translations
 
 
 class TaskSender(Protocol):
@@ -32,11 +33,18 @@ class JobQueue:
 
     def enqueue(self, job_id: str) -> None:
         """Send one training message; Unavailable (503) when the broker cannot be reached."""
+        self._send(TRAIN_TASK, job_id)
+
+    def send_translation(self, translation_id: str) -> None:
+        """Send one folder-translation message, on the same queue; 503 as ``enqueue``."""
+        self._send(TRANSLATE_TASK, translation_id)
+
+    def _send(self, task: str, job_id: str) -> None:
         try:
             # A short retry: with the broker down the client gets a 503 in about a second,
             # not a request hanging on kombu's default back-off.
             self.sender.send_task(
-                TRAIN_TASK,
+                task,
                 args=[job_id],
                 queue=self.queue,
                 retry=True,
@@ -78,7 +86,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_timeout": 3,  # fail fast, so the API can answer 503 while Redis is down
         "broker_connection_max_retries": None,  # workers keep reconnecting after a Redis restart
         "task_default_queue": settings.queue,
-        "task_routes": {TRAIN_TASK: {"queue": settings.queue}},
+        "task_routes": {
+            TRAIN_TASK: {"queue": settings.queue},
+            TRANSLATE_TASK: {"queue": settings.queue},
+        },
         # Hours-long GPU jobs: ack only after the task ends, so a worker that dies
         # leaves the message to be redelivered; take one message at a time.
         "task_acks_late": True,

@@ -25,7 +25,7 @@ from app.core.db import utcnow
 from app.core.integrations import webhooks
 from app.core.jobs import locks
 from app.core.jobs.runs import bump_version, update_rows
-from app.core.models import Checkpoint, Job
+from app.core.models import Checkpoint, Job, Translation
 from app.core.settings import Settings
 from gan_core.data import ImageTensorDataset
 from gan_core.metrics import (
@@ -211,7 +211,8 @@ def _refresh_best(session: Session, job: Job) -> None:
 
 
 def prune_rows(session: Session, *, job_id: str, keep: int) -> tuple[set[int], list[str]]:
-    """Mark all but the newest ``keep`` stored checkpoints pruned, except the job's best.
+    """Mark all but the newest ``keep`` stored checkpoints pruned, except the job's best and
+    those unfinished folder translations use.
 
     Returns the steps the trainer must keep on disk beyond the newest ``keep`` (the best's),
     and the store keys of the checkpoints just pruned (for the caller to delete after).
@@ -228,7 +229,12 @@ def prune_rows(session: Session, *, job_id: str, keep: int) -> tuple[set[int], l
             .order_by(Checkpoint.step.desc())
         )
     )
-    protected = {c.step for c in stored if c.id == job.best_checkpoint_id}
+    # the best, and those an unfinished folder translation will read
+    in_use = select(Translation.checkpoint_id).where(
+        Translation.job_id == job_id, Translation.status.in_(("queued", "running"))
+    )
+    keep_ids = {job.best_checkpoint_id, *session.scalars(in_use)}
+    protected = {c.step for c in stored if c.id in keep_ids}
     now, pruned = utcnow(), []
     for ckpt in stored[keep:]:
         if ckpt.step not in protected:
