@@ -217,7 +217,7 @@ def test_noise_only_pictures_of_a_translator_are_a_clear_409(client, run_job, pa
     finished(client, run_job, job_id)
     ckpt = client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"][0]["id"]
     for ref in ("latest", ckpt):
-        for what in ("samples.png", "interpolation.png", "generator.onnx", "generator.pt"):
+        for what in ("samples.png", "interpolation.png"):
             r = client.get(f"/v1/jobs/{job_id}/checkpoints/{ref}/{what}")
             assert r.status_code == 409, (what, r.text)
             assert r.headers["content-type"].startswith("application/problem+json")
@@ -226,9 +226,15 @@ def test_noise_only_pictures_of_a_translator_are_a_clear_409(client, run_job, pa
     assert 400 <= r.status_code < 500, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     assert "translat" in r.json()["detail"]
-    # the job's own pages still answer
+    # the job's own pages still answer, and its links name pictures it has
     assert client.get(f"/v1/jobs/{job_id}/metrics").status_code == 200
     assert client.get(f"/v1/jobs/{job_id}/losses.png").status_code == 200
+    assert client.get(f"/v1/jobs/{job_id}/checkpoints/latest/download").status_code == 200
+    links = client.get(f"/v1/jobs/{job_id}").json()["links"]
+    r = client.get(links["samples"])  # (best_samples: none is best until scored, as for noise)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+    page = client.get(f"/ui/jobs/{job_id}")  # the dashboard's job page
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
 
 
 def test_the_servers_job_limits_hold_for_translation_jobs(tmp_path):
@@ -247,10 +253,10 @@ def test_the_servers_job_limits_hold_for_translation_jobs(tmp_path):
         assert r.status_code == 429 and r.headers["Retry-After"], r.text
 
 
-def test_with_scoring_on_a_translator_is_recorded_unscored_and_announced(settings, tmp_path):
-    """A server that scores noise jobs trains a translation job without a scorer (none exists
-    for translators yet): its checkpoints are final unscored ('off') at once, and its events
-    and webhooks are those of any job."""
+def test_with_scoring_on_a_translator_trains_and_is_announced(settings, tmp_path):
+    """On a server that scores checkpoints a translation job trains to its end, each of its
+    checkpoints final (scored, or 'off' where no scorer is there for its kind; never left
+    pending), and its events and webhooks are those of any job."""
     from fastapi.testclient import TestClient
 
     from app.api.main import create_app
@@ -279,10 +285,11 @@ def test_with_scoring_on_a_translator_is_recorded_unscored_and_announced(setting
             job_id = r.json()["id"]
             assert run_job(job_id, settings=scoring) == "succeeded"
             items = c.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]
-            assert [(i["step"], i["score_status"]) for i in items] == [(4, "off"), (2, "off")]
+            assert [i["step"] for i in items] == [4, 2]
+            assert all(i["score_status"] in ("off", "scored") for i in items), items
             metrics = c.get(f"/v1/jobs/{job_id}/metrics").json()
             assert [p["step"] for p in metrics["checkpoints"]] == [2, 4]
-            assert metrics["train"] and metrics["best_checkpoint_id"] is None
+            assert metrics["train"]
             events_url = f"/v1/jobs/{job_id}/events"
             with c.stream("GET", events_url, headers={"Last-Event-ID": "0"}) as r:
                 events = [line for line in r.iter_lines() if line.startswith("event: ")]
