@@ -314,3 +314,20 @@ def test_a_translator_too_big_for_the_server_is_refused_with_its_estimate(client
     body = assert_problem(submit(client, huge), 422, "config", "GiB")
     assert "GANFORGE_MAX_JOB_MEMORY_BYTES" in body["detail"]
     assert submit(client, PAIRED).status_code == 202  # the tiny one fits
+
+
+def test_kind_noise_is_the_default_and_an_idempotency_key_covers_any_kind(client):
+    from tests.tiny import TINY
+
+    noise = submit(client, {**TINY, "kind": "noise"})
+    assert noise.status_code == 202, noise.text
+    assert "kind" not in noise.json()["config"]  # a config without kind is noise
+    key = {"Idempotency-Key": "edges-1"}
+    body = {"name": "t", "config": PAIRED}
+    first = client.post("/v1/jobs", json=body, headers=key)
+    again = client.post("/v1/jobs", json=body, headers=key)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    other = {"name": "t", "config": {**PAIRED, "lambda_l1": 10.0}}
+    r = client.post("/v1/jobs", json=other, headers=key)
+    assert_problem(r, 409, "Idempotency-Key")
