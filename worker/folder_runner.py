@@ -125,7 +125,7 @@ def translate_folder(
     """Translate every input image into ``out``; the report (also written as report.json)."""
     attrs = vars(model)
     size, channels = attrs["config"].image_size, int(attrs["in_channels"])
-    failed: list[dict[str, str]] = []
+    failed: list[dict[str, Any]] = []
     translated = 0
     for start in range(0, len(inputs.images), BATCH):
         lease.check()
@@ -135,8 +135,12 @@ def translate_folder(
                 batch.append(_prepare(folder / IMAGES / name, limits, size, channels))
                 names.append(name)
             except (DomainError, DatasetError) as exc:
-                detail = exc.detail if isinstance(exc, DomainError) else str(exc)
-                failed.append({"name": name, "error": detail})
+                # the status POST .../translate answers for this image: 413 past a cap, else 422
+                if isinstance(exc, DomainError):
+                    detail, status = exc.detail, exc.status
+                else:
+                    detail, status = str(exc), 422
+                failed.append({"name": name, "error": detail, "status": status})
         if batch:
             for name, image in zip(names, translate(model, torch.stack(batch)), strict=True):
                 out.writestr(output_name(name), image_png(image))

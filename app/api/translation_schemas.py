@@ -18,10 +18,11 @@ class TranslationProgress(BaseModel):
 
 class TranslationReport(BaseModel):
     translated: int | None = Field(None, description="images in result.zip (once finished)")
-    failed: list[dict[str, str]] = Field(
+    failed: list[dict[str, Any]] = Field(
         default_factory=list,
-        description="images not translated, each {name, error} (the first 1000; all of them "
-        "in result.zip's report.json)",
+        description="images not translated, each {name, error, status: the HTTP status POST "
+        "…/translate gives that image} (the first 1000; all of them in result.zip's "
+        "report.json)",
     )
     skipped: list[str] = Field(
         default_factory=list, description="archive members that are not images by their name"

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         Unavailable,
     )
     from ganforge_client.events import EventStream
+    from ganforge_client.folders import FolderTranslation, TranslationFailed
     from ganforge_client.models import (
         Checkpoint,
         CheckpointScores,
@@ -60,6 +61,7 @@ _MODULES = {
         "Unavailable",
     ],
     "events": ["EventStream"],
+    "folders": ["FolderTranslation", "TranslationFailed"],
     "models": [
         "Checkpoint",
         "CheckpointScores",
@@ -86,6 +88,7 @@ __all__ = [
     "Dataset",
     "Event",
     "EventStream",
+    "FolderTranslation",
     "GeneratorScores",
     "Invalid",
     "Job",
@@ -97,6 +100,7 @@ __all__ = [
     "NotFound",
     "Png",
     "RateLimited",
+    "TranslationFailed",
     "Unauthorized",
     "Unavailable",
 ]

@@ -282,7 +282,6 @@ def samples(client: Client, args: argparse.Namespace) -> int:
 # -- translation ------------------------------------------------------------------------------
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what `translate DIR` picks up (any case)
-RATE_LIMIT_RETRIES = 5  # a folder's requests wait out a 429 this many times, then stop
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -356,33 +355,6 @@ def translate(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_refused(exc: Exception) -> bool:
-    """An answer about this one image (unreadable, too large, wrong type), so the folder's
-    other images still go; anything else (no such job or checkpoint, a refused direction, a
-    dead server) would refuse them all."""
-    from ganforge_client import Invalid
-
-    return isinstance(exc, Invalid) and (exc.field == "image" or exc.status in (413, 415))
-
-
-def _translate_one(client: Client, args: argparse.Namespace, data: bytes, ref: str) -> Any:
-    """One request, waiting out 429 answers (a folder is many requests in a row)."""
-    import time
-
-    from ganforge_client import RateLimited
-
-    for attempt in range(RATE_LIMIT_RETRIES + 1):
-        try:
-            return client.translate(args.id, data, ref, direction=args.direction, ema=args.ema)
-        except RateLimited as exc:
-            if attempt == RATE_LIMIT_RETRIES:
-                raise
-            wait = min(exc.retry_after if exc.retry_after is not None else 1.0, 60.0)
-            print(f"rate limited: waiting {wait:.1f} s", file=sys.stderr, flush=True)
-            time.sleep(wait)
-    raise AssertionError("unreachable")
-
-
 def _translate_folder(client: Client, args: argparse.Namespace, source: Path) -> int:
     if args.output is None or args.output == "-":
         print(f"error: {source} is a folder: --out must name the folder to write", file=sys.stderr)
@@ -416,40 +388,61 @@ def _translate_folder(client: Client, args: argparse.Namespace, source: Path) ->
         print(f"error: two inputs would write one output: {shown}; rename one", file=sys.stderr)
         return 2
     out_dir.mkdir(parents=True, exist_ok=True)
+    return _translate_on_server(client, args, source, files, out_dir)
 
-    ref, total = args.checkpoint, len(files)
+
+def _translate_on_server(
+    client: Client, args: argparse.Namespace, source: Path, files: list[Path], out_dir: Path
+) -> int:
+    """The folder's images as one zip, translated on the server's worker (one checkpoint for
+    all, fixed when it is submitted), the PNGs written into ``out_dir``; each image's line
+    printed after, in name order, a refused one with the server's reason."""
+    import tempfile
+
+    from ganforge_client.folders import FolderTranslation, TranslationFailed, zip_folder
+
+    total = len(files)
+
+    def progress(t: FolderTranslation) -> None:
+        if not args.json:
+            p = t.progress
+            print(f"{t.id} {t.status}: {p.done}/{p.total}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="ganforge-") as tmp:
+        archive = zip_folder(source, Path(tmp) / f"{source.resolve().name or 'folder'}.zip", files)
+        try:
+            done = client.translate_folder(
+                args.id,
+                archive,
+                out_dir,
+                args.checkpoint,
+                direction=args.direction,
+                ema=args.ema,
+                progress=progress,
+            )
+        except TranslationFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    refused = {f["name"]: f for f in done.report.failed}
     written: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
-    step: int | None = None
     for i, path in enumerate(files, 1):
-        target = out_dir / f"{path.stem}.png"
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            failed.append({"input": str(path), "status": None, "detail": str(exc)})
-            print(f"[{i}/{total}] {path.name}: cannot read it: {exc}", file=sys.stderr, flush=True)
-            continue
-        try:
-            png = _translate_one(client, args, data, ref)
-        except Exception as exc:
-            if not _image_refused(exc):
-                done = f"{len(written)} written to {out_dir}, {len(failed)} failed"
-                print(f"stopped at {path.name} ({i}/{total}; {done})", file=sys.stderr)
-                raise
-            detail = getattr(exc, "detail", str(exc))
+        name = path.relative_to(source).as_posix()
+        if name in refused:
+            detail = refused[name].get("error", "")
             failed.append(
-                {"input": str(path), "status": getattr(exc, "status", None), "detail": detail}
+                {"input": str(path), "status": refused[name].get("status"), "detail": detail}
             )
             print(f"[{i}/{total}] {path.name}: refused: {detail}", file=sys.stderr, flush=True)
             continue
-        # "latest" or "best" resolved once: every image of the folder goes through one checkpoint
-        ref, step = png.checkpoint_id or ref, png.step
-        _write(target, png)
-        written.append({"input": str(path), "path": str(target), "bytes": len(png)})
+        target = out_dir / f"{path.stem}.png"
+        written.append({"input": str(path), "path": str(target), "bytes": target.stat().st_size})
         if not args.json:
             print(f"[{i}/{total}] {path.name} -> {target}", flush=True)
+    ref, step = done.checkpoint_id, done.checkpoint_step
     if args.json:
         report = {
+            "translation_id": done.id,
             "checkpoint_id": ref if written else None,
             "step": step,
             "written": written,
