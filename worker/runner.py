@@ -13,6 +13,7 @@ import uuid
 
 from app.core.artifacts.selection import get_store
 from app.core.artifacts.store import ArtifactStore, LocalStore
+from app.core.datasets.job_data import load_job_pairs, upload_path
 from app.core.db import session_scope
 from app.core.jobs import recovery, runs
 from app.core.jobs.queue import JobQueue
@@ -21,11 +22,10 @@ from app.core.serving import scores
 from app.core.settings import Settings, get_settings
 from gan_core.checkpoint import CheckpointError
 from gan_core.data import DatasetError, ImageTensorDataset, load_dataset
-from gan_core.data.pairs import PairDataset, load_pairs
+from gan_core.data.pairs import PairDataset
 from gan_core.jobconfig import AnyConfig, parse_config
 from gan_core.training import TrainingDiverged, train
 from gan_core.translation.config import TranslationConfig
-from gan_core.translation.run import SPLIT_SEED
 from worker.hooks import SHUTDOWN, HandBack, JobHooks, LeaseKeeper, LeaseLost
 
 log = logging.getLogger("ganforge.worker")
@@ -43,16 +43,13 @@ def _scorers_for(settings: Settings, store: LocalStore, worker_id: str) -> score
 def _load_upload(
     store: ArtifactStore, row: Dataset, config: AnyConfig
 ) -> ImageTensorDataset | PairDataset:
-    root = f"datasets/{row.id}"  # published as a whole; row.path is inside it
-    path = store.local_path(root) / row.path.removeprefix(root + "/")
+    if isinstance(config, TranslationConfig):  # pairs or two domains: row.kind says which
+        return load_job_pairs(store, config, row)  # as the grids load it: the same split
     try:
-        if isinstance(config, TranslationConfig):  # pairs or two domains: row.kind says which
-            # the split seed is the upload's (split.json), the same held-out images every job
-            return load_pairs(
-                f"pairs:{path}", image_size=config.image_size, seed=SPLIT_SEED, pairing=row.kind
-            )
         return load_dataset(
-            f"{row.kind}:{path}", image_size=config.image_size, channels=config.channels
+            f"{row.kind}:{upload_path(store, row)}",
+            image_size=config.image_size,
+            channels=config.channels,
         )
     except OSError as exc:  # a read failure, not the store-write failure reported below
         raise DatasetError(f"uploaded dataset {row.id} cannot be read: {exc}") from exc

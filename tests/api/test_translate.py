@@ -397,8 +397,9 @@ def test_held_out_examples_decode_only_the_split_and_match_the_training_data(tmp
     """validation_examples reads only the held-out files of an upload, and gives exactly what
     load_job_pairs (the whole dataset, as training loads it) holds out."""
     from app.core.artifacts.store import LocalStore
+    from app.core.datasets.job_data import load_job_pairs
     from app.core.models import Dataset
-    from app.core.serving.translating import load_job_pairs, validation_examples
+    from app.core.serving.translating import validation_examples
     from gan_core.translation.config import PairedConfig, UnpairedConfig
 
     root = tmp_path / "store" / "datasets" / "ds_x" / "pairs"

@@ -10,7 +10,7 @@ The image is read under the upload caps (app.core.serving.image_input). Every re
 strong ETag: the checkpoint's weights, the direction, the weights used (EMA or raw) and the
 input's sha256 (or the dataset and n for a grid) give the same PNG bytes.
 
-``load_job_pairs`` is how a translation job's data is found, for training and for the grid.
+A translation job's data is found as the worker finds it (app.core.datasets.job_data).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from torch import nn
 from app.core.access.auth import Principal
 from app.core.artifacts import checkpoints
 from app.core.artifacts.store import ArtifactStore
+from app.core.datasets.job_data import upload_path
 from app.core.db import session_scope
 from app.core.errors import Conflict, InvalidInput
 from app.core.integrations.telemetry import CACHE
@@ -43,10 +44,7 @@ from gan_core.data import IMAGE_EXTENSIONS, DatasetError
 from gan_core.data.files import decode_image, fit_square
 from gan_core.data.pairs import (
     AB_FOLDER,
-    PairDataset,
     held_out_builtin,
-    load_pair_folder,
-    load_pairs,
     pair_layout,
     validation_names,
 )
@@ -75,33 +73,6 @@ def directions_of(kind: str) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------- a job's data
-
-
-def upload_root(store: ArtifactStore, upload: Dataset) -> Path:
-    """The local folder of an uploaded dataset's data (A/ + B/, trainA/ + trainB/, or AB/)."""
-    root = f"datasets/{upload.id}"  # published as a whole; upload.path is inside it
-    return store.local_path(root) / upload.path.removeprefix(root + "/")
-
-
-def load_job_pairs(
-    store: ArtifactStore, config: TranslationConfig, upload: Dataset | None
-) -> PairDataset:
-    """A translation job's whole dataset, split as training splits it: a built-in of pairs
-    (config.dataset), or the job's uploaded dataset (``upload``) read from the store."""
-    if upload is None:
-        return load_pairs(
-            config.dataset, image_size=config.image_size, seed=SPLIT_SEED, pairing=config.kind
-        )
-    try:
-        return load_pair_folder(
-            upload_root(store, upload),
-            config.image_size,
-            pairing=upload.kind,
-            seed=SPLIT_SEED,
-            name=upload.id,
-        )
-    except OSError as exc:
-        raise DatasetError(f"uploaded dataset {upload.id} cannot be read: {exc}") from exc
 
 
 def _as_channels(arr: np.ndarray, channels: int) -> torch.Tensor:
@@ -163,7 +134,7 @@ def validation_examples(
         return (a, b) if direction == "a2b" else (b, a)
     try:
         arrays, targets = _upload_examples(
-            upload_root(store, upload), config.image_size, upload.kind, direction, n
+            upload_path(store, upload), config.image_size, upload.kind, direction, n
         )
     except OSError as exc:
         raise DatasetError(f"uploaded dataset {upload.id} cannot be read: {exc}") from exc
