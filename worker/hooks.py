@@ -22,6 +22,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+
 from app.core.artifacts import checkpoints
 from app.core.artifacts.store import LocalStore
 from app.core.db import session_scope, utcnow
@@ -33,6 +35,7 @@ from gan_core.data import ImageTensorDataset
 from gan_core.data.pairs import PairDataset
 from gan_core.jobconfig import AnyConfig, is_translation
 from gan_core.metrics.scorer import CheckpointScorer
+from gan_core.metrics.translation import TranslationScorer
 from gan_core.training import Progress, Rollback, TrainHooks, resolve_device
 
 log = logging.getLogger("ganforge.worker")
@@ -131,7 +134,7 @@ class JobHooks:
         self.settings, self.store, self.scorers = settings, store, scorers
         self.job_id, self.worker_id, self.config, self.lease = job_id, worker_id, config, lease
         self.url = settings.resolved_database_url
-        self.scorer: CheckpointScorer | None = None
+        self.scorer: CheckpointScorer | TranslationScorer | None = None
         self.protected: set[int] = set()  # checkpoint steps pruning must keep (the best)
         self.handing_back = False
         # the heartbeat row of the Celery worker whose pool child runs this (worker.sweep)
@@ -165,17 +168,20 @@ class JobHooks:
                 config=resolved.model_dump(mode="json"),
             )
         scorers = self.scorers
-        # A translator has no scorer yet: its checkpoints are recorded unscored (scoring off).
-        if scorers is not None and scorers.enabled and not is_translation(resolved):
-            assert isinstance(dataset, ImageTensorDataset)
+        if scorers is not None and scorers.enabled:
             self.phase("preparing_scorer")
             device = resolve_device(resolved.device)
             try:
                 self.scorer = unless_shutdown(
-                    lambda: scorers.for_dataset(dataset, device), f"scorer-{self.job_id}"
+                    lambda: self._prepare_scorer(scorers, resolved, dataset, device),
+                    f"scorer-{self.job_id}",
                 )
             except ShutdownFirst:
-                scorers.give_up(dataset)  # the next worker builds it at once, not after a ttl
+                # the next worker builds it at once, not after a ttl
+                if isinstance(dataset, PairDataset):
+                    scorers.give_up_translation(dataset)
+                else:
+                    scorers.give_up(dataset)
                 self._hand_back_now("while its scorer was prepared")
             except Exception:  # scoring is a view of training: never a reason to fail it
                 log.exception(
@@ -185,6 +191,21 @@ class JobHooks:
         if SHUTDOWN.is_set():
             self._hand_back_now("before it trained")
         self.phase("training")
+
+    @staticmethod
+    def _prepare_scorer(
+        scorers: scores.Scorers,
+        resolved: AnyConfig,
+        dataset: ImageTensorDataset | PairDataset,
+        device: torch.device,
+    ) -> CheckpointScorer | TranslationScorer:
+        """A noise job's scorer is its dataset's; a translator's is made of its target
+        domains' (each built once for the fleet) and its data's held-out split."""
+        if is_translation(resolved):
+            assert isinstance(dataset, PairDataset)
+            return scorers.for_translation(dataset, device)
+        assert isinstance(dataset, ImageTensorDataset)
+        return scorers.for_dataset(dataset, device)
 
     def _hand_back_now(self, when: str) -> None:
         log.info("job %s: shutdown %s; handing it back as it is", self.job_id, when)

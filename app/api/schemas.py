@@ -169,17 +169,58 @@ class GeneratorScores(BaseModel):
     num_classes: int | None = None
 
 
+class TranslatorScores(BaseModel):
+    """One translator's scores on the dataset's held-out split (gan_core.metrics.translation):
+    FD/KID of its A->B translations in B's feature space (lower: better); paired: L1 (lower),
+    PSNR in dB and SSIM (higher) against the held-out targets; unpaired: the B->A direction's
+    FD/KID in A's feature space."""
+
+    fd: float
+    kid: float
+    kid_std: float
+    l1: float | None = None
+    psnr: float | None = None
+    ssim: float | None = None
+    fd_b2a: float | None = None
+    kid_b2a: float | None = None
+    kid_std_b2a: float | None = None
+
+
 class CheckpointScores(BaseModel):
-    """What the worker measured on a checkpoint (app.core.serving.scores)."""
+    """What the worker measured on a checkpoint (app.core.serving.scores); a translator's
+    (``kind`` paired | unpaired) also has the preferred one's numbers at the top level."""
 
     num_samples: int | None = None
     extractor: str | None = Field(None, description="classifier | rotation: the feature space")
-    ema: GeneratorScores | None = None
-    raw: GeneratorScores | None = None
+    ema: GeneratorScores | TranslatorScores | None = None
+    raw: GeneratorScores | TranslatorScores | None = None
     preferred: Literal["ema", "raw"] | None = Field(
         None, description="the generator with the lower FD: what ema=auto samples from"
     )
-    fd: float | None = Field(None, description="the preferred generator's FD")
+    fd: float | None = Field(
+        None, description="the preferred generator's FD (a translator's: A->B, what best follows)"
+    )
+    kind: Literal["paired", "unpaired"] | None = Field(
+        None, description="a translator's: the job's kind (absent for noise jobs)"
+    )
+    kid: float | None = Field(None, description="translator: the preferred one's KID (A->B)")
+    kid_std: float | None = None
+    l1: float | None = Field(
+        None, description="paired: mean |translation - target| on [-1, 1] (lower: better)"
+    )
+    psnr: float | None = Field(None, description="paired: mean PSNR in dB (higher: better)")
+    ssim: float | None = Field(None, description="paired: mean SSIM, at most 1 (higher: better)")
+    fd_b2a: float | None = Field(None, description="unpaired: FD of B->A in A's feature space")
+    kid_b2a: float | None = None
+    kid_std_b2a: float | None = None
+    baseline: dict[str, float] | None = Field(
+        None,
+        description="translator: the same numbers for the held-out real targets (FD/KID: the "
+        "floor) and for copying the input (L1/PSNR/SSIM: doing nothing)",
+    )
+    num_inputs: dict[str, int] | None = Field(
+        None, description="translator: held-out images translated per direction"
+    )
     inception: dict[str, Any] | None = Field(
         None, description="standard FID/KID per generator, when GANFORGE_INCEPTION_WEIGHTS is set"
     )

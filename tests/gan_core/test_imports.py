@@ -26,6 +26,7 @@ MODULES = [
     "gan_core.jobconfig",
     "gan_core.translation.run",
     "gan_core.translation.inference",
+    "gan_core.metrics.translation",
 ]
 FORBIDDEN = [
     "fastapi",

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 
 from app.api.deps import PrincipalDep, ServicesDep, SessionDep, limit_sampling
 from app.api.errors import problem_responses
-from app.api.schemas import MetricsPublic
+from app.api.schemas import MetricsPublic, TranslatorScores
 from app.core.serving import history
 from app.core.serving.job_pictures import Picture
 from app.core.serving.pictures import CHART_HEIGHT, CHART_WIDTH, FRAME_MS, MAX_TIMELINE_IMAGES
@@ -40,6 +40,10 @@ _CSV_COLUMNS = [
     "precision_raw",
     "recall_raw",
     "preferred",
+    "l1",
+    "psnr",
+    "ssim",
+    "fd_b2a",
 ]
 
 
@@ -83,9 +87,15 @@ def _csv(metrics: MetricsPublic) -> str:
         }
         if c.scores is not None:
             row.update(fd=c.scores.fd, preferred=c.scores.preferred)
+            if c.scores.kind is not None:  # a translator's (the preferred one's at the top)
+                row.update(
+                    l1=c.scores.l1, psnr=c.scores.psnr, ssim=c.scores.ssim, fd_b2a=c.scores.fd_b2a
+                )
             for name in ("ema", "raw"):
                 s = getattr(c.scores, name)
-                if s is not None:
+                if isinstance(s, TranslatorScores):
+                    row.update({f"fd_{name}": s.fd, f"kid_{name}": s.kid})
+                elif s is not None:
                     row.update(
                         {
                             f"fd_{name}": s.fd,

@@ -4,7 +4,8 @@ A dataset's feature extractor and real-data reference are trained once for the w
 they live in the artifact store under ``scorers/<data fingerprint>-<kind>-v<recipe>-<shape>``,
 the first worker that needs them builds them under a database lock while the others wait,
 and every later job on the same data (by content, not by name) reuses them. A worker also
-keeps the last few in memory between jobs.
+keeps the last few in memory between jobs. A translation job's target domains (B; and A when
+unpaired) are such datasets, each with its own extractor (``for_translation``).
 
 The scores decide ``best`` (the lowest FD of a checkpoint's better generator; ties to the
 newer), ``ema=auto`` (that better generator) and which checkpoints pruning must keep.
@@ -28,6 +29,7 @@ from app.core.jobs.runs import bump_version, update_rows
 from app.core.models import Checkpoint, Job, Translation
 from app.core.settings import Settings
 from gan_core.data import ImageTensorDataset
+from gan_core.data.pairs import PairDataset
 from gan_core.metrics import (
     FeatureClassifier,
     RealReference,
@@ -39,6 +41,7 @@ from gan_core.metrics import (
 )
 from gan_core.metrics.inception import InceptionFeatures
 from gan_core.metrics.scorer import CheckpointScorer, build_scorer, load_scorer, scorer_key
+from gan_core.metrics.translation import TranslationScorer, domain_dataset, target_sides
 
 log = logging.getLogger("ganforge.scores")
 
@@ -48,16 +51,22 @@ class Scorers:
 
     def __init__(self, settings: Settings, store: LocalStore, holder: str, keep: int = 4):
         self.settings, self.store, self.holder, self.keep = settings, store, holder, keep
-        self._memo: OrderedDict[tuple[str, str], CheckpointScorer] = OrderedDict()
+        self._memo: OrderedDict[tuple[str, str, bool], CheckpointScorer] = OrderedDict()
         self._inception: InceptionFeatures | None = None
 
     @property
     def enabled(self) -> bool:
         return self.settings.score_samples > 0
 
-    def for_dataset(self, dataset: ImageTensorDataset, device: torch.device) -> CheckpointScorer:
+    def for_dataset(
+        self, dataset: ImageTensorDataset, device: torch.device, *, inception: bool = True
+    ) -> CheckpointScorer:
+        """The dataset's scorer; ``inception`` False: without the Inception FID even when its
+        weights are set (a translation domain's: translators are scored in the domains' own
+        feature spaces only)."""
         key = scorer_key(dataset)
-        memo_key = (key, str(device))
+        inception = inception and self.settings.inception_weights is not None
+        memo_key = (key, str(device), inception)
         if memo_key in self._memo:
             self._memo.move_to_end(memo_key)
             return self._memo[memo_key]
@@ -83,7 +92,7 @@ class Scorers:
         scorer = CheckpointScorer(
             extractor, reference, device, num_samples=self.settings.score_samples
         )
-        if self.settings.inception_weights is not None:
+        if inception:
             scorer.inception = self._load_inception(device)
             scorer.inception_reference = self._inception_reference(key, dataset, scorer.inception)
             scorer.inception_samples = self.settings.inception_samples
@@ -91,6 +100,23 @@ class Scorers:
         while len(self._memo) > self.keep:
             self._memo.popitem(last=False)
         return scorer
+
+    def for_translation(self, data: PairDataset, device: torch.device) -> TranslationScorer:
+        """A translation job's scorer. Each target domain's training split (B; and A when
+        unpaired) is an unlabelled image dataset, and its extractor and reference are that
+        dataset's scorer, got like any dataset's (``for_dataset``: from memory, from the
+        store, or built once for the fleet, keyed by the images' content). The baselines and
+        held-out split are the job's data's, computed here: call once per job."""
+        domains: dict[str, tuple[FeatureClassifier, RealReference]] = {}
+        for side in target_sides(data):
+            scorer = self.for_dataset(domain_dataset(data, side), device, inception=False)
+            domains[side] = (scorer.extractor, scorer.reference)
+        return TranslationScorer(data, domains, device)
+
+    def give_up_translation(self, data: PairDataset) -> None:
+        """``give_up`` for each target domain of a translation job's data."""
+        for side in target_sides(data):
+            self.give_up(domain_dataset(data, side))
 
     def give_up(self, dataset: ImageTensorDataset) -> None:
         """Free the build locks this process may hold for the dataset's scorer: a shutdown

@@ -76,16 +76,43 @@ class GeneratorScores(ApiModel):
     num_classes: int | None = None
 
 
+class TranslatorScores(ApiModel):
+    """A translator's, on the held-out split: FD/KID of A->B; paired: L1, PSNR, SSIM against
+    the targets; unpaired: FD/KID of B->A."""
+
+    fd: float
+    kid: float
+    kid_std: float
+    l1: float | None = None
+    psnr: float | None = None
+    ssim: float | None = None
+    fd_b2a: float | None = None
+    kid_b2a: float | None = None
+    kid_std_b2a: float | None = None
+
+
 class CheckpointScores(ApiModel):
     num_samples: int | None = None
     extractor: str | None = None
-    ema: GeneratorScores | None = None
-    raw: GeneratorScores | None = None
+    ema: GeneratorScores | TranslatorScores | None = None
+    raw: GeneratorScores | TranslatorScores | None = None
     preferred: Literal["ema", "raw"] | None = None
     fd: float | None = None
     inception: dict[str, Any] | None = None
     seconds: float | None = None
     error: str | None = None
+    # a translator's (kind paired | unpaired): the preferred one's numbers, and the baselines
+    kind: str | None = None
+    kid: float | None = None
+    kid_std: float | None = None
+    l1: float | None = None
+    psnr: float | None = None
+    ssim: float | None = None
+    fd_b2a: float | None = None
+    kid_b2a: float | None = None
+    kid_std_b2a: float | None = None
+    baseline: dict[str, float] | None = None
+    num_inputs: dict[str, int] | None = None
 
 
 class Checkpoint(ApiModel):
