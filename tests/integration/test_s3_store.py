@@ -355,3 +355,47 @@ def test_a_job_handed_back_resumes_on_a_worker_with_an_empty_cache(fleet):
         assert after[row["id"]]["created_at"] == row["created_at"]
     assert (run / f"step-{newest:08d}" / "meta.json").is_file()
     assert steps_in_bucket("fleet", job_id) >= {400}
+
+
+def test_a_translation_job_trains_and_translates_through_the_bucket(fleet):
+    """Pairs uploaded to the bucket, a paired job trained by a worker that shares nothing
+    else with the API, and the API translating with the checkpoint it fetches."""
+    from tests.api.test_pair_uploads import pairs_zip
+    from tests.api.upload_helpers import png
+
+    c = fleet.client
+    r = c.post("/v1/datasets", files={"file": ("edges.zip", pairs_zip(n=8), "application/zip")})
+    assert r.status_code == 201, r.text
+    ds = r.json()["id"]
+    config = {
+        "kind": "paired",
+        "dataset": ds,
+        "image_size": 32,
+        "g_width": 8,
+        "d_width": 8,
+        "batch_size": 2,
+        "steps": 4,
+        "checkpoint_every": 2,
+    }
+    job_id = c.post("/v1/jobs", json={"config": config}).json()["id"]
+    job = fleet.wait_status(job_id, {"succeeded", "failed", "canceled"})
+    assert job["status"] == "succeeded", job
+    assert steps_in_bucket("fleet", job_id) == {2, 4}
+    api_cache = fleet.tmp / "data" / "store"
+    assert not (api_cache / "jobs" / job_id).exists()  # the API never saw the run directory
+
+    edges = png((20, 20), "L", 255)
+    r = c.post(
+        f"/v1/jobs/{job_id}/checkpoints/latest/translate",
+        content=edges,
+        headers={"Content-Type": "image/png"},
+    )
+    assert r.status_code == 200 and r.content.startswith(b"\x89PNG"), r.text
+    assert r.headers["x-checkpoint-step"] == "4"
+    grid = c.get(f"/v1/jobs/{job_id}/checkpoints/latest/translations.png?n=2")
+    assert grid.status_code == 200 and grid.content.startswith(b"\x89PNG"), grid.text
+
+    assert c.delete(f"/v1/jobs/{job_id}").status_code == 204
+    assert objects(f"fleet/jobs/{job_id}/") == []
+    assert c.delete(f"/v1/datasets/{ds}").status_code == 204
+    assert objects(f"fleet/datasets/{ds}/") == []
