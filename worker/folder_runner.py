@@ -33,6 +33,7 @@ from app.core.db import session_scope
 from app.core.errors import DomainError
 from app.core.jobs.queue import JobQueue
 from app.core.models import Checkpoint, JobStatus
+from app.core.serving import folder_runs
 from app.core.serving import folder_translations as records
 from app.core.serving.folder_inputs import IMAGES, FolderInputs, output_name
 from app.core.serving.image_input import ImageLimits, decode, open_image
@@ -78,7 +79,7 @@ class Lease(threading.Thread):
             progress = self.progress
             try:
                 with session_scope(self.url) as s:
-                    flag = records.renew(
+                    flag = folder_runs.renew(
                         s,
                         translation_id=self.id,
                         worker_id=self.worker_id,
@@ -156,14 +157,14 @@ def _hand_back(
     settings: Settings, translation_id: str, worker_id: str, queue: JobQueue | None
 ) -> None:
     with session_scope(settings.resolved_database_url) as s:
-        if not records.release(s, translation_id=translation_id, worker_id=worker_id):
+        if not folder_runs.release(s, translation_id=translation_id, worker_id=worker_id):
             return
         try:
             if queue is None:
                 raise RuntimeError("no queue to send to")
             queue.send_translation(translation_id)
         except Exception:
-            records.mark_unsent(s, translation_id=translation_id)  # the next sweep sends it
+            folder_runs.mark_unsent(s, translation_id=translation_id)  # the next sweep sends it
     log.warning("translation %s handed back to the queue for a shutdown", translation_id)
 
 
@@ -184,7 +185,7 @@ def run_translation(
         queue.send_translation(translation_id)
         return "deferred"
     with session_scope(url) as s:
-        row = records.claim(
+        row = folder_runs.claim(
             s,
             translation_id=translation_id,
             worker_id=worker_id,
@@ -240,7 +241,7 @@ def run_translation(
         _hand_back(settings, translation_id, worker_id, queue)
         return "released"
     with session_scope(url) as s:
-        records.finish(
+        folder_runs.finish(
             s,
             translation_id=translation_id,
             worker_id=worker_id,

@@ -11,7 +11,7 @@ from app.core.db import session_scope, utcnow
 from app.core.jobs import recovery
 from app.core.jobs.queue import JobQueue, queue_length
 from app.core.models import Worker
-from app.core.serving import folder_translations
+from app.core.serving import folder_runs
 from app.core.settings import Settings, get_settings
 
 log = logging.getLogger("ganforge.worker")
@@ -52,9 +52,9 @@ def sweep_once(settings: Settings, queue: JobQueue) -> recovery.Sweep:
 
 
 def _sweep_translations(settings: Settings, queue: JobQueue) -> None:
-    """The same for folder translations (app.core.serving.folder_translations.sweep)."""
+    """The same for folder translations (app.core.serving.folder_runs.sweep)."""
     with session_scope(settings.resolved_database_url) as s:
-        done = folder_translations.sweep(
+        done = folder_runs.sweep(
             s,
             max_attempts=settings.max_attempts,
             requeue_after=settings.requeue_after_seconds,
@@ -64,7 +64,7 @@ def _sweep_translations(settings: Settings, queue: JobQueue) -> None:
             try:
                 queue.send_translation(translation_id)
             except Exception:
-                folder_translations.mark_unsent(s, translation_id=translation_id)
+                folder_runs.mark_unsent(s, translation_id=translation_id)
                 raise
     for translation_id in done["requeued"]:
         log.warning("translation %s lost its worker (lease expired); re-queued", translation_id)

@@ -19,8 +19,7 @@ from fastapi.testclient import TestClient
 from app.api.main import create_app
 from app.core.db import session_scope
 from app.core.models import Checkpoint, Translation
-from app.core.serving import folder_translations as records
-from app.core.serving import scores
+from app.core.serving import folder_runs, scores
 from tests.api.conftest import TINY, make_key
 from tests.api.test_translate import PAIRED, _settings, _trained, noise_image
 from tests.api.upload_helpers import assert_problem, make_zip, store_entries
@@ -170,7 +169,7 @@ def test_raw_body_cancel_when_queued_and_delete_refused_while_running(served):
 
     running = served.post(data).json()
     with session_scope(served.settings.resolved_database_url) as s:
-        assert records.claim(s, translation_id=running["id"], worker_id="w1", lease_seconds=60)
+        assert folder_runs.claim(s, translation_id=running["id"], worker_id="w1", lease_seconds=60)
     assert_problem(c.delete(f"/v1/translations/{running['id']}"), 409, None, "cancel it first")
     asked = c.post(f"/v1/translations/{running['id']}/cancel").json()
     assert asked["status"] == "running"  # stops after its batch; w1 holds it
@@ -186,15 +185,8 @@ def test_a_running_translation_stops_between_batches_when_canceled(served):
     members = {f"many/{i:04d}.png": noise_image((24, 24), "L", i) for i in range(1200)}
     made = served.post(make_zip(members)).json()
     assert made["progress"]["total"] == 1200
-    ended: list[str] = []
-    thread = threading.Thread(target=lambda: ended.append(served.run(made["id"])))
-    thread.start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        now = c.get(f"/v1/translations/{made['id']}").json()
-        if now["status"] == "running" and now["progress"]["done"] > 0:
-            break
-        time.sleep(0.01)
+    thread, ended = _run_until_progress(served, made["id"])
+    now = c.get(f"/v1/translations/{made['id']}").json()
     assert 0 < now["progress"]["done"] < 1200, now  # progress written while it runs
     assert c.post(f"/v1/translations/{made['id']}/cancel").status_code == 202
     thread.join(60)
@@ -206,27 +198,63 @@ def test_a_running_translation_stops_between_batches_when_canceled(served):
     assert c.delete(f"/v1/translations/{made['id']}").status_code == 204
 
 
+def _run_until_progress(served, translation_id: str) -> tuple[threading.Thread, list[str]]:
+    """run_translation in a thread, returned once it has written progress."""
+    ended: list[str] = []
+    thread = threading.Thread(target=lambda: ended.append(served.run(translation_id)))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = served.client.get(f"/v1/translations/{translation_id}").json()
+        if now["status"] == "running" and now["progress"]["done"] > 0:
+            return thread, ended
+        time.sleep(0.01)
+    raise AssertionError(f"no progress: {now}")
+
+
+def test_a_shutdown_hands_it_back_and_the_next_run_starts_over(served):
+    from worker.hooks import SHUTDOWN
+
+    members = {f"many/{i:04d}.png": noise_image((24, 24), "L", i) for i in range(1200)}
+    made = served.post(make_zip(members)).json()
+    thread, ended = _run_until_progress(served, made["id"])
+    SHUTDOWN.set()  # as a SIGTERM to the worker would
+    try:
+        thread.join(60)
+    finally:
+        SHUTDOWN.clear()
+    assert ended == ["released"]
+    back = served.client.get(f"/v1/translations/{made['id']}").json()
+    assert back["status"] == "queued" and "result" not in back["links"]
+    with session_scope(served.settings.resolved_database_url) as s:  # no queue here: unsent
+        assert folder_runs.sweep(s, max_attempts=2, requeue_after=60)["to_send"] == [made["id"]]
+    assert served.run(made["id"]) == "succeeded"
+    done = served.client.get(f"/v1/translations/{made['id']}").json()
+    assert done["progress"] == {"done": 1200, "total": 1200, "failed": 0}
+    assert served.client.delete(f"/v1/translations/{made['id']}").status_code == 204
+
+
 def test_a_dead_worker_s_translation_is_requeued_then_failed(served):
     data, _ = folder_zip()
     made = served.post(data).json()
     url = served.settings.resolved_database_url
     with session_scope(url) as s:  # a worker claims it and dies: its lease runs out
-        assert records.claim(s, translation_id=made["id"], worker_id="dead", lease_seconds=-1)
+        assert folder_runs.claim(s, translation_id=made["id"], worker_id="dead", lease_seconds=-1)
     with session_scope(url) as s:
-        swept = records.sweep(s, max_attempts=2, requeue_after=60)
+        swept = folder_runs.sweep(s, max_attempts=2, requeue_after=60)
     assert swept["requeued"] == [made["id"]] and made["id"] in swept["to_send"]
     assert served.client.get(f"/v1/translations/{made['id']}").json()["status"] == "queued"
     with session_scope(url) as s:
-        records.claim(s, translation_id=made["id"], worker_id="dead2", lease_seconds=-1)
-        swept = records.sweep(s, max_attempts=2, requeue_after=60)
+        folder_runs.claim(s, translation_id=made["id"], worker_id="dead2", lease_seconds=-1)
+        swept = folder_runs.sweep(s, max_attempts=2, requeue_after=60)
     assert swept["failed"] == [made["id"]]
     failed = served.client.get(f"/v1/translations/{made['id']}").json()
     assert failed["status"] == "failed" and "died 2 times" in failed["error"]
     # a queued one whose message could not be sent is sent by the next sweep
     other = served.post(data).json()
     with session_scope(url) as s:
-        records.mark_unsent(s, translation_id=other["id"])
-        assert records.sweep(s, max_attempts=2, requeue_after=60)["to_send"] == [other["id"]]
+        folder_runs.mark_unsent(s, translation_id=other["id"])
+        assert folder_runs.sweep(s, max_attempts=2, requeue_after=60)["to_send"] == [other["id"]]
     assert served.run(other["id"]) == "succeeded"
 
 
