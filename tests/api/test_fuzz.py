@@ -134,6 +134,12 @@ def api_schema(settings, world):
                     },
                 },
                 {
+                    "include-name": "GET /v1/translations",
+                    "checks": {
+                        "positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}
+                    },
+                },
+                {
                     "include-name": "POST /v1/jobs",
                     "checks": {
                         "positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}
