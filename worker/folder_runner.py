@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import socket
 import threading
 import uuid
@@ -203,7 +202,9 @@ def run_translation(
     lease = Lease(settings, translation_id, worker_id)
     lease.start()
     status, error, report, size = JobStatus.failed, None, None, None
-    scratch = store.scratch_dir()
+    key = records.result_key(translation_id)
+    final = store.cache_path(key)
+    part = final / f".{records.RESULT_FILE}.{uuid.uuid4().hex[:8]}.part"  # renamed when whole
     try:
         if ckpt is None or ckpt.pruned_at is not None:
             raise CheckpointError(f"checkpoint {row.checkpoint_id} was deleted with its job")
@@ -211,13 +212,12 @@ def run_translation(
         model = load_translator(path, direction, ema=ema, device=resolve_device("auto"))
         folder = store.local_path(records.inputs_key(translation_id))
         inputs = FolderInputs.read(folder)
-        zip_path = scratch / records.RESULT_FILE
-        with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_STORED) as out:  # PNGs do not compress
-            report = translate_folder(model, inputs, folder, out, ImageLimits.of(settings), lease)
-        key = records.result_key(translation_id)
-        final = store.cache_path(key)
         final.mkdir(parents=True, exist_ok=True)
-        shutil.move(zip_path, final / records.RESULT_FILE)
+        for left in final.glob(".*.part"):  # of a run whose worker died: not to be published
+            left.unlink(missing_ok=True)
+        with zipfile.ZipFile(part, "w", zipfile.ZIP_STORED) as out:  # PNGs do not compress
+            report = translate_folder(model, inputs, folder, out, ImageLimits.of(settings), lease)
+        part.replace(final / records.RESULT_FILE)
         store.publish(key)
         status, size = JobStatus.succeeded, (final / records.RESULT_FILE).stat().st_size
     except Stopped as stop:
@@ -233,7 +233,7 @@ def run_translation(
         error = f"{type(exc).__name__}: {exc}"
     finally:
         lease.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
+        part.unlink(missing_ok=True)
     if lease.lost.is_set():
         log.warning("translation %s was taken over by another worker", translation_id)
         return "lost"

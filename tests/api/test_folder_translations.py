@@ -195,6 +195,8 @@ def test_a_running_translation_stops_between_batches_when_canceled(served):
     assert final["status"] == "canceled" and final["progress"]["done"] < 1200
     assert "result" not in final["links"]
     assert_problem(c.get(f"/v1/translations/{made['id']}/result.zip"), 409, None, "canceled")
+    result = served.settings.resolved_store_dir / "translations" / made["id"] / "result"
+    assert not result.exists() or list(result.iterdir()) == []  # the partial zip is gone
     assert c.delete(f"/v1/translations/{made['id']}").status_code == 204
 
 
