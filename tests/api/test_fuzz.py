@@ -164,6 +164,19 @@ def api_schema(settings, world):
                         "positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}
                     },
                 },
+                # A direction only a translator takes (the fuzzed checkpoints are a noise job's).
+                {
+                    "include-name": "GET /v1/jobs/{job_id}/checkpoints/{ckpt}/generator.onnx",
+                    "checks": {
+                        "positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}
+                    },
+                },
+                {
+                    "include-name": "GET /v1/jobs/{job_id}/checkpoints/{ckpt}/generator.pt",
+                    "checks": {
+                        "positive_data_acceptance": {"expected-statuses": [*_ACCEPTED, 422]}
+                    },
+                },
                 {
                     "include-name": "POST /v1/datasets",
                     "checks": {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import FileResponse
@@ -11,7 +11,7 @@ from app.api.deps import PrincipalDep, ServicesDep, SessionDep, limit_sampling
 from app.api.errors import problem_responses
 from app.api.schemas import CheckpointPublic, CheckpointsPublic
 from app.core.artifacts import checkpoints
-from app.core.serving.sampling import EmaChoice, Png, SampleRequest, refuse_translator
+from app.core.serving.sampling import EmaChoice, Png, SampleRequest
 
 router = APIRouter(
     prefix="/v1/jobs/{job_id}/checkpoints",
@@ -174,6 +174,15 @@ _EXPORT: dict[int | str, dict[str, Any]] = {
     304: {"description": "If-None-Match named this file's ETag"},
     **problem_responses(409, 429, described={409: _FILES_GONE, 429: "the per-key sampling rate"}),
 }
+ExportDirection = Annotated[
+    Literal["a2b", "b2a"] | None,
+    Query(
+        description=(
+            "a translation model's direction to export: a2b (A → B, the default), or b2a "
+            "(B → A; unpaired models only). A noise-to-image generator has none: leave it out"
+        )
+    ),
+]
 
 
 async def _export(
@@ -183,12 +192,11 @@ async def _export(
     ckpt: str,
     kind: str,
     ema: EmaChoice,
+    direction: str | None,
     if_none_match: str | None,
 ) -> Response:
-    found = await services.sampling.checkpoint(job_id, ckpt, principal.scope)
-    refuse_translator(job_id, ckpt, found.kind, "noise-to-image generator to export here")
     made = await services.exports.get(
-        job_id=job_id, ref=ckpt, kind=kind, ema=ema, principal=principal
+        job_id=job_id, ref=ckpt, kind=kind, ema=ema, principal=principal, direction=direction
     )
     headers = {
         "ETag": made.etag,
@@ -212,11 +220,14 @@ async def generator_onnx(
     services: ServicesDep,
     principal: PrincipalDep,
     ema: EmaQuery = EmaChoice.auto,
+    direction: ExportDirection = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The generator as ONNX (opset 18; inputs z and, if conditional, labels; dynamic batch;
-    output images in [-1, 1]): runs in onnxruntime with no torch and no ganforge."""
-    return await _export(services, principal, job_id, ckpt, "onnx", ema, if_none_match)
+    output images in [-1, 1]): runs in onnxruntime with no torch and no ganforge. A translation
+    model's translator for one direction: input images float32 (batch, C_in, S, S) in [-1, 1]
+    → output translated (batch, C_out, S, S) in [-1, 1]."""
+    return await _export(services, principal, job_id, ckpt, "onnx", ema, direction, if_none_match)
 
 
 @router.get(
@@ -231,7 +242,11 @@ async def generator_torchscript(
     services: ServicesDep,
     principal: PrincipalDep,
     ema: EmaQuery = EmaChoice.auto,
+    direction: ExportDirection = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The generator as TorchScript: torch.jit.load(path)(z) (or (z, labels))."""
-    return await _export(services, principal, job_id, ckpt, "torchscript", ema, if_none_match)
+    """The generator as TorchScript: torch.jit.load(path)(z) (or (z, labels)); a translation
+    model's translator for one direction: torch.jit.load(path)(images)."""
+    return await _export(
+        services, principal, job_id, ckpt, "torchscript", ema, direction, if_none_match
+    )
