@@ -41,7 +41,42 @@ def _penalty_gamma(name: str, images: str) -> Any:
     )
 
 
-class TrainConfig(BaseModel):
+class JobConfigBase(BaseModel):
+    """What every kind of job config shares (it has no fields of its own, so each kind keeps
+    its fields' order): frozen, no unknown fields, the checks of the fields every kind has
+    (dataset, betas) and the learning-rate schedule."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_validator("dataset", check_fields=False)
+    @classmethod
+    def _no_control_characters(cls, name: str) -> str:
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise ValueError("control characters (NUL, newline, ...) are not allowed")
+        return name
+
+    @field_validator("g_betas", "d_betas", check_fields=False)
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError("each Adam beta must be in [0, 1)")
+        return betas
+
+    def lr_factor(self, step: int) -> float:
+        """The schedule's multiplier of g_lr and d_lr for the update after ``step`` steps."""
+        steps, schedule, start = (
+            getattr(self, "steps"),  # noqa: B009  (fields of the subclasses)
+            getattr(self, "lr_schedule"),  # noqa: B009
+            getattr(self, "lr_decay_start"),  # noqa: B009
+        )
+        progress = step / steps
+        if schedule == "constant" or progress <= start:
+            return 1.0
+        t = min((progress - start) / (1.0 - start), 1.0)
+        return 1.0 - t if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+class TrainConfig(JobConfigBase):
     """Everything that defines a training run. Frozen: a run's config never changes under it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -186,20 +221,6 @@ class TrainConfig(BaseModel):
     def kind(self) -> str:
         return "noise"
 
-    @field_validator("dataset")
-    @classmethod
-    def _no_control_characters(cls, name: str) -> str:
-        if any(ord(c) < 32 or ord(c) == 127 for c in name):
-            raise ValueError("control characters (NUL, newline, ...) are not allowed")
-        return name
-
-    @field_validator("g_betas", "d_betas")
-    @classmethod
-    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
-        if not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError("each Adam beta must be in [0, 1)")
-        return betas
-
     @field_validator("augment")
     @classmethod
     def _known_augment_ops(cls, policy: str | None) -> str | None:
@@ -244,14 +265,6 @@ class TrainConfig(BaseModel):
         if info is not None and self.conditional and info.num_classes is None:
             raise ValueError(f"conditional: dataset {self.dataset!r} has no labels")
         return self
-
-    def lr_factor(self, step: int) -> float:
-        """The schedule's multiplier of g_lr and d_lr for the update after ``step`` steps."""
-        progress = step / self.steps
-        if self.lr_schedule == "constant" or progress <= self.lr_decay_start:
-            return 1.0
-        t = min((progress - self.lr_decay_start) / (1.0 - self.lr_decay_start), 1.0)
-        return 1.0 - t if self.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * t))
 
     @property
     def augment_ops(self) -> tuple[str, ...]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from gan_core import checkpoint as ckpt
 from gan_core.config import TrainConfig
@@ -13,10 +15,10 @@ from gan_core.ema import EMA, standing_batchnorm_stats
 from gan_core.inference import cpu_has_fast_bf16
 from gan_core.nets import build_discriminator, build_generator
 
-__all__ = ["TrainState", "uses_channels_last"]
+__all__ = ["RunState", "TrainState", "uses_channels_last"]
 
 
-def uses_channels_last(config: TrainConfig, device: torch.device) -> bool:
+def uses_channels_last(config: Any, device: torch.device) -> bool:
     """Whether the nets and batches are NHWC: on CUDA (markedly faster on tensor cores), and
     in bf16 on a CPU with native bf16 kernels (oneDNN: 1.75x against 1.62x the eager fp32
     loop for NCHW bf16 in benchmarks/train_throughput.py; in fp32 on CPU it gained nothing).
@@ -26,7 +28,83 @@ def uses_channels_last(config: TrainConfig, device: torch.device) -> bool:
     return device.type == "cpu" and config.precision == "bf16" and cpu_has_fast_bf16()
 
 
-class TrainState:
+class RunState:
+    """What every kind of run's state shares: the two optimizers, step and rollbacks, the
+    learning rates they follow, and the parts of a checkpoint that are the same for every
+    kind (optimizers, RNG, batcher, step). A kind names its modules and tensors."""
+
+    config: Any
+    device: torch.device
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    step: int
+    rollbacks: int
+
+    def _modules(self) -> dict[str, nn.Module]:
+        """Every module whose weights the run keeps (for the NaN/Inf check), by name."""
+        raise NotImplementedError
+
+    def set_learning_rates(self) -> None:
+        """The config's rates times the schedule's factor at this step, halved per rollback."""
+        scale = self.config.lr_factor(self.step) * 0.5**self.rollbacks
+        for opt, lr in ((self.opt_g, self.config.g_lr), (self.opt_d, self.config.d_lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
+
+    def non_finite_tensor(self) -> str | None:
+        """The name of the first NaN/Inf parameter or buffer of the run's modules, if any."""
+        for prefix, module in self._modules().items():
+            for name, t in module.state_dict().items():
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    return f"{prefix}.{name}"
+        return None
+
+    def _write(
+        self,
+        run_dir: Path,
+        batcher: Any,
+        losses: dict[str, float],
+        gen: dict[str, torch.Tensor],
+        state: dict[str, torch.Tensor],
+    ) -> ckpt.CheckpointInfo:
+        """Write a checkpoint of the kind's tensors (``gen``: what serving needs; ``state``:
+        the rest) with the optimizers, RNG and batcher, everything a resume needs."""
+        og, og_meta = ckpt.optimizer_to_flat("opt_g", self.opt_g)
+        od, od_meta = ckpt.optimizer_to_flat("opt_d", self.opt_d)
+        state = {**state, **og, **od, "rng.cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        state.update({f"batcher.{k}": v for k, v in batcher.state_dict().items()})
+        return ckpt.write_checkpoint(
+            run_dir,
+            step=self.step,
+            config=self.config,
+            generator_tensors=gen,
+            state_tensors=state,
+            meta_extra={
+                "epoch": batcher.epoch,
+                "optimizers": {"opt_g": og_meta, "opt_d": od_meta},
+                "rollbacks": self.rollbacks,
+            },
+            losses=losses,
+        )  # pruning comes after on_checkpoint (see training): records go before files
+
+    def _restore_run(
+        self, meta: dict[str, Any], state: dict[str, torch.Tensor], batcher: Any
+    ) -> None:
+        """The shared part of a restore: optimizers, RNG, batcher, step and rollbacks."""
+        opts = meta["optimizers"]
+        self.opt_g.load_state_dict(ckpt.optimizer_from_flat("opt_g", state, opts["opt_g"]))
+        self.opt_d.load_state_dict(ckpt.optimizer_from_flat("opt_d", state, opts["opt_d"]))
+        torch.set_rng_state(state["rng.cpu"])
+        if self.device.type == "cuda" and "rng.cuda" in state:
+            torch.cuda.set_rng_state(state["rng.cuda"], self.device)
+        batcher.load_state_dict(ckpt.sub_state(state, "batcher"))
+        self.step = int(meta["step"])
+        self.rollbacks = int(meta.get("rollbacks", 0))
+
+
+class TrainState(RunState):
     """Networks, optimizers and step of one run; knows how to save and restore itself."""
 
     def __init__(self, config: TrainConfig, device: torch.device):
@@ -52,13 +130,6 @@ class TrainState:
         self.G.train()
         self.D.train()
 
-    def set_learning_rates(self) -> None:
-        """The config's rates times the schedule's factor at this step, halved per rollback."""
-        scale = self.config.lr_factor(self.step) * 0.5**self.rollbacks
-        for opt, lr in ((self.opt_g, self.config.g_lr), (self.opt_d, self.config.d_lr)):
-            for group in opt.param_groups:
-                group["lr"] = lr * scale
-
     def save(
         self, run_dir: Path, batcher: Batcher, losses: dict[str, float]
     ) -> ckpt.CheckpointInfo:
@@ -73,37 +144,13 @@ class TrainState:
             )
             gen.update({f"G_ema.{k}": v for k, v in self.ema.model.state_dict().items()})
         state = {f"D.{k}": v for k, v in self.D.state_dict().items()}
-        og, og_meta = ckpt.optimizer_to_flat("opt_g", self.opt_g)
-        od, od_meta = ckpt.optimizer_to_flat("opt_d", self.opt_d)
-        state.update(og | od)
-        state["rng.cpu"] = torch.get_rng_state()
-        if self.device.type == "cuda":
-            state["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        state.update({f"batcher.{k}": v for k, v in batcher.state_dict().items()})
-        return ckpt.write_checkpoint(
-            run_dir,
-            step=self.step,
-            config=self.config,
-            generator_tensors=gen,
-            state_tensors=state,
-            meta_extra={
-                "epoch": batcher.epoch,
-                "optimizers": {"opt_g": og_meta, "opt_d": od_meta},
-                "rollbacks": self.rollbacks,
-            },
-            losses=losses,
-        )  # pruning comes after on_checkpoint (see training): records go before files
+        return self._write(run_dir, batcher, losses, gen, state)
 
-    def non_finite_tensor(self) -> str | None:
-        """The name of the first NaN/Inf parameter or buffer of G, EMA G or D, if any."""
-        modules = {"G": self.G, "D": self.D}
+    def _modules(self) -> dict[str, nn.Module]:
+        modules: dict[str, nn.Module] = {"G": self.G, "D": self.D}
         if self.ema is not None:
             modules["G_ema"] = self.ema.model
-        for prefix, module in modules.items():
-            for name, t in module.state_dict().items():
-                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                    return f"{prefix}.{name}"
-        return None
+        return modules
 
     def restore(self, ckpt_dir: Path, batcher: Batcher) -> None:
         """Load a checkpoint written by save(); training then continues as if never stopped."""
@@ -113,12 +160,4 @@ class TrainState:
             ema_state = ckpt.sub_state(gen, "G_ema") or ckpt.sub_state(gen, "G")
             self.ema.model.load_state_dict(ema_state)
         self.D.load_state_dict(ckpt.sub_state(state, "D"))
-        opts = meta["optimizers"]
-        self.opt_g.load_state_dict(ckpt.optimizer_from_flat("opt_g", state, opts["opt_g"]))
-        self.opt_d.load_state_dict(ckpt.optimizer_from_flat("opt_d", state, opts["opt_d"]))
-        torch.set_rng_state(state["rng.cpu"])
-        if self.device.type == "cuda" and "rng.cuda" in state:
-            torch.cuda.set_rng_state(state["rng.cuda"], self.device)
-        batcher.load_state_dict(ckpt.sub_state(state, "batcher"))
-        self.step = int(meta["step"])
-        self.rollbacks = int(meta.get("rollbacks", 0))
+        self._restore_run(meta, state, batcher)

@@ -16,12 +16,11 @@ Images are made square as every dataset is: centre-cropped to a square, then res
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
+from pydantic import ConfigDict, Field, StrictFloat, model_validator
 
-from gan_core.config import DeviceName, LrSchedule, Precision
+from gan_core.config import DeviceName, JobConfigBase, LrSchedule, Precision
 
 __all__ = ["PairedConfig", "TranslationConfig", "UnpairedConfig"]
 
@@ -29,7 +28,7 @@ TranslationLoss = Literal["bce", "lsgan", "hinge"]
 GeneratorName = Literal["unet", "resnet"]
 
 
-class TranslationConfig(BaseModel):
+class TranslationConfig(JobConfigBase):
     """Fields common to both translation kinds. Frozen, as every run's config."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -98,20 +97,6 @@ class TranslationConfig(BaseModel):
     # what the loop reads of any config
     d_steps: ClassVar[int] = 1
 
-    @field_validator("dataset")
-    @classmethod
-    def _no_control_characters(cls, name: str) -> str:
-        if any(ord(c) < 32 or ord(c) == 127 for c in name):
-            raise ValueError("control characters (NUL, newline, ...) are not allowed")
-        return name
-
-    @field_validator("g_betas", "d_betas")
-    @classmethod
-    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
-        if not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError("each Adam beta must be in [0, 1)")
-        return betas
-
     @model_validator(mode="before")
     @classmethod
     def _no_decay_start_for_a_constant_rate(cls, data: Any) -> Any:
@@ -142,14 +127,6 @@ class TranslationConfig(BaseModel):
         if self.lr_decay_start and self.lr_schedule == "constant":
             raise ValueError("lr_decay_start: only used with lr_schedule linear or cosine")
         return self
-
-    def lr_factor(self, step: int) -> float:
-        """The schedule's multiplier of g_lr and d_lr for the update after ``step`` steps."""
-        progress = step / self.steps
-        if self.lr_schedule == "constant" or progress <= self.lr_decay_start:
-            return 1.0
-        t = min((progress - self.lr_decay_start) / (1.0 - self.lr_decay_start), 1.0)
-        return 1.0 - t if self.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * t))
 
     @property
     def resolved(self) -> bool:

@@ -19,7 +19,7 @@ from gan_core.data._base import DatasetError, DatasetInfo, ImageTensorDataset
 from gan_core.data.batcher import Batcher
 from gan_core.data.pairs import PairDataset
 from gan_core.ema import EMA
-from gan_core.inference import cpu_has_fast_bf16
+from gan_core.state import RunState, uses_channels_last
 from gan_core.translation.config import TranslationConfig
 from gan_core.translation.nets import build_patch_discriminator, build_translator
 
@@ -129,13 +129,7 @@ class ImagePool:
         self.images = [] if stored is None else list(stored.to(device).split(1))
 
 
-def _uses_channels_last(config: TranslationConfig, device: torch.device) -> bool:
-    if device.type == "cuda":
-        return True
-    return device.type == "cpu" and config.precision == "bf16" and cpu_has_fast_bf16()
-
-
-class TranslationState:
+class TranslationState(RunState):
     """Nets, optimizers, EMA, pools and step of one translation run."""
 
     def __init__(self, config: TranslationConfig, device: torch.device):
@@ -158,7 +152,7 @@ class TranslationState:
         if not paired:
             self.generators["G_ba"] = translator(cb, ca)
             self.discriminators["D_a"] = build_patch_discriminator(ca, size, config.d_width)
-        self.channels_last = _uses_channels_last(config, device)
+        self.channels_last = uses_channels_last(config, device)
         for net in self.nets.values():
             net.to(device)
             if self.channels_last:
@@ -191,12 +185,6 @@ class TranslationState:
         for net in self.nets.values():
             net.train()
 
-    def set_learning_rates(self) -> None:
-        scale = self.config.lr_factor(self.step) * 0.5**self.rollbacks
-        for opt, lr in ((self.opt_g, self.config.g_lr), (self.opt_d, self.config.d_lr)):
-            for group in opt.param_groups:
-                group["lr"] = lr * scale
-
     def update_ema(self) -> None:
         for name, ema in self.emas.items():
             ema.update(self.generators[name], self.step)
@@ -215,35 +203,9 @@ class TranslationState:
         state: dict[str, Tensor] = {}
         for name, net in self.discriminators.items():
             state.update({f"{name}.{k}": v for k, v in net.state_dict().items()})
-        og, og_meta = ckpt.optimizer_to_flat("opt_g", self.opt_g)
-        od, od_meta = ckpt.optimizer_to_flat("opt_d", self.opt_d)
-        state.update(og | od)
         for name, pool in self.pools.items():
             state.update({f"{name}.{k}": v for k, v in pool.state_dict().items()})
-        state["rng.cpu"] = torch.get_rng_state()
-        if self.device.type == "cuda":
-            state["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        state.update({f"batcher.{k}": v for k, v in batcher.state_dict().items()})
-        return ckpt.write_checkpoint(
-            run_dir,
-            step=self.step,
-            config=self.config,
-            generator_tensors=gen,
-            state_tensors=state,
-            meta_extra={
-                "epoch": batcher.epoch,
-                "optimizers": {"opt_g": og_meta, "opt_d": od_meta},
-                "rollbacks": self.rollbacks,
-            },
-            losses=losses,
-        )
-
-    def non_finite_tensor(self) -> str | None:
-        for prefix, module in self._modules().items():
-            for name, t in module.state_dict().items():
-                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                    return f"{prefix}.{name}"
-        return None
+        return self._write(run_dir, batcher, losses, gen, state)
 
     def restore(self, ckpt_dir: Path, batcher: PairBatcher) -> None:
         meta, gen, state = ckpt.load_checkpoint(ckpt_dir)
@@ -255,14 +217,6 @@ class TranslationState:
             )
         for name, net in self.discriminators.items():
             net.load_state_dict(ckpt.sub_state(state, name))
-        opts = meta["optimizers"]
-        self.opt_g.load_state_dict(ckpt.optimizer_from_flat("opt_g", state, opts["opt_g"]))
-        self.opt_d.load_state_dict(ckpt.optimizer_from_flat("opt_d", state, opts["opt_d"]))
         for name, pool in self.pools.items():
             pool.load_state_dict(ckpt.sub_state(state, name), self.device)
-        torch.set_rng_state(state["rng.cpu"])
-        if self.device.type == "cuda" and "rng.cuda" in state:
-            torch.cuda.set_rng_state(state["rng.cuda"], self.device)
-        batcher.load_state_dict(ckpt.sub_state(state, "batcher"))
-        self.step = int(meta["step"])
-        self.rollbacks = int(meta.get("rollbacks", 0))
+        self._restore_run(meta, state, batcher)
