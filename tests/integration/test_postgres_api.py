@@ -1,4 +1,5 @@
-"""The API on Postgres: inputs SQLite stores but Postgres refuses, races, and the fuzz again.
+"""The API on Postgres: inputs SQLite stores but Postgres refuses, races, and the fuzz again
+(with fewer cases per operation than on SQLite).
 
 Postgres refuses text with NUL bytes that SQLite stores happily; each such input must be a 422
 naming the field, never a 500 or a reset connection. The app runs in-process (TestClient)
@@ -36,6 +37,16 @@ def settings(tmp_path):
             max_jobs_per_owner=20,
             sample_rate=0,
         )
+
+
+@pytest.fixture(autouse=True)
+def fewer_fuzz_examples(monkeypatch):
+    """The fuzz again, on Postgres, with fewer cases per operation: what differs here is the
+    database under each operation, which a few cases reach; tests/api/test_fuzz.py runs the
+    full count on SQLite (the two took ~80 s each in a CI run)."""
+    import tests.api.test_fuzz as fuzz
+
+    monkeypatch.setattr(fuzz, "MAX_EXAMPLES", 8)
 
 
 @pytest.fixture
