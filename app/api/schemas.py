@@ -242,8 +242,20 @@ class CheckpointPublic(BaseModel):
     links: dict[str, str]
 
     @classmethod
-    def of(cls, ckpt: Checkpoint, best_id: str | None = None) -> CheckpointPublic:
+    def of(
+        cls, ckpt: Checkpoint, best_id: str | None = None, job_kind: str = "noise"
+    ) -> CheckpointPublic:
+        """A checkpoint as the API shows it; ``job_kind`` (its job's config kind) says which
+        pictures it links: samples for a noise job, translations for a translator."""
         base = f"/v1/jobs/{ckpt.job_id}/checkpoints/{ckpt.id}"
+        pictures = (
+            {"translate": f"{base}/translate", "translations": f"{base}/translations.png"}
+            if job_kind in ("paired", "unpaired")
+            else {
+                "samples": f"{base}/samples.png",
+                "interpolation": f"{base}/interpolation.png",
+            }
+        )
         return cls(
             id=ckpt.id,
             job_id=ckpt.job_id,
@@ -258,8 +270,7 @@ class CheckpointPublic(BaseModel):
             links={
                 "self": base,
                 "download": f"{base}/download",
-                "samples": f"{base}/samples.png",
-                "interpolation": f"{base}/interpolation.png",
+                **pictures,
                 "onnx": f"{base}/generator.onnx",
                 "torchscript": f"{base}/generator.pt",
             },

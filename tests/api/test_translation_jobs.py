@@ -96,6 +96,15 @@ def test_paired_job_on_shapes_edges_trains_checkpoints_and_resumes(client, run_j
     links = job["links"]
     assert links["samples"] == f"/v1/jobs/{job_id}/checkpoints/latest/translations.png"
     assert links["translate"] == f"/v1/jobs/{job_id}/checkpoints/latest/translate"
+    # a translator's checkpoint links what it answers: translate and its grid, not samples
+    ckpt = items[0]
+    base = f"/v1/jobs/{job_id}/checkpoints/{ckpt['id']}"
+    assert ckpt["links"]["translate"] == f"{base}/translate"
+    assert ckpt["links"]["translations"] == f"{base}/translations.png"
+    assert "samples" not in ckpt["links"] and "interpolation" not in ckpt["links"]
+    assert client.get(f"{base}").json()["links"] == ckpt["links"]
+    for name in ("translations", "onnx"):
+        assert client.get(ckpt["links"][name]).status_code == 200, name
 
     # train longer: a resume to more steps continues from step 4
     r = client.post(f"/v1/jobs/{job_id}/resume", json={"steps": 6})

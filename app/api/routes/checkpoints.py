@@ -48,7 +48,10 @@ def list_checkpoints(
     """A job's stored checkpoints, newest first, with their scores."""
     items = checkpoints.list_checkpoints(session, job_id=job_id, owner_id=principal.scope)
     return CheckpointsPublic(
-        items=[CheckpointPublic.of(c, c.job.best_checkpoint_id) for c in items]
+        items=[
+            CheckpointPublic.of(c, c.job.best_checkpoint_id, c.job.config.get("kind", "noise"))
+            for c in items
+        ]
     )
 
 
@@ -58,7 +61,7 @@ def get_checkpoint(
 ) -> CheckpointPublic:
     """One checkpoint (an id, 'latest' or 'best'): step, size, file hashes, scores."""
     row = checkpoints.get_checkpoint(session, job_id=job_id, ref=ckpt, owner_id=principal.scope)
-    return CheckpointPublic.of(row, row.job.best_checkpoint_id)
+    return CheckpointPublic.of(row, row.job.best_checkpoint_id, row.job.config.get("kind", "noise"))
 
 
 @router.get(

@@ -146,7 +146,8 @@ def _sse(event: Event, job_id: str) -> str:
         return f"event: deleted\ndata: {json.dumps({'id': job_id})}\n\n"
     if event.kind == "checkpoint":
         assert event.checkpoint is not None
-        data = CheckpointPublic.of(event.checkpoint, event.best_id).model_dump_json()
+        kind = event.job.config.get("kind", "noise") if event.job is not None else "noise"
+        data = CheckpointPublic.of(event.checkpoint, event.best_id, kind).model_dump_json()
     else:
         assert event.job is not None
         data = JobPublic.of(event.job).model_dump_json()

@@ -81,6 +81,7 @@ class JobEvents:
                 yield Event(
                     "checkpoint",
                     ckpt.event_version,
+                    job=job,  # whose kind says what the checkpoint links
                     checkpoint=ckpt,
                     best_id=job.best_checkpoint_id,
                 )
