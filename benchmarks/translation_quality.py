@@ -38,10 +38,16 @@ Floors in the JSON: the real test images themselves (accuracy, and FD of 10,000 
 images to the test images in classifier features; the scorer's ``baseline`` holds the real
 held-out targets' ``fd``).
 
-    .venv/bin/python benchmarks/translation_quality.py --seed 0 \\
-        --out benchmarks/results/translation_quality-seed0.json     # docs/benchmarks.md's runs
-    .venv/bin/python benchmarks/translation_quality.py --seed 1 \\
-        --out benchmarks/results/translation_quality-seed1.json
+    .venv/bin/python benchmarks/translation_quality.py --seed 0     # both tasks, seed 0: ~35 min here
+
+docs/benchmarks.md's runs (the unpaired U-Net runs came first; the ResNet generator, now the
+default here as in CycleGAN, was then run alone):
+
+    .venv/bin/python benchmarks/translation_quality.py --seed S --unpaired-generator unet \\
+        --unpaired-width 16 --unpaired-steps 2500 \\
+        --out benchmarks/results/translation_quality-seedS.json     # S = 0, 1
+    .venv/bin/python benchmarks/translation_quality.py --seed S --tasks unpaired \\
+        --out benchmarks/results/translation_quality-unpaired-resnet-seedS.json
     .venv/bin/python benchmarks/translation_quality.py --report \\
         benchmarks/results/translation_quality-seed*.json            # the tables, as markdown
     .venv/bin/python benchmarks/translation_quality.py --quick      # smoke run: minutes
@@ -487,17 +493,17 @@ def _cpu() -> str:
 def report(paths: list[Path]) -> str:
     """Markdown tables of result files (one per seed), as docs/benchmarks.md shows them."""
     runs = [json.loads(p.read_text()) for p in paths]
-    lines = [
-        "| seed | model | accuracy (real: {acc}) | FD clf | scorer FD | L1 | PSNR dB | SSIM "
-        "| train time |".format(
-            acc=", ".join(f"{r['classifier']['test_accuracy']:.3f}" for r in runs)
-        ),
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in runs:
-        p = r.get("paired")
-        if not p:
-            continue
+    lines: list[str] = []
+    paired = [r for r in runs if "paired" in r]
+    if paired:
+        acc = ", ".join(f"{r['classifier']['test_accuracy']:.3f}" for r in paired)
+        lines += [
+            f"| seed | model | accuracy (real: {acc}) | FD clf | scorer FD | L1 | PSNR dB "
+            "| SSIM | train time |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+    for r in paired:
+        p = r["paired"]
         names = ["untrained", "copy_input"] + sorted(k for k in p if k.startswith("trained_at_"))
         for name in names + ["trained"]:
             x, s = p[name], p[name]["scorer"]
@@ -506,23 +512,24 @@ def report(paths: list[Path]) -> str:
                 f"| {r['seed']} | {name} | {x['clf_accuracy']:.3f} | {x['fd_clf']:.2f} "
                 f"| {s['fd']:.3f} | {s['l1']:.3f} | {s['psnr']:.2f} | {s['ssim']:.3f} | {t} |"
             )
-    lines += [
-        "",
-        "| seed | model | A→B called B (still A) | FD clf to real B | B→A called A (still B) "
-        "| FD clf to real A | scorer FD A→B / B→A | train time |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in runs:
-        u = r.get("unpaired")
-        if not u:
-            continue
+    unpaired = [r for r in runs if "unpaired" in r]
+    if unpaired:
+        lines += [
+            *([""] if lines else []),
+            "| seed | model | A→B called B (still A) | FD clf to real B | B→A called A (still B) "
+            "| FD clf to real A | scorer FD A→B / B→A | train time |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+    for r in unpaired:
+        u = r["unpaired"]
         names = ["untrained", "copy_input"] + sorted(k for k in u if k.startswith("trained_at_"))
         for name in names + ["trained"]:
             x = u[name]
             a, b, s = x["a2b"], x["b2a"], x["scorer"]
             t = f"{u['train_seconds']:.0f} s" if name == "trained" else ""
             lines.append(
-                f"| {r['seed']} | {name} | {a['as_target']:.3f} ({a['as_source']:.3f}) "
+                f"| {r['seed']} | {name} ({u['config']['generator']}) "
+                f"| {a['as_target']:.3f} ({a['as_source']:.3f}) "
                 f"| {a['fd_clf']:.2f} | {b['as_target']:.3f} ({b['as_source']:.3f}) "
                 f"| {b['fd_clf']:.2f} | {s['fd']:.3f} / {s['fd_b2a']:.3f} | {t} |"
             )
@@ -539,8 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paired-steps", type=int, default=None, help="(2000)")
     ap.add_argument("--paired-width", type=int, default=32, help="g_width = d_width (32)")
     ap.add_argument("--paired-batch", type=int, default=16)
-    ap.add_argument("--unpaired-steps", type=int, default=None, help="(2500)")
-    ap.add_argument("--unpaired-generator", choices=("unet", "resnet"), default="unet")
+    ap.add_argument("--unpaired-steps", type=int, default=None, help="(1000)")
+    ap.add_argument("--unpaired-generator", choices=("unet", "resnet"), default="resnet")
     ap.add_argument("--unpaired-width", type=int, default=16, help="g_width = d_width (16)")
     ap.add_argument("--unpaired-batch", type=int, default=8)
     ap.add_argument("--classes", default="7,9", help="domain A and B classes (7,9: sneaker, boot)")
@@ -567,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.paired_steps is None:
         args.paired_steps = 40 if args.quick else 2000
     if args.unpaired_steps is None:
-        args.unpaired_steps = 40 if args.quick else 2500
+        args.unpaired_steps = 40 if args.quick else 1000
     if args.quick:
         args.test_images = args.test_images or 2000
         args.train_images = args.train_images or 5000
