@@ -38,7 +38,7 @@ Floors in the JSON: the real test images themselves (accuracy, and FD of 10,000 
 images to the test images in classifier features; the scorer's ``baseline`` holds the real
 held-out targets' ``fd``).
 
-    .venv/bin/python benchmarks/translation_quality.py --seed 0     # both tasks, seed 0: ~35 min here
+    .venv/bin/python benchmarks/translation_quality.py --seed 0     # both tasks, seed 0: ~45 min here
 
 docs/benchmarks.md's runs (the unpaired U-Net runs came first; the ResNet generator, now the
 default here as in CycleGAN, was then run alone):
