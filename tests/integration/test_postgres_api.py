@@ -46,7 +46,7 @@ def fewer_fuzz_examples(monkeypatch):
     full count on SQLite (the two took ~80 s each in a CI run)."""
     import tests.api.test_fuzz as fuzz
 
-    monkeypatch.setattr(fuzz, "MAX_EXAMPLES", 8)
+    monkeypatch.setattr(fuzz, "MAX_EXAMPLES", 6)
 
 
 @pytest.fixture
