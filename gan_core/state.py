@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ def uses_channels_last(config: Any, device: torch.device) -> bool:
     return device.type == "cpu" and config.precision == "bf16" and cpu_has_fast_bf16()
 
 
-class RunState:
+class RunState(ABC):
     """What every kind of run's state shares: the two optimizers, step and rollbacks, the
     learning rates they follow, and the parts of a checkpoint that are the same for every
     kind (optimizers, RNG, batcher, step). A kind names its modules and tensors."""
@@ -40,9 +41,9 @@ class RunState:
     step: int
     rollbacks: int
 
+    @abstractmethod
     def _modules(self) -> dict[str, nn.Module]:
         """Every module whose weights the run keeps (for the NaN/Inf check), by name."""
-        raise NotImplementedError
 
     def set_learning_rates(self) -> None:
         """The config's rates times the schedule's factor at this step, halved per rollback."""

@@ -15,6 +15,8 @@ already halves each term; BCE and hinge sum them, so they are halved here).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -29,7 +31,10 @@ __all__ = ["PairedStep", "UnpairedStep", "translation_step"]
 _SUMMED_D_TERMS = ("bce", "hinge")  # losses whose d_loss adds the real and fake terms
 
 
-class _TranslationStep:
+class _TranslationStep(ABC):
+    """What both kinds' steps share: the loss, D's halving, fp16 scaling, an update, and the
+    step's end (count, EMA, the losses); ``step()`` is each kind's D and G phases."""
+
     def __init__(self, state: TranslationState, batcher: PairBatcher) -> None:
         self.state, self.batcher = state, batcher
         self.config, self.device = state.config, state.device
@@ -64,8 +69,9 @@ class _TranslationStep:
         state.update_ema()
         return torch.stack([d_loss.detach().float(), g_loss.detach().float()])
 
+    @abstractmethod
     def step(self) -> Tensor:
-        raise NotImplementedError
+        """One step of this kind: [d_loss, g_loss], detached, on the device."""
 
 
 class PairedStep(_TranslationStep):
