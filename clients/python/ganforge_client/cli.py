@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ganforge_client import verbs
+from ganforge_client import translation_verbs, verbs
 
 if TYPE_CHECKING:
     from ganforge_client import Client
@@ -128,7 +128,7 @@ def register(subparsers: argparse._SubParsersAction, prog: str = "ganforge") -> 
     p = verb(
         subparsers,
         "translate",
-        verbs.translate,
+        translation_verbs.translate,
         "translate an image, or every .png/.jpg/.jpeg of a folder, with a translation job's "
         "checkpoint (exit 1 if any image of a folder was refused)",
     )
@@ -159,7 +159,7 @@ def register(subparsers: argparse._SubParsersAction, prog: str = "ganforge") -> 
     p = verb(
         subparsers,
         "translations",
-        verbs.translations,
+        translation_verbs.translations,
         "write a PNG grid of a translation job's held-out inputs and their translations",
     )
     p.add_argument("id", metavar="JOB")
