@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator,
 
 Arch = Literal["dcgan", "mlp"]
 LossName = Literal["bce", "hinge", "wgan-gp", "lsgan", "rpgan"]
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 LrSchedule = Literal["constant", "linear", "cosine"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
@@ -196,7 +196,11 @@ class TrainConfig(JobConfigBase):
     seed: int = Field(0, strict=True, ge=0, le=2**63 - 1)
     checkpoint_every: int = Field(500, strict=True, ge=1, le=10_000_000)
     keep_checkpoints: int = Field(5, strict=True, ge=1, le=1000)
-    precision: Precision = "fp32"
+    precision: Precision = Field(
+        "auto",
+        description="auto (default): bf16 where the device runs it natively (CUDA with bf16, a "
+        "CPU with AVX-512 BF16 or AMX), else fp32; resolved when the run starts and stored so",
+    )
     device: DeviceName = "auto"
     # what a run does when a loss or weight goes NaN/Inf: end failed, naming the step; or
     # roll back to its last good checkpoint with halved learning rates and a new data order

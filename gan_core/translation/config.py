@@ -89,7 +89,11 @@ class TranslationConfig(JobConfigBase):
     seed: int = Field(0, strict=True, ge=0, le=2**63 - 1)
     checkpoint_every: int = Field(500, strict=True, ge=1, le=10_000_000)
     keep_checkpoints: int = Field(5, strict=True, ge=1, le=1000)
-    precision: Precision = "fp32"
+    precision: Precision = Field(
+        "auto",
+        description="auto (default): bf16 where the device runs it natively, else fp32; "
+        "resolved when the run starts and stored so",
+    )
     device: DeviceName = "auto"
     on_divergence: Literal["fail", "rollback"] = "fail"
     max_rollbacks: int = Field(3, strict=True, ge=1, le=10, description="rollbacks before failing")

@@ -27,7 +27,7 @@ def test_defaults_are_a_dcgan_recipe():
     assert (c.g_width, c.d_width, c.steps) == (32, 32, 4000)
     assert c.dataset == "shapes"
     assert c.conditional is False and c.num_classes is None
-    assert c.precision == "fp32"
+    assert c.precision == "auto"  # resolved to bf16 or fp32 when the run starts
     # channels are taken from the dataset when training starts
     assert c.channels is None and not c.resolved
 
