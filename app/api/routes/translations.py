@@ -143,12 +143,20 @@ def list_translations(
     session: SessionDep,
     principal: PrincipalDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    job_id: Annotated[
+        str | None, Query(max_length=40, description="only the translations of this job")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> TranslationsPublic:
     """Folder translations, newest first; pass next_cursor back as cursor for the next page."""
     page = records.list_translations(
-        session, owner_id=principal.scope, status=status_, limit=limit, cursor=cursor
+        session,
+        owner_id=principal.scope,
+        status=status_,
+        job_id=job_id,
+        limit=limit,
+        cursor=cursor,
     )
     return TranslationsPublic(
         items=[TranslationPublic.of(t) for t in page.items], next_cursor=page.next_cursor

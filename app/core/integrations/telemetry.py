@@ -7,8 +7,9 @@ machine), the library keeps them in files there and a scrape of any process adds
 
 Fleet-wide (``FleetCollector``, read from the database -- and the broker's queue length --
 at every scrape, so every API replica reports the same truth): jobs by status, queue depth,
-each worker's heartbeat age and the training images/s it reports, and histograms of
-checkpoint write and scoring seconds (from the checkpoint records).
+each worker's heartbeat age and the training images/s it reports, histograms of
+checkpoint write and scoring seconds (from the checkpoint records), folder translations by
+status and the images they handled by outcome (gauges: a deleted translation drops out).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 
 from app.core.db import session_scope, utcnow
-from app.core.models import Checkpoint, Job, JobStatus, Worker
+from app.core.models import Checkpoint, Job, JobStatus, Translation, Worker
 from app.core.settings import Settings
 
 HTTP_REQUESTS = Counter(
@@ -77,6 +78,14 @@ class FleetCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         with session_scope(self.url) as s:
             by_status = dict(s.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+            folders = dict(
+                s.execute(
+                    select(Translation.status, func.count()).group_by(Translation.status)
+                ).all()
+            )
+            handled, failed = s.execute(
+                select(func.sum(Translation.done), func.sum(Translation.failed))
+            ).one()
             workers = list(
                 s.execute(
                     select(Worker.id, Worker.last_seen, Worker.job_id, Worker.images_per_sec)
@@ -88,6 +97,20 @@ class FleetCollector(Collector):
         for status in JobStatus:
             jobs.add_metric([status.value], by_status.get(status.value, 0))
         yield jobs
+        translations = GaugeMetricFamily(
+            "ganforge_translations", "folder translations by status", labels=["status"]
+        )
+        for status in JobStatus:
+            translations.add_metric([status.value], folders.get(status.value, 0))
+        yield translations
+        images = GaugeMetricFamily(
+            "ganforge_translation_images",
+            "images the folder translations on record handled, by outcome (running ones so far)",
+            labels=["outcome"],
+        )
+        images.add_metric(["translated"], int(handled or 0) - int(failed or 0))
+        images.add_metric(["failed"], int(failed or 0))
+        yield images
         depth = GaugeMetricFamily(
             "ganforge_queue_depth",
             "queued jobs (database), and training messages waiting in the broker when it can say",

@@ -193,6 +193,7 @@ def list_translations(
     *,
     owner_id: str | None = None,
     status: JobStatus | None = None,
+    job_id: str | None = None,
     limit: int = 20,
     cursor: str | None = None,
 ) -> Page:
@@ -206,6 +207,8 @@ def list_translations(
         query = query.where(Translation.owner_id == owner_id)
     if status is not None:
         query = query.where(Translation.status == status)
+    if job_id is not None:
+        query = query.where(Translation.job_id == job_id)
     if cursor:
         stamp, row_id = _decode_cursor(cursor)
         query = query.where(
