@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
 
-Arch = Literal["dcgan", "mlp"]
+Arch = Literal["dcgan", "mlp", "resnet"]
 LossName = Literal["bce", "hinge", "wgan-gp", "lsgan", "rpgan"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 LrSchedule = Literal["constant", "linear", "cosine"]
@@ -15,6 +15,9 @@ DeviceName = Literal["auto", "cpu", "cuda"]
 
 AUGMENT_OPS = ("color", "translation", "cutout")
 MLP_MAX_PIXELS = 64 * 64 * 3  # the MLP baseline flattens images; past this it is a poor model
+# The fields only arch resnet takes, and what None means for each (gan_core.nets_resnet)
+RESNET_FIELDS = ("blocks_per_stage", "group_size", "expansion")
+RESNET_DEFAULTS = {"blocks_per_stage": 2, "group_size": 16, "expansion": 2}
 
 
 def dcgan_base(image_size: int) -> int | None:
@@ -117,6 +120,29 @@ class TrainConfig(JobConfigBase):
     )
     d_width: int = Field(
         32, strict=True, ge=4, le=1024, description="discriminator base width (channels)"
+    )
+    # The residual nets' shape (arch resnet only; None = the default below, and a value set
+    # with another arch is refused rather than ignored). g_width/d_width stay the base width.
+    blocks_per_stage: int | None = Field(
+        None,
+        strict=True,
+        ge=1,
+        le=16,
+        description="resnet: residual blocks per resolution stage (None = 2)",
+    )
+    group_size: int | None = Field(
+        None,
+        strict=True,
+        ge=1,
+        le=1024,
+        description="resnet: channels per group of each block's grouped 3x3 conv (None = 16)",
+    )
+    expansion: int | None = Field(
+        None,
+        strict=True,
+        ge=1,
+        le=8,
+        description="resnet: a block's inner width as a multiple of its stage width (None = 2)",
     )
     # --- objective ---
     loss: LossName = "hinge"
@@ -238,11 +264,12 @@ class TrainConfig(JobConfigBase):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
-        if self.arch == "dcgan" and dcgan_base(self.image_size) is None:
+        if self.arch in ("dcgan", "resnet") and dcgan_base(self.image_size) is None:
             raise ValueError(
-                f"image_size: dcgan cannot produce {self.image_size}px images; use a side of "
-                "4..7 times a power of two >= 4, e.g. 28, 32, 48, 64, 96, 128, 256"
+                f"image_size: {self.arch} cannot produce {self.image_size}px images; use a side "
+                "of 4..7 times a power of two >= 4, e.g. 28, 32, 48, 64, 96, 128, 256"
             )
+        self._check_resnet_fields()
         if self.arch == "mlp":
             pixels = self.image_size**2 * (self.channels or 1)
             if pixels > MLP_MAX_PIXELS:
@@ -269,6 +296,36 @@ class TrainConfig(JobConfigBase):
         if info is not None and self.conditional and info.num_classes is None:
             raise ValueError(f"conditional: dataset {self.dataset!r} has no labels")
         return self
+
+    def _check_resnet_fields(self) -> None:
+        if self.arch != "resnet":
+            for name in RESNET_FIELDS:
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name}: only used with arch resnet (arch is {self.arch})")
+            return
+        for net, width in (("g_width", self.g_width), ("d_width", self.d_width)):
+            inner = width * self.resnet_expansion
+            if inner % self.resnet_group_size:
+                field = "group_size" if self.group_size is not None else net
+                raise ValueError(
+                    f"{field}: {net} x expansion ({width} x {self.resnet_expansion} = {inner}) "
+                    f"must be a multiple of group_size ({self.resnet_group_size})"
+                )
+
+    @property
+    def resnet_blocks(self) -> int:
+        """Residual blocks per stage of the resnet nets (the field, or its default)."""
+        return self.blocks_per_stage or RESNET_DEFAULTS["blocks_per_stage"]
+
+    @property
+    def resnet_group_size(self) -> int:
+        """Channels per group of the resnet blocks' grouped 3x3 conv."""
+        return self.group_size or RESNET_DEFAULTS["group_size"]
+
+    @property
+    def resnet_expansion(self) -> int:
+        """A resnet block's inner width over its stage width."""
+        return self.expansion or RESNET_DEFAULTS["expansion"]
 
     @property
     def augment_ops(self) -> tuple[str, ...]:
