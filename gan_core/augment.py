@@ -1,7 +1,14 @@
-"""DiffAugment (Zhao et al. 2020): differentiable augmentations applied to real and fake images.
+"""Differentiable augmentations of the images D sees, real and fake alike.
+
+The ops: DiffAugment's (Zhao et al. 2020: color, translation, cutout) and the geometric ones
+StyleGAN2-ADA (Karras et al. 2020) found to matter most for small data: x-flips and random
+multiples of 90 degrees. Each op is applied to each sample with a probability p: a fixed one
+(1.0, the default, is DiffAugment: every op on every sample) or one that adapts to how much D
+overfits (``AdaptiveP``, the ADA heuristic).
 
 All randomness comes from the global torch RNG on x's device, so training stays
-deterministic under torch.manual_seed. Images are (N, C, H, W) in [-1, 1].
+deterministic under torch.manual_seed (and a resumed run continues exactly: the RNG state is
+in the checkpoint). Images are (N, C, H, W) in [-1, 1].
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["AUGMENTATIONS", "diff_augment"]
+__all__ = ["AUGMENTATIONS", "AdaptiveP", "augment", "diff_augment"]
 
 
 def _per_sample(x: Tensor) -> Tensor:
@@ -31,7 +38,8 @@ def color(x: Tensor) -> Tensor:
 
 
 def translation(x: Tensor, ratio: float = 0.125) -> Tensor:
-    """Shift each sample by up to ratio of the side, filling with zeros."""
+    """Shift each sample by a whole number of pixels, up to ratio of the side, filling with
+    zeros (no resampling: each output pixel is an input pixel or 0)."""
     n, c, h, w = x.shape
     max_dy, max_dx = int(h * ratio + 0.5), int(w * ratio + 0.5)
     dy = torch.randint(-max_dy, max_dy + 1, (n, 1, 1), device=x.device)
@@ -59,21 +67,110 @@ def cutout(x: Tensor, ratio: float = 0.5) -> Tensor:
     return x * (~cut).unsqueeze(1).to(x.dtype)  # cut: (N, H, W)
 
 
+def flip(x: Tensor) -> Tensor:
+    """Mirror each sample left-right with probability 1/2 (x-flip only: an upside-down image
+    is rarely one of the data's)."""
+    mirrored = _per_sample(x) < 0.5  # (N, 1, 1, 1)
+    return torch.where(mirrored, x.flip(3), x)
+
+
+def rot90(x: Tensor) -> Tensor:
+    """Rotate each sample by a random multiple of 90 degrees (0, 90, 180, 270, equally likely).
+    Square images only (every image side here is). Leaks orientation into G at high p."""
+    n, _, h, w = x.shape
+    if h != w:
+        raise ValueError(f"rot90 needs square images, got {h}x{w}")
+    k = torch.randint(0, 4, (n,), device=x.device)
+    turns = torch.stack([torch.rot90(x, i, dims=(2, 3)) for i in range(4)])  # (4, N, C, H, W)
+    return turns[k, torch.arange(n, device=x.device)]
+
+
 AUGMENTATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "color": color,
     "translation": translation,
     "cutout": cutout,
+    "flip": flip,
+    "rot90": rot90,
 }
 
 
-def diff_augment(x: Tensor, ops: tuple[str, ...]) -> Tensor:
-    """Apply ops (any of 'color', 'translation', 'cutout') in the given order; () is identity."""
-    for op in ops:
-        try:
-            fn = AUGMENTATIONS[op]
-        except KeyError:
-            raise ValueError(
-                f"unknown augment op {op!r}; choose from {list(AUGMENTATIONS)}"
-            ) from None
-        x = fn(x)
+def _op(name: str) -> Callable[[Tensor], Tensor]:
+    try:
+        return AUGMENTATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown augment op {name!r}; choose from {list(AUGMENTATIONS)}") from None
+
+
+def augment(x: Tensor, ops: tuple[str, ...], p: float | Tensor = 1.0) -> Tensor:
+    """Apply ops in the given order, each to each sample with probability p.
+
+    p = 1 (a float) applies every op to every sample and draws nothing more than the ops do,
+    exactly as DiffAugment did before p existed; p = 0 (a float) applies and draws nothing.
+    Otherwise (also for a tensor p, which may change between calls without a device sync)
+    each op runs on the whole batch and a per-sample draw keeps its result or the input.
+    """
+    if isinstance(p, float | int) and p <= 0:
+        return x
+    for name in ops:
+        out = _op(name)(x)
+        if isinstance(p, float | int) and p >= 1:
+            x = out
+        else:
+            keep = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p  # (N, 1, 1, 1)
+            x = torch.where(keep, out, x)
     return x
+
+
+def diff_augment(x: Tensor, ops: tuple[str, ...]) -> Tensor:
+    """DiffAugment: every op on every sample (``augment`` with p = 1); () is identity."""
+    return augment(x, ops, 1.0)
+
+
+class AdaptiveP:
+    """StyleGAN2-ADA's augmentation probability: p starts at 0 and, every ``interval`` D
+    updates, moves by ``sign(r_t - target) * batch * interval / (kimg * 1000)`` (clamped to
+    [0, 1]), where r_t = E[sign(D(real))] over those updates: the share of reals D calls real
+    beyond the share it doubts, which rises as D overfits.
+
+    Everything stays on the device (no sync per step); ``state_dict`` holds p and the
+    statistics of the interval in progress, so a resumed run moves p exactly as an
+    uninterrupted one.
+    """
+
+    def __init__(
+        self, *, target: float, interval: int, kimg: float, batch_size: int, device: torch.device
+    ):
+        self.target, self.interval = target, interval
+        self.speed = batch_size * interval / (kimg * 1000.0)
+        self.p = torch.zeros((), device=device)
+        self.signs = torch.zeros((), device=device)  # sum of sign(D(real)) this interval
+        self.count = torch.zeros((), device=device)  # samples in it
+        self.updates = 0  # D updates into the interval
+
+    def observe(self, real_logits: Tensor) -> None:
+        """Account for one D update's logits on its (augmented) reals; move p at an interval's end."""
+        logits = real_logits.detach().float()
+        self.signs += logits.sign().sum()
+        self.count += logits.numel()
+        self.updates += 1
+        if self.updates >= self.interval:
+            r_t = self.signs / self.count
+            self.p = (self.p + torch.sign(r_t - self.target) * self.speed).clamp(0.0, 1.0)
+            self.signs.zero_()
+            self.count.zero_()
+            self.updates = 0
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {
+            "p": self.p.clone(),
+            "signs": self.signs.clone(),
+            "count": self.count.clone(),
+            "updates": torch.tensor(self.updates, dtype=torch.int64),
+        }
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        device = self.p.device
+        self.p = state["p"].to(device=device, dtype=torch.float32).reshape(())
+        self.signs = state["signs"].to(device=device, dtype=torch.float32).reshape(())
+        self.count = state["count"].to(device=device, dtype=torch.float32).reshape(())
+        self.updates = int(state["updates"])

@@ -105,4 +105,4 @@ def test_saturation_is_a_no_op_for_gray_images():
 
 def test_unknown_op_raises():
     with pytest.raises(ValueError, match="translation"):
-        diff_augment(images(), ("flip",))
+        diff_augment(images(), ("spin",))
