@@ -41,8 +41,14 @@ class JobCreate(BaseModel):
         None, max_length=2000, description="POST the job's events here (Standard Webhooks)"
     )
     webhook_events: (
-        list[Literal["started", "checkpoint", "succeeded", "failed", "canceled"]] | None
-    ) = Field(None, max_length=5, description="which events (default: all five)")
+        list[Literal["started", "checkpoint", "succeeded", "failed", "canceled", "translation"]]
+        | None
+    ) = Field(
+        None,
+        max_length=6,
+        description="which events (default: all six; 'translation' is the end of each folder "
+        "translation made from the job's checkpoints)",
+    )
 
 
 class JobResume(BaseModel):

@@ -66,6 +66,7 @@ def test_deliveries_are_signed_retried_and_visible(settings, run_job):
                 "succeeded",
                 "failed",
                 "canceled",
+                "translation",
             ]
             job_id = r.json()["id"]
             assert run_job(job_id) == "succeeded"

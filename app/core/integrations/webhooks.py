@@ -1,9 +1,11 @@
 """Webhooks: where a job's events go, the outbox they wait in, and how they are signed.
 
 A job may carry ``webhook_url`` and the events it wants (``started``, ``checkpoint``,
-``succeeded``, ``failed``, ``canceled``). Each event is a row in the outbox written in the
-same transaction as the state change it announces (``announce``, called by app.core.jobs.runs and
-friends before they commit): a crash between the two loses nothing and sends nothing false.
+``succeeded``, ``failed``, ``canceled``, and ``translation``: the end of each folder translation
+made from its checkpoints). Each event is a row in the outbox written in the same transaction
+as the state change it announces (``announce``, called by app.core.jobs.runs and friends
+before they commit; ``announce_translation``, by app.core.serving.folder_runs and the cancel
+of a queued translation): a crash between the two loses nothing and sends nothing false.
 app.core.integrations.webhook_delivery sends them.
 
 Deliveries follow the Standard Webhooks convention: headers ``webhook-id``,
@@ -24,6 +26,7 @@ import ipaddress
 import json
 import secrets
 import socket
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,9 +35,10 @@ from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
 from app.core.errors import InvalidInput
-from app.core.models import Checkpoint, Job, WebhookDelivery, WebhookSecret
+from app.core.models import Checkpoint, Job, Translation, WebhookDelivery, WebhookSecret
 
-EVENTS = ("started", "checkpoint", "succeeded", "failed", "canceled")
+EVENTS = ("started", "checkpoint", "succeeded", "failed", "canceled", "translation")
+TRANSLATION_ENDS = ("succeeded", "failed", "canceled")  # announced as translation.<status>
 
 
 # ------------------------------------------------------------------------------- targets
@@ -159,18 +163,79 @@ def announce(
             "score_status": checkpoint.score_status,
             "scores": checkpoint.scores,
         }
+    return _outbox(session, job, event, f"job.{event}", data)
+
+
+def _outbox(
+    session: Session, job: Job, event: str, kind: str, data: dict[str, Any]
+) -> WebhookDelivery:
     row = WebhookDelivery(
         job_id=job.id,
         owner_id=job.owner_id,
         event=event,
         url=job.webhook_url,
-        payload={"type": f"job.{event}", "timestamp": utcnow().isoformat() + "Z", "data": data},
+        payload={"type": kind, "timestamp": utcnow().isoformat() + "Z", "data": data},
         attempts=[],
         next_attempt_at=utcnow(),
     )
     session.add(row)
     session.flush()
     return row
+
+
+def _utc(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat() + "Z"  # stored naive, in UTC
+
+
+def translation_data(row: Translation) -> dict[str, Any]:
+    """A folder translation as GET /v1/translations/{id} shows it (the API's TranslationPublic)."""
+    base = f"/v1/translations/{row.id}"
+    links = {"self": base, "checkpoint": f"/v1/jobs/{row.job_id}/checkpoints/{row.checkpoint_id}"}
+    if row.status in ("queued", "running"):
+        links["cancel"] = f"{base}/cancel"
+    if row.status == "succeeded":
+        links["result"] = f"{base}/result.zip"
+    report: dict[str, Any] = row.report or {}
+    return {
+        "id": row.id,
+        "status": row.status,
+        "job_id": row.job_id,
+        "checkpoint_id": row.checkpoint_id,
+        "checkpoint_step": row.checkpoint_step,
+        "direction": row.direction,
+        "ema": row.ema,
+        "filename": row.filename,
+        "progress": {"done": row.done, "total": row.total, "failed": row.failed},
+        "report": {
+            "translated": report.get("translated"),
+            "failed": list(report.get("failed", [])),
+            "skipped": list(report.get("skipped", [])),
+        },
+        "error": row.error,
+        "result_bytes": row.result_bytes,
+        "created_at": _utc(row.created_at),
+        "started_at": _utc(row.started_at),
+        "finished_at": _utc(row.finished_at),
+        "links": links,
+    }
+
+
+def announce_translation(session: Session, translation_id: str) -> WebhookDelivery | None:
+    """Put a folder translation's end (``translation.succeeded|failed|canceled``) in its job's
+    outbox, if the job asked for ``translation`` and the translation is its owner's (the
+    caller commits, as for ``announce``). A job deleted meanwhile has no webhook left."""
+    row = session.get(Translation, translation_id, populate_existing=True)
+    if row is None or row.status not in TRANSLATION_ENDS:
+        return None
+    job = session.get(Job, row.job_id)
+    if (
+        job is None
+        or not job.webhook_url
+        or "translation" not in (job.webhook_events or EVENTS)
+        or job.owner_id != row.owner_id
+    ):
+        return None
+    return _outbox(session, job, "translation", f"translation.{row.status}", translation_data(row))
 
 
 def body_of(delivery: WebhookDelivery) -> bytes:

@@ -14,6 +14,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
+from app.core.integrations import webhooks
 from app.core.jobs.runs import update_rows
 from app.core.models import JobStatus, Translation
 
@@ -119,6 +120,8 @@ def finish(
     held = update_rows(
         session, update(Translation).where(_ours(translation_id, worker_id)).values(**values)
     )
+    if held == 1:
+        webhooks.announce_translation(session, translation_id)  # in the end's transaction
     session.commit()
     return held == 1
 
@@ -198,6 +201,7 @@ def sweep(
             kind = "requeued"
         if update_rows(session, update(Translation).where(where).values(**values)) == 1:
             done[kind].append(row.id)
+            webhooks.announce_translation(session, row.id)  # an end (not a requeue): announced
     queued = Translation.status == JobStatus.queued
     lost: Any = Translation.enqueued_at.is_(None)
     if not waiting():  # 0 or None: an old message may have been lost with the broker

@@ -33,6 +33,7 @@ from app.core.artifacts.store import LocalStore
 from app.core.datasets.upload_receiver import ReceivedUpload
 from app.core.db import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.integrations import webhooks
 from app.core.jobs.limits import TooManyJobs
 from app.core.jobs.queue import JobQueue
 from app.core.jobs.records import Page
@@ -230,6 +231,8 @@ def request_cancel(session: Session, *, translation_id: str, owner_id: str | Non
         raise Conflict(f"translation {translation_id} is already {row.status}")
     if row.status == JobStatus.queued:
         row.status, row.finished_at = JobStatus.canceled, utcnow()
+        session.flush()
+        webhooks.announce_translation(session, row.id)  # committed with the cancel
     row.cancel_requested = True
     session.commit()
     return row
