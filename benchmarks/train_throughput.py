@@ -18,6 +18,9 @@ Variants (images/s = real images consumed per second):
   bare_fused_adam Adam(fused=True) instead of the default foreach implementation
   bare_compiled   G and D through torch.compile (compiled during warm-up, not timed)
   engine_bf16     train() as `engine` with precision bf16 (the engine's own bf16 path)
+  engine_auto     train() as `engine` with precision auto, the default: what a job that names
+                  no precision gets (bf16 where the device has it natively, else fp32);
+                  reported against the bare eager fp32 loop (`bare` or `bare_fp32`)
   CUDA only (what each feature adds, all bare loops):
   bare_nchw       bare without channels_last (the engine uses channels_last on CUDA)
   bare_fp32 / bare_bf16   bare at the other precision than --precision
@@ -55,6 +58,7 @@ import torch  # noqa: E402
 from benchmarks._train_loops import profile, run_bare, run_engine  # noqa: E402
 from gan_core.config import TrainConfig  # noqa: E402
 from gan_core.data import load_dataset  # noqa: E402
+from gan_core.precision import resolve_precision  # noqa: E402
 from gan_core.training import resolve_config  # noqa: E402
 
 
@@ -114,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --device cuda but torch.cuda.is_available() is False", file=sys.stderr)
         return 2
     cuda = device.type == "cuda"
+    auto = resolve_precision("auto", device)  # what the default job trains in here
     steps = args.steps or (300 if cuda else 8)
     warmup = args.warmup if args.warmup is not None else (50 if cuda else 3)
     if args.threads:
@@ -139,12 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     images = dataset.images.to(device)
     print(
         f"dataset {args.dataset} {tuple(dataset.images.shape)} loaded in {time.perf_counter() - t0:.1f}s; "
-        f"device {device}, precision {args.precision}, torch {torch.__version__}, "
+        f"device {device}, precision {args.precision} (auto: {auto}), torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, batch {args.batch_size}, "
         f"{warmup} warm-up + {steps} timed steps, {args.rounds} rounds, load {_loadavg()}"
     )
 
     other = "bf16" if args.precision == "fp32" else "fp32"
+    bare_fp32 = "bare" if args.precision == "fp32" else "bare_fp32"
 
     def engine_with(**update) -> dict:
         """`engine` with some config fields changed: what a job with those settings gets."""
@@ -158,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         "engine_width32": lambda: engine_with(g_width=32, d_width=32),
         # spectral norm in D (in place of its BatchNorm) at width 32: its cost per step
         "engine_width32_sn": lambda: engine_with(g_width=32, d_width=32, spectral_norm=True),
+        # precision as a job gets it when it names none (the config's default, "auto")
+        "engine_auto": lambda: engine_with(precision="auto"),
         "bare": lambda: run_bare(
             plain, images, warmup, steps, precision=args.precision, channels_last=cuda
         ),
@@ -242,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
             "engine_width32_sn/engine_width32 (spectral norm)": paired(
                 "engine_width32_sn", "engine_width32"
             ),
+            f"engine_auto/{bare_fp32} (the default precision, {auto}, against eager fp32)": (
+                paired("engine_auto", bare_fp32)
+            ),
         }
         if cuda:
             ratios |= {
@@ -317,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             },
         },
         "config_default": base.model_dump(mode="json"),
+        "auto_precision": auto,
         "wall_clock": wall,
         "cpu_time": cpu_t,
         "verdict_engine_vs_bare": verdict,

@@ -22,6 +22,7 @@ from gan_core.config import TrainConfig
 from gan_core.data import Batcher, DatasetError, ImageTensorDataset, load_dataset
 from gan_core.data.pairs import PairDataset
 from gan_core.jobconfig import AnyConfig
+from gan_core.precision import with_resolved_precision
 from gan_core.state import TrainState
 from gan_core.steps import GANStep
 from gan_core.translation.config import TranslationConfig
@@ -129,6 +130,8 @@ def _check_resumable(saved: Any, wanted: Any) -> Any:
     changed = sorted(k for k in a if a[k] != b[k] and k not in RESUMABLE_CHANGES)
     if changed:
         raise ValueError(f"cannot resume: {', '.join(changed)} differ from the checkpoint's config")
+    if b["precision"] == "auto":  # a resume keeps the precision the run used; asked, it changes
+        b["precision"] = a["precision"]
     return type(saved).model_validate({**a, **{k: b[k] for k in RESUMABLE_CHANGES}})
 
 
@@ -208,7 +211,9 @@ def train(
     if latest is not None:
         config = _check_resumable(ckpt.job_config_from_meta(ckpt.read_meta(latest)), config)
     data = dataset if dataset is not None else kind.load(config, data_dirs, allow_download)
-    config = kind.resolve(config, data)
+    # the stored config (and so every checkpoint, and the job on_start records) says what
+    # this run does: channels etc. from the data, precision "auto" from the device
+    config = with_resolved_precision(kind.resolve(config, data), device)
 
     if hooks.on_start:
         hooks.on_start(config, data)

@@ -145,6 +145,10 @@ RESUME_CASES = {
     "wgan-gp-conditional-dsteps2": {"loss": "wgan-gp", "conditional": True, "d_steps": 2},
     "bce-color-no-ema": {"loss": "bce", "augment": "color,translation,cutout", "ema_decay": None},
     "bf16-autocast-cpu": {"precision": "bf16", "device": "cpu"},
+    "fp32-cpu": {"precision": "fp32", "device": "cpu"},
+    # the default, resolved when the run starts (bf16 on a CPU with native bf16, else fp32);
+    # the resume's config says auto again and gets what the checkpoint says
+    "precision-auto": {"precision": "auto"},
     # lazy R1/R2 every 4th D update: the resume at step 6 must land on the same updates
     "rpgan-r1-r2-lazy": {"loss": "rpgan", "r1_gamma": 1.0, "r2_gamma": 1.0, "reg_every": 4},
     # spectral norm's power-iteration vectors are D state: restored, not restarted

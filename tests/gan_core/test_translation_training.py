@@ -399,7 +399,7 @@ def test_prepare_image_grey_colour_and_crop():
 @pytest.mark.parametrize("kind", ["paired", "unpaired"])
 def test_bf16_runs_on_cpu(tmp_path, data, kind):
     result = train(cfg(kind, steps=1, precision="bf16"), tmp_path / "bf16", dataset=data[kind])
-    fp32 = train(cfg(kind, steps=1), tmp_path / "fp32", dataset=data[kind])
+    fp32 = train(cfg(kind, steps=1, precision="fp32"), tmp_path / "fp32", dataset=data[kind])
     assert result.status == "succeeded"
     tb, tf = all_tensors(result.checkpoint), all_tensors(fp32.checkpoint)
     assert all(tb[k].dtype == tf[k].dtype for k in tb)  # weights stay float32
