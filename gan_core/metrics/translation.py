@@ -22,10 +22,9 @@ training targets are the target distribution, and the extractor never saw the he
 The result of ``TranslationScorer.score(ckpt_dir)`` (JSON-able; lower is better unless said):
 
 - ``fd``: Fréchet distance between the features of the translated held-out A images and the
-  reference of B's training images, in B's extractor's feature space. This is the number a
-  job's ``best`` follows (also for unpaired models: their A → B direction). It depends on
-  the number of images scored (its bias shrinks as 1/N), so it compares between checkpoints
-  of one dataset, not between datasets.
+  reference of B's training images, in B's extractor's feature space. It depends on the
+  number of images scored (its bias shrinks as 1/N), so it compares between checkpoints of
+  one dataset, not between datasets. A paired job's ``best`` follows it.
 - ``kid``, ``kid_std``: KID (cubic-kernel unbiased MMD², as gan_core.metrics.distances.kid),
   mean and std over 100 seeded subsets, of the same two feature sets.
 - paired only, between each translated held-out A image and its held-out B partner (uint8
@@ -41,7 +40,7 @@ The result of ``TranslationScorer.score(ckpt_dir)`` (JSON-able; lower is better 
   (translated held-out B images against A's training images, in A's feature space).
 - ``ema``, ``raw``: the numbers above for each generator the checkpoint holds (``ema`` only
   when the run kept an EMA); the top-level ones are those of ``preferred``, the one with
-  the lower ``fd``.
+  the lower ``selection_key``: ``fd`` (paired), or both directions' (unpaired).
 - ``baseline``: the same numbers for what a model would have to beat, fixed per dataset:
   ``fd``/``kid`` (and ``fd_b2a``/``kid_b2a``) of the held-out *real* target images (as many
   as are translated) against the same reference, the floor a perfect model would reach;
@@ -49,6 +48,17 @@ The result of ``TranslationScorer.score(ckpt_dir)`` (JSON-able; lower is better 
   a colour one turned grey by ITU-R 601 luma), the score of doing nothing.
 - ``num_inputs`` (held-out images translated per direction), ``extractor`` (its kind),
   ``kind`` (paired | unpaired), ``seconds`` (time taken).
+
+``selection_key`` is the number ``preferred`` and a job's ``best`` follow. Paired: ``fd``.
+Unpaired: the mean over both directions of each one's ``fd`` divided by its baseline ``fd``
+(``fd / baseline fd`` and ``fd_b2a / baseline fd_b2a``), so that a model whose B → A collapses
+is not chosen for its A → B alone. Each FD is in its own domain's feature space, whose scale
+is the extractor's (a sum of FDs would let the larger-scaled domain decide); over the floor
+of the same space, each is scale-free, 1 being as close as the held-out real images, and a
+direction's bias from its number of images is in its floor too. The baselines are fixed per
+dataset, so within a job this is a fixed weighting of the two FDs, and orders checkpoints
+consistently. Where a floor is not positive (it never is zero with >= 2 distinct images),
+the plain mean of the two FDs.
 
 Deterministic: the same checkpoint gives the same numbers (eval-mode translation, fixed
 held-out split, seeded KID subsets).
@@ -64,7 +74,6 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from gan_core import checkpoint as ckpt
 from gan_core.data._base import DatasetInfo, ImageTensorDataset
@@ -76,6 +85,7 @@ from gan_core.metrics.features import (
     train_extractor,
 )
 from gan_core.metrics.files import dataset_fingerprint, extractor_digest
+from gan_core.metrics.pixels import PSNR_CAP, as_channels, l1, psnr, ssim
 from gan_core.metrics.scorer import SCORE_SEED, Log, build_scorer, load_scorer, scorer_key
 from gan_core.metrics.scoring import RealReference, _derived_seed, build_reference
 from gan_core.translation.config import TranslationConfig
@@ -86,95 +96,29 @@ __all__ = [
     "TranslationScorer",
     "domain_dataset",
     "psnr",
+    "selection_key",
     "ssim",
     "target_sides",
     "translation_scorer_keys",
 ]
 
 Side = Literal["a", "b"]
-PSNR_CAP = 100.0  # dB: an image equal to its target would be +inf, which JSON cannot carry
-SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
-_LUMA = (0.299, 0.587, 0.114)  # as shapes-edges makes its edge maps
 # (source, target) domain of each direction
 _SIDES: dict[str, tuple[Side, Side]] = {"a2b": ("a", "b"), "b2a": ("b", "a")}
 
 
-# --------------------------------------------------------------------------- pixel metrics
-
-
-def _pair_as_float(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    if x.shape != y.shape or x.ndim != 4:
-        raise ValueError(f"need two (N, C, H, W) batches of one shape, got {x.shape}, {y.shape}")
-    return x.double(), y.double()
-
-
-def psnr(x: Tensor, y: Tensor, *, data_range: float = 255.0) -> Tensor:
-    """(N,) PSNR in dB of each image pair: 10 log10(data_range² / MSE), capped at PSNR_CAP."""
-    x, y = _pair_as_float(x, y)
-    mse = (x - y).pow(2).mean(dim=(1, 2, 3))
-    floor = data_range**2 * 10 ** (-PSNR_CAP / 10)  # the MSE at which PSNR reaches the cap
-    return 10 * torch.log10(data_range**2 / mse.clamp(min=floor))
-
-
-def _gaussian(size: int, sigma: float, device: torch.device) -> Tensor:
-    x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
-def ssim(
-    x: Tensor,
-    y: Tensor,
-    *,
-    data_range: float = 255.0,
-    window: int = SSIM_WINDOW,
-    sigma: float = SSIM_SIGMA,
-    k1: float = SSIM_K1,
-    k2: float = SSIM_K2,
-) -> Tensor:
-    """(N,) mean SSIM (Wang et al. 2004) of each image pair, in float64.
-
-    Local means, variances and covariance under a normalised ``window``x``window`` Gaussian
-    (separable; only positions where it fits inside the image, as the paper's code), each
-    channel on its own; the SSIM map is averaged over channels and positions. Pixels are on
-    [0, data_range] (uint8 images: 255).
-    """
-    x, y = _pair_as_float(x, y)
-    if min(x.shape[-2:]) < window:
-        raise ValueError(f"SSIM's {window}x{window} window needs sides >= {window}, got {x.shape}")
-    c = x.shape[1]
-    g = _gaussian(window, sigma, x.device)
-    rows, cols = g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), g.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
-
-    def blur(t: Tensor) -> Tensor:
-        return F.conv2d(F.conv2d(t, rows, groups=c), cols, groups=c)
-
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
-        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
-    )
-    return s.mean(dim=(1, 2, 3))
-
-
-def _l1(x: Tensor, y: Tensor) -> Tensor:
-    """(N,) mean |x - y| of uint8 images with pixels scaled to [-1, 1]."""
-    x, y = _pair_as_float(x, y)
-    return (x - y).abs().mean(dim=(1, 2, 3)) / 127.5
-
-
-def _as_channels(images: Tensor, channels: int) -> Tensor:
-    """uint8 images with ``channels`` channels: grey repeated, or colour turned grey (luma)."""
-    have = images.shape[1]
-    if have == channels:
-        return images
-    if have == 1:
-        return images.repeat(1, channels, 1, 1)
-    luma = torch.tensor(_LUMA, dtype=torch.float64).view(1, 3, 1, 1)
-    return (images.double() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+def selection_key(numbers: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> float:
+    """The number (lower is better) a translator's ``preferred`` and its job's ``best`` follow,
+    from one generator's numbers (``fd``; ``fd_b2a`` when unpaired) and the scorer's
+    ``baseline``: ``fd`` when there is no B -> A direction; else the mean of each direction's
+    FD over its baseline FD (the plain mean of the two FDs where a baseline is not > 0)."""
+    fd, fd_b2a = float(numbers["fd"]), numbers.get("fd_b2a")
+    if fd_b2a is None:
+        return fd
+    floors = [float((baseline or {}).get(name) or 0.0) for name in ("fd", "fd_b2a")]
+    if all(math.isfinite(f) and f > 0 for f in floors):
+        return (fd / floors[0] + float(fd_b2a) / floors[1]) / 2
+    return (fd + float(fd_b2a)) / 2
 
 
 # --------------------------------------------------------------------------- domains
@@ -324,7 +268,7 @@ class TranslationScorer:
         l1s, psnrs, ssims = [], [], []
         for i in range(0, outputs.shape[0], self.batch_size):
             x, y = outputs[i : i + self.batch_size], targets[i : i + self.batch_size]
-            l1s.append(_l1(x, y))
+            l1s.append(l1(x, y))
             psnrs.append(psnr(x, y))
             ssims.append(ssim(x, y))
         return {
@@ -338,7 +282,7 @@ class TranslationScorer:
         for direction, (inputs, targets) in self.held_out.items():
             out.update(self._distances(direction, targets))  # real images: the floor
             if self.data.paired:
-                out.update(self._pixels(_as_channels(inputs, targets.shape[1]), targets))
+                out.update(self._pixels(as_channels(inputs, targets.shape[1]), targets))
         return out
 
     def _translate(self, model: nn.Module, inputs: Tensor) -> Tensor:
@@ -367,7 +311,8 @@ class TranslationScorer:
 
     def score(self, ckpt_dir: str | Path) -> dict[str, Any]:
         """JSON-able scores of a translation checkpoint's EMA (if kept) and raw translators
-        on the held-out split; the top level holds the ``preferred`` one's (lower ``fd``)."""
+        on the held-out split; the top level holds the ``preferred`` one's (the lower
+        ``selection_key``)."""
         t0 = time.monotonic()
         config = ckpt.job_config_from_meta(ckpt.read_meta(ckpt_dir, verify=False))
         if not isinstance(config, TranslationConfig):
@@ -392,7 +337,10 @@ class TranslationScorer:
                 for d in self.directions
             }
             out[name] = self.score_models(models)
-        preferred = min((n for n in ("ema", "raw") if n in out), key=lambda n: out[n]["fd"])
+        preferred = min(
+            (n for n in ("ema", "raw") if n in out),
+            key=lambda n: selection_key(out[n], self.baseline),
+        )
         out.update(out[preferred])
         out["preferred"] = preferred
         out["baseline"] = dict(self.baseline)

@@ -1,7 +1,8 @@
 """Scores of translation checkpoints through the API, with jobs run as the worker runs them:
 each target domain gets its own rotation extractor (trained for real, once per domain for the
 whole store), every checkpoint of a paired or unpaired job is scored on the held-out split,
-``best`` and ``ema=auto`` follow FD, and what shows scores shows a translator's.
+``best`` and ``ema=auto`` follow FD (an unpaired job's: both directions' over their floors),
+and what shows scores shows a translator's.
 
 The extractors' recipe is cut to a few optimizer steps (MIN_TRAIN_STEPS, one epoch): what is
 tested is the service's wiring, not the features' quality (tests/gan_core/test_metrics_translation
@@ -220,9 +221,75 @@ def test_an_unpaired_jobs_checkpoints_are_scored_both_ways(served, unpaired):
         assert set(s["baseline"]) == {"fd", "kid", "kid_std", "fd_b2a", "kid_b2a", "kid_std_b2a"}
         assert s["fd"] == s[s["preferred"]]["fd"] and s["fd_b2a"] == s[s["preferred"]]["fd_b2a"]
     job = client.get(f"/v1/jobs/{unpaired}").json()
-    # best follows A->B's FD alone
-    want = min(history, key=lambda c: (c["scores"]["fd"], -c["step"]))
+    # best follows both directions: the mean of each one's FD over its floor
+    want = min(history, key=lambda c: (_both_ways(c["scores"]), -c["step"]))
     assert job["best_checkpoint_id"] == want["id"]
+
+
+def _both_ways(s: dict) -> float:
+    """An unpaired checkpoint's key (docs/scores.md): each direction's FD over its baseline."""
+    return (s["fd"] / s["baseline"]["fd"] + s["fd_b2a"] / s["baseline"]["fd_b2a"]) / 2
+
+
+# (FD over its floor A->B, B->A) of the ema and raw translators of each checkpoint: A->B alone
+# favours step 4 (1.0 < 1.2) and each checkpoint's EMA; both ways favour step 2 (raw, 1.5)
+# over step 4 (raw, 3.05), and each checkpoint's raw translator.
+LOPSIDED = {2: {"ema": (1.2, 2.0), "raw": (1.5, 1.5)}, 4: {"ema": (1.0, 6.0), "raw": (1.1, 5.0)}}
+
+
+def test_an_unpaired_jobs_best_and_ema_auto_follow_both_directions(served, monkeypatch):
+    """The worker scores each checkpoint of an unpaired job, its translators' FDs set (as
+    multiples of the real held-out images' floors) so that A->B and B->A disagree: best and
+    ema=auto follow both directions, not A->B alone."""
+    from gan_core import checkpoint as ckpt
+
+    client, settings, _ = served
+    scoring = TranslationScorer.score
+
+    def score(self, ckpt_dir):
+        step = int(ckpt.read_meta(ckpt_dir, verify=False)["step"])
+        self.lopsided = iter(LOPSIDED[step].values())  # ema, then raw, as score scores them
+        return scoring(self, ckpt_dir)
+
+    def score_models(self, models):
+        over_a2b, over_b2a = next(self.lopsided)
+        base = self.baseline
+        return {
+            "fd": over_a2b * base["fd"],
+            "kid": base["kid"],
+            "kid_std": base["kid_std"],
+            "fd_b2a": over_b2a * base["fd_b2a"],
+            "kid_b2a": base["kid_b2a"],
+            "kid_std_b2a": base["kid_std_b2a"],
+        }
+
+    monkeypatch.setattr(TranslationScorer, "score", score)
+    monkeypatch.setattr(TranslationScorer, "score_models", score_models)
+    r = upload(client, domains_zip(), filename="lopsided.zip")
+    assert r.status_code == 201, r.text
+    job_id = _submit(client, {**UNPAIRED, "keep_checkpoints": 2, "dataset": r.json()["id"]})
+    assert _run(settings, job_id)[0] == "succeeded"
+    history = {c["step"]: c for c in _history(client, job_id)}
+    assert sorted(history) == [2, 4]
+    for step, c in history.items():
+        s = c["scores"]
+        assert c["score_status"] == "scored" and s["preferred"] == "raw", c
+        assert s["fd"] == s["raw"]["fd"] and s["fd"] > s["ema"]["fd"]  # A->B alone: ema
+        ratios = (s["fd"] / s["baseline"]["fd"], s["fd_b2a"] / s["baseline"]["fd_b2a"])
+        assert ratios == pytest.approx(LOPSIDED[step]["raw"])
+    assert history[4]["scores"]["fd"] < history[2]["scores"]["fd"]  # A->B alone: step 4
+    assert _both_ways(history[2]["scores"]) < _both_ways(history[4]["scores"])
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["best_checkpoint_id"] == history[2]["id"]
+    assert job["best_fd"] == history[2]["scores"]["fd"]
+    best = client.get(f"/v1/jobs/{job_id}/checkpoints/best").json()
+    assert best["id"] == history[2]["id"] and best["best"] is True
+    # ema=auto translates with the raw translator, through best
+    base = f"/v1/jobs/{job_id}/checkpoints/best/translations.png?n=2&direction=b2a"
+    auto, ema, raw = (client.get(f"{base}&ema={e}") for e in ("auto", "true", "false"))
+    assert auto.status_code == ema.status_code == raw.status_code == 200, auto.text
+    assert auto.headers["x-checkpoint-id"] == history[2]["id"]
+    assert ema.content != raw.content and auto.content == raw.content
 
 
 def test_each_domains_extractor_is_trained_once_and_reused(served, paired, unpaired):

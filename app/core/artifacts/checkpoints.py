@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 from app.core.artifacts.store import ArtifactStore
 from app.core.errors import Conflict, NotFound
 from app.core.jobs.records import get_job
-from app.core.models import Checkpoint
+from app.core.models import Checkpoint, Job
+from gan_core.metrics.translation import selection_key
 
 
 def list_checkpoints(
@@ -29,12 +30,34 @@ def list_checkpoints(
     )
 
 
+def best_stored(session: Session, job: Job) -> Checkpoint | None:
+    """The job's best stored checkpoint: the lowest FD of its better generator (an unpaired
+    translator's: the lowest ``selection_key``, both directions' FD over their floors), ties
+    to the newer; None while none is scored."""
+    scored = (
+        select(Checkpoint)
+        .where(
+            Checkpoint.job_id == job.id,
+            Checkpoint.best_fd.is_not(None),
+            Checkpoint.pruned_at.is_(None),
+        )
+        .order_by(Checkpoint.best_fd.asc(), Checkpoint.step.desc())
+    )
+    if (job.config or {}).get("kind") != "unpaired":
+        return session.scalar(scored.limit(1))
+    # the key is in the scores (the stored ones: at most keep_checkpoints and a few kept)
+    return min(
+        session.scalars(scored),
+        key=lambda c: (selection_key(c.scores or {}, (c.scores or {}).get("baseline")), -c.step),
+        default=None,
+    )
+
+
 def get_checkpoint(
     session: Session, *, job_id: str, ref: str, owner_id: str | None = None
 ) -> Checkpoint:
-    """A stored checkpoint by id; 'latest' (the highest step); or 'best' (the lowest FD of its
-    better generator in the dataset's feature space, ties to the newer)."""
-    get_job(session, job_id=job_id, owner_id=owner_id)
+    """A stored checkpoint by id; 'latest' (the highest step); or 'best' (``best_stored``)."""
+    job = get_job(session, job_id=job_id, owner_id=owner_id)
     stored = select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.pruned_at.is_(None))
     if ref == "latest":
         ckpt = session.scalar(stored.order_by(Checkpoint.step.desc()).limit(1))
@@ -42,11 +65,7 @@ def get_checkpoint(
             raise NotFound(f"job {job_id} has no checkpoint yet")
         return ckpt
     if ref == "best":
-        ckpt = session.scalar(
-            stored.where(Checkpoint.best_fd.is_not(None))
-            .order_by(Checkpoint.best_fd.asc(), Checkpoint.step.desc())
-            .limit(1)
-        )
+        ckpt = best_stored(session, job)
         if ckpt is None:
             raise NotFound(
                 f"job {job_id} has no scored checkpoint yet (scoring may be off: "

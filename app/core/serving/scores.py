@@ -8,7 +8,10 @@ keeps the last few in memory between jobs. A translation job's target domains (B
 unpaired) are such datasets, each with its own extractor (``for_translation``).
 
 The scores decide ``best`` (the lowest FD of a checkpoint's better generator; ties to the
-newer), ``ema=auto`` (that better generator) and which checkpoints pruning must keep.
+newer), ``ema=auto`` (that better generator) and which checkpoints pruning must keep. An
+unpaired translator's ``best`` and better generator follow both directions: the lowest
+``selection_key`` (gan_core.metrics.translation: the mean of each direction's FD over its
+floor), so that one whose B -> A collapsed is not chosen for its A -> B alone.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.core.artifacts.checkpoints import best_stored
 from app.core.artifacts.store import LocalStore
 from app.core.db import utcnow
 from app.core.integrations import webhooks
@@ -221,17 +225,9 @@ def unscored_checkpoints(session: Session, *, job_id: str) -> list[Checkpoint]:
 
 
 def _refresh_best(session: Session, job: Job) -> None:
-    """The job's best is its lowest-FD checkpoint still stored (ties to the newer)."""
-    best = session.scalar(
-        select(Checkpoint)
-        .where(
-            Checkpoint.job_id == job.id,
-            Checkpoint.best_fd.is_not(None),
-            Checkpoint.pruned_at.is_(None),
-        )
-        .order_by(Checkpoint.best_fd.asc(), Checkpoint.step.desc())
-        .limit(1)
-    )
+    """The job's best: its lowest-FD checkpoint still stored (``best_stored``: an unpaired
+    translator's follows both directions), and that checkpoint's FD."""
+    best = best_stored(session, job)
     job.best_checkpoint_id = best.id if best else None
     job.best_fd = best.best_fd if best else None
 
