@@ -153,7 +153,7 @@ def test_raw_body_and_multipart_give_the_translators_pixels(served):
     assert as_image(jpeg).size == (SIZE, SIZE) and jpeg.content != raw.content
 
 
-def test_same_input_same_bytes_etag_and_304(served):
+def test_same_input_same_bytes_etag_and_412_on_a_matching_if_none_match(served):
     url, edges = served.url(served.paired), noise_image(seed=3)
     first = post_raw(served.client, url, edges)
     assert first.status_code == 200 and first.headers["cache-control"] == "no-cache"  # latest
@@ -170,7 +170,22 @@ def test_same_input_same_bytes_etag_and_304(served):
         content=edges,
         headers={"Content-Type": "image/png", "If-None-Match": first.headers["etag"]},
     )
-    assert r.status_code == 304 and r.content == b"" and r.headers["etag"] == first.headers["etag"]
+    # a POST whose If-None-Match names the ETag: the condition failed, 412 (RFC 9110 13.1.2)
+    assert r.status_code == 412 and r.headers["etag"] == first.headers["etag"], r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    problem = r.json()
+    assert (problem["status"], problem["field"]) == (412, "If-None-Match")
+    assert first.headers["etag"] in problem["detail"] and "already has" in problem["detail"]
+    listed = served.client.post(
+        url,
+        content=edges,
+        headers={"Content-Type": "image/png", "If-None-Match": f'"x", {first.headers["etag"]}'},
+    )
+    assert listed.status_code == 412, listed.text
+    other_tag = served.client.post(
+        url, content=edges, headers={"Content-Type": "image/png", "If-None-Match": '"x"'}
+    )
+    assert other_tag.status_code == 200 and other_tag.content == first.content
     loads = served.translations.translators.loads
     other = post_raw(served.client, url, noise_image(seed=4))
     assert other.headers["etag"] != first.headers["etag"] and other.content != first.content

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from app.api.deps import PrincipalDep, ServicesDep, limit_sampling
-from app.api.errors import problem_responses
+from app.api.errors import problem, problem_responses
 from app.api.routes.checkpoints import IMMUTABLE, EmaQuery
 from app.core.serving.image_input import FIELD, MAX_IMAGE_BYTES, read_body
 from app.core.serving.sampling import EmaChoice, Png
@@ -23,14 +23,18 @@ _CONFLICT = (
     f"the checkpoint holds a noise-to-image generator ({NOT_A_TRANSLATOR}), its files or its "
     "job's dataset are gone"
 )
-_PNG: dict[int | str, dict[str, Any]] = {
+_IMAGE: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
         "description": "a PNG image",
     },
-    304: {"description": "If-None-Match named this image's ETag"},
     **problem_responses(409, 429, described={409: _CONFLICT, 429: "the per-key sampling rate"}),
 }
+_PNG = {**_IMAGE, 304: {"description": "If-None-Match named this image's ETag"}}
+_ALREADY_HAVE = (
+    "If-None-Match named this translation's ETag: the client already has it (RFC 9110 13.1.2: "
+    "a failed condition on a POST is a 412, not a 304); the ETag header is on the answer"
+)
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _IMAGE_BODY = {
     "requestBody": {
@@ -59,16 +63,25 @@ DirectionQuery = Annotated[
 ]
 
 
-def png_response(png: Png) -> Response:
-    """As samples.png's: the ETag, whether it may be cached for good, and the checkpoint."""
+def png_response(png: Png, *, safe: bool = True) -> Response:
+    """As samples.png's: the ETag, whether it may be cached for good, and the checkpoint.
+    An If-None-Match that named the ETag: 304 for a GET; for a POST (not ``safe``) the
+    condition failed, a 412 (RFC 9110 13.1.2) with the ETag and checkpoint headers."""
     headers = {
         "ETag": png.etag,
         "Cache-Control": IMMUTABLE if png.immutable else "no-cache",
         "X-Checkpoint-Id": png.checkpoint_id,
         "X-Checkpoint-Step": str(png.step),
     }
-    if png.body is None:
+    if png.body is None and safe:
         return Response(status_code=304, headers=headers)
+    if png.body is None:
+        detail = (
+            f"If-None-Match names {png.etag}, this translation's ETag: the client already has "
+            "it (send the request without If-None-Match to get it again)"
+        )
+        headers["Cache-Control"] = "no-store"  # an answer to this request, not the image's
+        return problem(412, "Precondition failed", detail, field="If-None-Match", headers=headers)
     return Response(png.body, media_type="image/png", headers=headers)
 
 
@@ -76,13 +89,15 @@ def png_response(png: Png) -> Response:
     "/{ckpt}/translate",
     response_class=Response,
     responses={
-        **_PNG,
+        **_IMAGE,
         **problem_responses(
             408,
+            412,
             413,
             415,
             described={
                 408: "the body was idle too long",
+                412: _ALREADY_HAVE,
                 413: "the image is over the byte or pixel cap",
                 415: "the body is not an image nor a multipart form",
             },
@@ -103,7 +118,8 @@ async def translate_image(
 ) -> Response:
     """The image translated by a paired or unpaired checkpoint: a PNG at the model's
     image_size (the input centre-cropped to a square and resized, as training images were).
-    The same image always gives the same bytes."""
+    The same image always gives the same bytes: an If-None-Match naming its ETag is a 412
+    (the client has it already; RFC 9110 13.1.2), not a 304, as this is a POST."""
 
     def read_image() -> Awaitable[bytes]:
         return read_body(
@@ -123,7 +139,8 @@ async def translate_image(
             ema=ema,
             principal=principal,
             if_none_match=if_none_match,
-        )
+        ),
+        safe=False,
     )
 
 
