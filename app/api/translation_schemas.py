@@ -40,8 +40,14 @@ class TranslationPublic(BaseModel):
     filename: str | None
     progress: TranslationProgress
     report: TranslationReport
-    error: str | None = Field(None, description="why the run failed as a whole")
-    result_bytes: int | None = Field(None, description="size of result.zip, once succeeded")
+    error: str | None = Field(
+        None,
+        description="why the run failed as a whole, or why the server canceled it (its job "
+        "was deleted)",
+    )
+    result_bytes: int | None = Field(
+        None, description="size of result.zip, once succeeded (counts toward the storage quota)"
+    )
     created_at: UtcDateTime
     started_at: UtcDateTime | None
     finished_at: UtcDateTime | None

@@ -244,6 +244,9 @@ class Translation(Base):
     """
 
     __tablename__ = "translations"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "idempotency_key", name="uq_translations_idempotency"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("tr"))
     owner_id: Mapped[str | None] = mapped_column(String(40), index=True)
@@ -259,8 +262,11 @@ class Translation(Base):
     failed: Mapped[int] = mapped_column(Integer, default=0)  # of them not translated
     # {"translated": n, "failed": [{"name", "error"}], "skipped": [names]} once finished
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    error: Mapped[str | None] = mapped_column(Text)  # why the whole run failed
+    error: Mapped[str | None] = mapped_column(Text)  # why it failed, or was canceled (job deleted)
     result_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    input_bytes: Mapped[int | None] = mapped_column(BigInteger)  # the unpacked inputs, stored
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str | None] = mapped_column(String(64))  # what the key stands for
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -191,7 +191,7 @@ class Settings(BaseSettings):
         "(gan_core.memory: weights, optimizer state, activations); refused past it",
     )
     max_stored_bytes_per_owner: int = Field(
-        50 << 30, ge=0, description="datasets + checkpoints per owner"
+        50 << 30, ge=0, description="datasets + checkpoints + folder translations per owner"
     )
     sample_rate: float = Field(
         20.0, ge=0, description="sampling requests per second per key (0 = off)"

@@ -7,7 +7,7 @@ import asyncio
 import shutil
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
@@ -20,6 +20,7 @@ from app.core.datasets.upload_receiver import receive
 from app.core.db import session_scope
 from app.core.errors import Conflict
 from app.core.models import JobStatus
+from app.core.serving import folder_submit as submit
 from app.core.serving import folder_translations as records
 from app.core.serving.folder_inputs import ACCEPTED
 from app.core.serving.sampling import EmaChoice
@@ -64,8 +65,9 @@ _ZIP_BODY = {
         429,
         described={
             408: "the body was idle or too slow",
-            409: "the checkpoint holds a noise-to-image generator, or was pruned meanwhile",
-            413: "over the upload byte or pixel limit",
+            409: "the checkpoint holds a noise-to-image generator, or was pruned meanwhile; "
+            "the Idempotency-Key was used for a different request; the storage quota is full",
+            413: "over the upload byte or pixel limit, or the inputs would pass the storage quota",
             415: "not a zip",
             429: "the owner's queued + running translations limit; see Retry-After",
         },
@@ -83,27 +85,28 @@ async def create_translation(
     filename: Annotated[
         str | None, Query(max_length=255, description="the zip's name, for a raw body")
     ] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> TranslationPublic:
     """Translate every image of a zip with this checkpoint, on the worker: 202 with the
     translation and its Location; poll it, then fetch result.zip (a PNG per image, the
     folders kept, and report.json naming any image that could not be translated). A ref
-    (latest, best) is resolved now: the translation always uses that checkpoint."""
+    (latest, best) is resolved now: the translation always uses that checkpoint. A repeated
+    Idempotency-Key with the same job, ref, direction, ema and zip returns the same
+    translation."""
     settings = services.settings
+    asked = submit.Asked(job_id=job_id, ref=ckpt, direction=direction, ema=ema)
 
-    def resolve() -> records.Target:
+    def admit() -> submit.Target | None:
         with session_scope(settings.resolved_database_url) as session:
-            target = records.resolve_target(
+            return submit.admit(
                 session,
-                job_id=job_id,
-                ref=ckpt,
-                direction=direction,
-                ema=ema,
-                owner_id=principal.scope,
+                settings,
+                asked=asked,
+                principal=principal,
+                idempotency_key=idempotency_key,
             )
-            records.check_owner_limit(session, settings, owner_id=principal.owner_id)
-            return target
 
-    target = await run_in_threadpool(resolve)  # 404/409/429 before the body is read
+    target = await run_in_threadpool(admit)  # 404/409/429 before the body is read
     services.uploads.admit()
     try:
         upload = await receive(
@@ -117,14 +120,16 @@ async def create_translation(
 
         def create() -> TranslationPublic:
             with session_scope(settings.resolved_database_url) as session:
-                row = records.create(
+                row = submit.create(
                     session,
                     settings,
                     services.store,
                     services.queue,
+                    asked=asked,
                     target=target,
                     upload=upload,
                     principal=principal,
+                    idempotency_key=idempotency_key,
                 )
                 return TranslationPublic.of(row)
 

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, InvalidInput, TooLarge
-from app.core.models import Checkpoint, Dataset, Job, JobStatus
+from app.core.models import Checkpoint, Dataset, Job, JobStatus, Translation
 from app.core.serving.ratelimit import RateLimited
 from app.core.settings import Settings
 from gan_core.jobconfig import AnyConfig
@@ -93,6 +93,8 @@ def check_checkpoints(settings: Settings, config: AnyConfig, *, resume: bool = F
 
 
 def stored_bytes(session: Session, *, owner_id: str) -> int:
+    """An owner's datasets, checkpoints and folder translations (their unpacked inputs and
+    result.zip), in bytes."""
     datasets = session.scalar(
         select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(Dataset.owner_id == owner_id)
     )
@@ -101,16 +103,30 @@ def stored_bytes(session: Session, *, owner_id: str) -> int:
         .join(Job, Job.id == Checkpoint.job_id)
         .where(Job.owner_id == owner_id)
     )
-    return int(datasets or 0) + int(checkpoints or 0)
+    translations = session.scalar(
+        select(
+            func.coalesce(
+                func.sum(
+                    func.coalesce(Translation.input_bytes, 0)
+                    + func.coalesce(Translation.result_bytes, 0)
+                ),
+                0,
+            )
+        ).where(Translation.owner_id == owner_id)
+    )
+    return int(datasets or 0) + int(checkpoints or 0) + int(translations or 0)
 
 
 def check_storage(session: Session, settings: Settings, *, owner_id: str, adding: int = 0) -> None:
-    """Refuse new data once an owner's datasets and checkpoints pass the storage quota."""
+    """Refuse new data once an owner's datasets, checkpoints and folder translations pass the
+    storage quota: 413 on ``file`` for an upload that would pass it (``adding`` its bytes),
+    409 for new work once it is full."""
     used = stored_bytes(session, owner_id=owner_id)
     if used + adding > settings.max_stored_bytes_per_owner:
         detail = (
             f"storage quota: {used + adding} bytes would exceed the "
-            f"{settings.max_stored_bytes_per_owner}-byte limit per owner; delete jobs or datasets"
+            f"{settings.max_stored_bytes_per_owner}-byte limit per owner "
+            "(GANFORGE_MAX_STORED_BYTES_PER_OWNER); delete jobs, datasets or translations"
         )
         if adding:
             raise TooLarge(detail, field="file")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,7 +28,7 @@ from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.integrations import webhooks
 from app.core.jobs import limits
 from app.core.jobs.queue import JobQueue
-from app.core.models import FINISHED, Dataset, Job, JobStatus
+from app.core.models import FINISHED, Dataset, Job, JobStatus, Translation
 from app.core.settings import Settings
 from gan_core.jobconfig import AnyConfig, parse_config
 
@@ -322,12 +322,34 @@ def _resumed_config(job: Job, steps: int | None) -> AnyConfig:
 def delete_job(
     session: Session, store: ArtifactStore, *, job_id: str, owner_id: str | None = None
 ) -> None:
-    """Delete a job that is not running, with its checkpoints: the record first, then the files."""
+    """Delete a job that is not running, with its checkpoints: the record first, then the files.
+
+    Its queued and running folder translations end ``canceled`` in the same transaction, with
+    an ``error`` saying why (their records and files stay until they are deleted): a queued
+    one's message finds nothing to run, a running one's worker finds its lease gone and stops.
+    """
     job = get_job(session, job_id=job_id, owner_id=owner_id)
     if job.status == JobStatus.running:
         raise Conflict(f"job {job_id} is running; cancel it first")
     if job.status == JobStatus.queued:
         job.status = JobStatus.canceled  # a message still in the queue will find nothing to run
+    now = utcnow()
+    session.execute(
+        update(Translation)
+        .where(
+            Translation.job_id == job_id,
+            Translation.status.in_([JobStatus.queued, JobStatus.running]),
+        )
+        .values(
+            status=JobStatus.canceled,
+            cancel_requested=True,
+            error=f"canceled: its job {job_id} was deleted",
+            finished_at=now,
+            updated_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+    )
     session.delete(job)
     session.commit()
     store.discard(f"jobs/{job_id}")
