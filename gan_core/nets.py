@@ -1,6 +1,7 @@
-"""Generator and discriminator networks: the MLP baseline and a size-flexible DCGAN.
+"""Generator and discriminator networks: the MLP baseline and a size-flexible DCGAN (the
+R3GAN-style residual nets are in gan_core.nets_resnet, wrapped by the same two classes).
 
-Both archs have an optional class-conditional form: G multiplies a label embedding
+Every arch has an optional class-conditional form: G multiplies a label embedding
 into z, and D is a projection discriminator (Miyato & Koyama 2018). D returns raw
 logits; the losses in gan_core.losses apply any sigmoid themselves.
 """
@@ -11,6 +12,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gan_core.config import TrainConfig, dcgan_base
+from gan_core.nets_resnet import resnet_discriminator_features, resnet_generator_body
 
 __all__ = ["Discriminator", "Generator", "build_discriminator", "build_generator", "init_weights"]
 
@@ -208,6 +210,8 @@ def build_generator(cfg: TrainConfig) -> Generator:
     if cfg.arch == "dcgan":
         body = init_weights(_dcgan_generator(cfg, shape[0]))
         return Generator(body, cfg.latent_dim, shape, num_classes)
+    if cfg.arch == "resnet":  # its own (fix-up) init
+        return Generator(resnet_generator_body(cfg, shape[0]), cfg.latent_dim, shape, num_classes)
     raise ValueError(f"unknown arch {cfg.arch!r}")
 
 
@@ -220,6 +224,8 @@ def build_discriminator(cfg: TrainConfig) -> Discriminator:
         features, dim = _dcgan_discriminator(cfg, shape[0])
         net = Discriminator(init_weights(features), dim, num_classes)
         init_weights(net.head)
+    elif cfg.arch == "resnet":
+        net = Discriminator(*resnet_discriminator_features(cfg, shape[0]), num_classes)
     else:
         raise ValueError(f"unknown arch {cfg.arch!r}")
     return _spectral_normed(net) if cfg.spectral_norm else net
