@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from app.api.schemas import UtcDateTime
 from app.core.models import Translation
+from app.core.serving.folder_resource import translation_resource
 
 
 class TranslationProgress(BaseModel):
@@ -55,38 +56,8 @@ class TranslationPublic(BaseModel):
 
     @classmethod
     def of(cls, row: Translation) -> TranslationPublic:
-        base = f"/v1/translations/{row.id}"
-        links = {
-            "self": base,
-            "checkpoint": f"/v1/jobs/{row.job_id}/checkpoints/{row.checkpoint_id}",
-        }
-        if row.status in ("queued", "running"):
-            links["cancel"] = f"{base}/cancel"
-        if row.status == "succeeded":
-            links["result"] = f"{base}/result.zip"
-        report: dict[str, Any] = row.report or {}
-        return cls(
-            id=row.id,
-            status=row.status,
-            job_id=row.job_id,
-            checkpoint_id=row.checkpoint_id,
-            checkpoint_step=row.checkpoint_step,
-            direction=row.direction,
-            ema=row.ema,
-            filename=row.filename,
-            progress=TranslationProgress(done=row.done, total=row.total, failed=row.failed),
-            report=TranslationReport(
-                translated=report.get("translated"),
-                failed=list(report.get("failed", [])),
-                skipped=list(report.get("skipped", [])),
-            ),
-            error=row.error,
-            result_bytes=row.result_bytes,
-            created_at=row.created_at,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-            links=links,
-        )
+        # one shape with the webhook events that carry a translation
+        return cls.model_validate(translation_resource(row))
 
 
 class TranslationsPublic(BaseModel):

@@ -26,7 +26,6 @@ import ipaddress
 import json
 import secrets
 import socket
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,6 +35,7 @@ from sqlalchemy.orm import Session
 from app.core.db import utcnow
 from app.core.errors import InvalidInput
 from app.core.models import Checkpoint, Job, Translation, WebhookDelivery, WebhookSecret
+from app.core.serving.folder_resource import translation_resource
 
 EVENTS = ("started", "checkpoint", "succeeded", "failed", "canceled", "translation")
 TRANSLATION_ENDS = ("succeeded", "failed", "canceled")  # announced as translation.<status>
@@ -183,43 +183,6 @@ def _outbox(
     return row
 
 
-def _utc(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat() + "Z"  # stored naive, in UTC
-
-
-def translation_data(row: Translation) -> dict[str, Any]:
-    """A folder translation as GET /v1/translations/{id} shows it (the API's TranslationPublic)."""
-    base = f"/v1/translations/{row.id}"
-    links = {"self": base, "checkpoint": f"/v1/jobs/{row.job_id}/checkpoints/{row.checkpoint_id}"}
-    if row.status in ("queued", "running"):
-        links["cancel"] = f"{base}/cancel"
-    if row.status == "succeeded":
-        links["result"] = f"{base}/result.zip"
-    report: dict[str, Any] = row.report or {}
-    return {
-        "id": row.id,
-        "status": row.status,
-        "job_id": row.job_id,
-        "checkpoint_id": row.checkpoint_id,
-        "checkpoint_step": row.checkpoint_step,
-        "direction": row.direction,
-        "ema": row.ema,
-        "filename": row.filename,
-        "progress": {"done": row.done, "total": row.total, "failed": row.failed},
-        "report": {
-            "translated": report.get("translated"),
-            "failed": list(report.get("failed", [])),
-            "skipped": list(report.get("skipped", [])),
-        },
-        "error": row.error,
-        "result_bytes": row.result_bytes,
-        "created_at": _utc(row.created_at),
-        "started_at": _utc(row.started_at),
-        "finished_at": _utc(row.finished_at),
-        "links": links,
-    }
-
-
 def announce_translation(session: Session, translation_id: str) -> WebhookDelivery | None:
     """Put a folder translation's end (``translation.succeeded|failed|canceled``) in its job's
     outbox, if the job asked for ``translation`` and the translation is its owner's (the
@@ -235,7 +198,9 @@ def announce_translation(session: Session, translation_id: str) -> WebhookDelive
         or job.owner_id != row.owner_id
     ):
         return None
-    return _outbox(session, job, "translation", f"translation.{row.status}", translation_data(row))
+    return _outbox(
+        session, job, "translation", f"translation.{row.status}", translation_resource(row)
+    )
 
 
 def body_of(delivery: WebhookDelivery) -> bytes:
