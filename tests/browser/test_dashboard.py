@@ -192,7 +192,7 @@ def test_new_job_form_shows_an_error_next_to_its_input(
     )
     assert page.locator('[data-kind-fields="paired"]').is_hidden()
     assert page.input_value("#f-image_size") == "32"  # defaults from TrainConfig
-    assert page.locator("#f-arch option").all_text_contents() == ["dcgan", "mlp"]
+    assert page.locator("#f-arch option").all_text_contents() == ["dcgan", "mlp", "resnet"]
 
     page.fill("#f-image_size", "100")
     with page.expect_request("**/v1/jobs") as sent:
