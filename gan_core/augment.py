@@ -98,7 +98,9 @@ def _op(name: str) -> Callable[[Tensor], Tensor]:
     try:
         return AUGMENTATIONS[name]
     except KeyError:
-        raise ValueError(f"unknown augment op {name!r}; choose from {list(AUGMENTATIONS)}") from None
+        raise ValueError(
+            f"unknown augment op {name!r}; choose from {list(AUGMENTATIONS)}"
+        ) from None
 
 
 def augment(x: Tensor, ops: tuple[str, ...], p: float | Tensor = 1.0) -> Tensor:

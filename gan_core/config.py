@@ -7,17 +7,20 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
 
+from gan_core.config_augment import (
+    ADAPTIVE_DEFAULT_OPS,
+    check_augment,
+    known_ops,
+    probability_or_adaptive,
+    with_default_ops,
+)
+
 Arch = Literal["dcgan", "mlp", "resnet"]
 LossName = Literal["bce", "hinge", "wgan-gp", "lsgan", "rpgan"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 LrSchedule = Literal["constant", "linear", "cosine"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
-AUGMENT_OPS = ("color", "translation", "cutout", "flip", "rot90")  # gan_core.augment's
-# The ops augment_p "adaptive" uses when augment names none: the geometric ones safe on most
-# data (integer translation, x-flip) and colour; not rot90 (at high p it can teach G a wrong
-# orientation) nor cutout (not among ADA's; it hides what D should judge).
-ADAPTIVE_DEFAULT_OPS = "translation,flip,color"
 MLP_MAX_PIXELS = 64 * 64 * 3  # the MLP baseline flattens images; past this it is a poor model
 # The fields only arch resnet takes, and what None means for each (gan_core.nets_resnet)
 RESNET_FIELDS = ("blocks_per_stage", "group_size", "expansion")
@@ -288,40 +291,12 @@ class TrainConfig(JobConfigBase):
     def kind(self) -> str:
         return "noise"
 
-    @model_validator(mode="before")
-    @classmethod
-    def _adaptive_default_ops(cls, data: Any) -> Any:
-        """Adaptive augmentation with no ops named gets the documented default set, written
-        into the config (so a stored config says what ran)."""
-        if isinstance(data, dict) and data.get("augment_p") == "adaptive":
-            if data.get("augment") is None:
-                data = {**data, "augment": ADAPTIVE_DEFAULT_OPS}
-        return data
-
-    @field_validator("augment_p", mode="before")
-    @classmethod
-    def _probability_or_adaptive(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip() != "adaptive":
-            try:  # the dashboard's form sends what was typed, as text
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, str) and value.strip() == "adaptive":
-            return "adaptive"
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise ValueError("must be a number in [0, 1] or 'adaptive'")
-        return float(value)
-
-    @field_validator("augment")
-    @classmethod
-    def _known_augment_ops(cls, policy: str | None) -> str | None:
-        if policy is None or policy.strip() in ("", "none", "off"):
-            return None
-        ops = [op.strip() for op in policy.split(",") if op.strip()]
-        unknown = [op for op in ops if op not in AUGMENT_OPS]
-        if unknown:
-            raise ValueError(f"unknown augment op(s) {unknown}; choose from {list(AUGMENT_OPS)}")
-        return ",".join(dict.fromkeys(ops))
+    # augmentation (gan_core.config_augment): adaptive's default ops, augment_p's value, ops
+    _adaptive_default_ops = model_validator(mode="before")(staticmethod(with_default_ops))
+    _probability_or_adaptive = field_validator("augment_p", mode="before")(
+        staticmethod(probability_or_adaptive)
+    )
+    _known_augment_ops = field_validator("augment")(staticmethod(known_ops))
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -349,7 +324,7 @@ class TrainConfig(JobConfigBase):
             raise ValueError("gp_weight: only used with loss wgan-gp")
         if self.reg_every != 1 and not (self.r1_gamma or self.r2_gamma):
             raise ValueError("reg_every: only used with r1_gamma or r2_gamma above 0")
-        self._check_augment()
+        check_augment(self)
         if self.lr_decay_start and self.lr_schedule == "constant":
             raise ValueError("lr_decay_start: only used with lr_schedule linear or cosine")
         from gan_core.data import builtin_info  # local: data imports config
@@ -397,19 +372,6 @@ class TrainConfig(JobConfigBase):
     def resnet_expansion(self) -> int:
         """A resnet block's inner width over its stage width."""
         return self.expansion or RESNET_DEFAULTS["expansion"]
-
-    def _check_augment(self) -> None:
-        if self.augment_p == "adaptive" and not self.augment:
-            raise ValueError(
-                "augment: augment_p adaptive needs augment ops; leave augment out (or null) "
-                f"for the default {ADAPTIVE_DEFAULT_OPS!r}"
-            )
-        if self.augment_p != 1.0 and not self.augment:
-            raise ValueError("augment_p: only used with augment ops (set augment)")
-        if self.augment_p != "adaptive":
-            for name in ("ada_target", "ada_interval", "ada_kimg"):
-                if getattr(self, name) != type(self).model_fields[name].default:
-                    raise ValueError(f"{name}: only used with augment_p adaptive")
 
     @property
     def augment_ops(self) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from gan_core import checkpoint as ckpt
+from gan_core.augment import AdaptiveP
 from gan_core.config import TrainConfig
 from gan_core.data import Batcher
 from gan_core.ema import EMA, standing_batchnorm_stats
@@ -44,6 +45,10 @@ class RunState(ABC):
     @abstractmethod
     def _modules(self) -> dict[str, nn.Module]:
         """Every module whose weights the run keeps (for the NaN/Inf check), by name."""
+
+    def augment_probability(self) -> float | None:
+        """The augmentation probability now, for progress reports; None without augmentation."""
+        return None
 
     def set_learning_rates(self) -> None:
         """The config's rates times the schedule's factor at this step, halved per rollback."""
@@ -124,8 +129,33 @@ class TrainState(RunState):
             if config.ema_decay is not None
             else None
         )
+        # adaptive augmentation's p (a device scalar) and its running statistics: run state,
+        # saved and restored with the rest
+        self.ada = (
+            AdaptiveP(
+                target=config.ada_target,
+                interval=config.ada_interval,
+                kimg=config.ada_kimg,
+                batch_size=config.batch_size,
+                device=device,
+            )
+            if config.augment_p == "adaptive" and config.augment_ops
+            else None
+        )
         self.step = 0
         self.rollbacks = 0  # divergences rolled back so far (on_divergence="rollback")
+
+    @property
+    def augment_p(self) -> float | torch.Tensor:
+        """The probability each augment op is applied with: the config's, or the adaptive one."""
+        if self.ada is not None:
+            return self.ada.p
+        return float(self.config.augment_p)
+
+    def augment_probability(self) -> float | None:
+        if not self.config.augment_ops:
+            return None
+        return float(self.augment_p)  # a device sync: reports only
 
     def train_mode(self) -> None:
         self.G.train()
@@ -145,6 +175,8 @@ class TrainState(RunState):
             )
             gen.update({f"G_ema.{k}": v for k, v in self.ema.model.state_dict().items()})
         state = {f"D.{k}": v for k, v in self.D.state_dict().items()}
+        if self.ada is not None:
+            state.update({f"ada.{k}": v for k, v in self.ada.state_dict().items()})
         return self._write(run_dir, batcher, losses, gen, state)
 
     def _modules(self) -> dict[str, nn.Module]:
@@ -161,4 +193,6 @@ class TrainState(RunState):
             ema_state = ckpt.sub_state(gen, "G_ema") or ckpt.sub_state(gen, "G")
             self.ema.model.load_state_dict(ema_state)
         self.D.load_state_dict(ckpt.sub_state(state, "D"))
+        if self.ada is not None:
+            self.ada.load_state_dict(ckpt.sub_state(state, "ada"))
         self._restore_run(meta, state, batcher)

@@ -2,7 +2,7 @@
 
 The loop in gan_core.training only calls a ``GANStep``, as stylegan2-ada's loop only calls
 its loss object; everything that decides *how* a step trains (loss, gradient penalty,
-DiffAugment, R1/R2, autocast, gradient scaling, EMA) lives here.
+augmentation (fixed or adaptive p), R1/R2, autocast, gradient scaling, EMA) lives here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import contextlib
 import torch
 from torch import Tensor
 
-from gan_core.augment import diff_augment
+from gan_core.augment import augment
 from gan_core.config import TrainConfig
 from gan_core.data import Batcher
 from gan_core.losses import get_loss, gradient_penalty, zero_centred_penalty
@@ -66,9 +66,12 @@ class GANStep:
         with autocast(config, self.device):
             with torch.set_grad_enabled(keep_graph):
                 fake = state.G(z, y)
-            real_logits = state.D(diff_augment(x, self.ops), y)
-            fake_logits = state.D(diff_augment(fake.detach(), self.ops), y)
+            p = state.augment_p  # only D sees augmented images, reals and fakes alike
+            real_logits = state.D(augment(x, self.ops, p), y)
+            fake_logits = state.D(augment(fake.detach(), self.ops, p), y)
             d_loss = self.loss.d_loss(real_logits, fake_logits)
+        if state.ada is not None:  # adaptive p follows D's verdicts on the reals it trains on
+            state.ada.observe(real_logits)
         # penalties in fp32, outside autocast: they differentiate through D's input gradient
         if self.loss.needs_gradient_penalty and config.gp_weight > 0:
             d_loss = d_loss + config.gp_weight * gradient_penalty(
@@ -97,8 +100,9 @@ class GANStep:
             real_logits = None
             if self.loss.needs_real_for_g:
                 with torch.no_grad():
-                    real_logits = state.D(diff_augment(real, self.ops), y)
-            g_loss = self.loss.g_loss(state.D(diff_augment(fake, self.ops), y), real_logits)
+                    real_logits = state.D(augment(real, self.ops, state.augment_p), y)
+            fake_logits = state.D(augment(fake, self.ops, state.augment_p), y)
+            g_loss = self.loss.g_loss(fake_logits, real_logits)
         state.opt_g.zero_grad(set_to_none=True)
         self.g_scaler.scale(g_loss).backward()
         self.g_scaler.step(state.opt_g)

@@ -50,6 +50,9 @@ class Progress:
     losses: dict[str, float]  # mean over the steps since the last report
     images_per_sec: float  # real images consumed per second since the last report
     eta_seconds: float | None
+    # the augmentation probability at the report (adaptive: where p has moved to); None
+    # when the run augments nothing
+    augment_p: float | None = None
 
 
 @dataclass
@@ -321,6 +324,7 @@ class _Monitor:
                     losses=losses,
                     images_per_sec=steps * config.batch_size * config.d_steps / elapsed,
                     eta_seconds=(config.steps - state.step) * elapsed / max(steps, 1),
+                    augment_p=state.augment_probability(),
                 )
             )
         self.t_report, self.step_at_report = now, state.step

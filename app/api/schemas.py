@@ -71,6 +71,11 @@ class JobProgress(BaseModel):
     losses: dict[str, float] | None
     images_per_sec: float | None
     eta_seconds: float | None
+    augment_p: float | None = Field(
+        None,
+        description="the probability each augment op is applied with, at the last report "
+        "(augment_p adaptive: where it has moved to); null when the job augments nothing",
+    )
     phase: Literal["starting", "preparing_scorer", "training", "scoring", "handing_back"] | None = (
         Field(
             None,
@@ -127,6 +132,7 @@ class JobPublic(BaseModel):
                 losses=job.losses,
                 images_per_sec=job.images_per_sec,
                 eta_seconds=job.eta_seconds,
+                augment_p=job.augment_p,
                 phase=job.phase if job.status == "running" else None,
             ),
             error=job.error,
@@ -312,6 +318,9 @@ class TrainPointPublic(BaseModel):
     d_loss: float | None
     g_loss: float | None
     images_per_sec: float | None
+    augment_p: float | None = Field(
+        None, description="the mean augmentation probability over the bucket; null: none"
+    )
 
 
 class CheckpointHistoryPublic(BaseModel):
@@ -348,6 +357,7 @@ class MetricsPublic(BaseModel):
                     d_loss=m.d_loss,
                     g_loss=m.g_loss,
                     images_per_sec=m.images_per_sec,
+                    augment_p=m.augment_p,
                 )
                 for m in h.train
             ],

@@ -82,6 +82,8 @@ class Job(Base):
     losses: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     images_per_sec: Mapped[float | None] = mapped_column(Float)
     eta_seconds: Mapped[float | None] = mapped_column(Float)
+    # the augmentation probability at the last report (None: no augmentation, or not yet)
+    augment_p: Mapped[float | None] = mapped_column(Float)
     # what the worker is doing while the job runs (app.core.jobs.runs.PHASES)
     phase: Mapped[str | None] = mapped_column(String(30))
     error: Mapped[str | None] = mapped_column(Text)
@@ -161,6 +163,7 @@ class JobMetric(Base):
     d_loss: Mapped[float | None] = mapped_column(Float)
     g_loss: Mapped[float | None] = mapped_column(Float)
     images_per_sec: Mapped[float | None] = mapped_column(Float)
+    augment_p: Mapped[float | None] = mapped_column(Float)  # the mean of the reports' p
     reports: Mapped[int] = mapped_column(Integer, default=1)
 
     job: Mapped[Job] = relationship(back_populates="metrics")

@@ -138,8 +138,8 @@ def test_augment_policy_normalised():
 
 
 def test_bad_policy_message_lists_choices():
-    text = _error_text(augment="flip")
-    assert "augment" in text and "flip" in text and "cutout" in text
+    text = _error_text(augment="spin")
+    assert "augment" in text and "spin" in text and "cutout" in text
 
 
 def test_precision_with_auto_or_cuda_device_is_accepted():

@@ -153,6 +153,15 @@ RESUME_CASES = {
     "rpgan-r1-r2-lazy": {"loss": "rpgan", "r1_gamma": 1.0, "r2_gamma": 1.0, "reg_every": 4},
     # spectral norm's power-iteration vectors are D state: restored, not restarted
     "spectral-norm": {"spectral_norm": True},
+    # adaptive p (and the statistics of the interval in progress: 5 D updates, so the stop at
+    # step 6 falls inside one) is run state; a fast ada_kimg so that p really moves
+    "adaptive-augment": {
+        "augment_p": "adaptive",
+        "augment": "translation,flip,rot90,color",
+        "ada_interval": 5,
+        "ada_kimg": 0.1,
+    },
+    "fixed-p-geometric": {"augment": "flip,rot90,translation", "augment_p": 0.5},
 }
 
 
@@ -193,6 +202,10 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, shapes16, ex
     assert seen == list(range(7, 13))  # continued, not restarted
     assert ckpt_steps(tmp_path / "b") == [4, 6, 8, 12]
     assert_same_checkpoint(a.checkpoint, b2.checkpoint)
+    if extra.get("augment_p") == "adaptive":
+        _, _, saved = load_checkpoint(b2.checkpoint)
+        assert {"ada.p", "ada.signs", "ada.count", "ada.updates"} <= set(saved)
+        assert 0 < float(saved["ada.p"]) <= 1  # it moved, and the resumed run moved it alike
     if extra.get("ema_decay", 0.999) is not None:
         # the EMA generator is in the checkpoint and differs from the raw one
         gen = generator_weights(b2.checkpoint)

@@ -26,6 +26,7 @@ _CSV_COLUMNS = [
     "d_loss",
     "g_loss",
     "images_per_sec",
+    "augment_p",
     "checkpoint_id",
     "stored",
     "best",
@@ -73,6 +74,7 @@ def _csv(metrics: MetricsPublic) -> str:
                 "d_loss": p.d_loss,
                 "g_loss": p.g_loss,
                 "images_per_sec": p.images_per_sec,
+                "augment_p": p.augment_p,
             }
         )
     for c in metrics.checkpoints:

@@ -7,7 +7,8 @@ machine), the library keeps them in files there and a scrape of any process adds
 
 Fleet-wide (``FleetCollector``, read from the database -- and the broker's queue length --
 at every scrape, so every API replica reports the same truth): jobs by status, queue depth,
-each worker's heartbeat age and the training images/s it reports, histograms of
+each worker's heartbeat age and the training images/s it reports, each running job's
+augmentation probability (augment_p, which adaptive augmentation moves), histograms of
 checkpoint write and scoring seconds (from the checkpoint records), folder translations by
 status and the images they handled by outcome (gauges: a deleted translation drops out).
 """
@@ -91,6 +92,13 @@ class FleetCollector(Collector):
                     select(Worker.id, Worker.last_seen, Worker.job_id, Worker.images_per_sec)
                 ).all()
             )
+            augmenting = list(
+                s.execute(
+                    select(Job.id, Job.augment_p).where(
+                        Job.status == JobStatus.running.value, Job.augment_p.is_not(None)
+                    )
+                ).all()
+            )
             writes = self._seconds(s, Checkpoint.write_seconds)
             scoring = self._seconds(s, Checkpoint.score_seconds)
         jobs = GaugeMetricFamily("ganforge_jobs", "jobs by status", labels=["status"])
@@ -141,6 +149,15 @@ class FleetCollector(Collector):
                     speed.add_metric([worker_id, job_id], ips)
         yield age
         yield speed
+        augment_p = GaugeMetricFamily(
+            "ganforge_job_augment_p",
+            "the augmentation probability a running job last reported (adaptive: where it is now)",
+            labels=["job"],
+        )
+        for job_id, p in augmenting:
+            if p is not None:  # the query asked for those only; mypy cannot tell
+                augment_p.add_metric([job_id], p)
+        yield augment_p
         yield _histogram(
             "ganforge_checkpoint_write_seconds", "seconds to write a checkpoint", writes
         )

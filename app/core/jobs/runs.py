@@ -116,6 +116,7 @@ def record_progress(
         "losses": progress.losses,
         "images_per_sec": progress.images_per_sec,
         "eta_seconds": progress.eta_seconds,
+        "augment_p": progress.augment_p,
         "phase": "training",  # the loop reports only while it trains
         "updated_at": utcnow(),
         "version": Job.version + 1,

@@ -1,4 +1,5 @@
-"""A job's history: its loss series (bounded), and its checkpoints with their scores.
+"""A job's history: its loss series (bounded; with the augmentation probability p where the
+run augments), and its checkpoints with their scores.
 
 The worker appends one bucket per progress report (about one a second). When a job has
 more than twice ``points`` buckets, neighbours are merged pairwise (means weighted by the
@@ -35,6 +36,7 @@ def append(session: Session, *, job_id: str, progress: Any, points: int) -> None
             d_loss=losses.get("d"),
             g_loss=losses.get("g"),
             images_per_sec=progress.images_per_sec,
+            augment_p=progress.augment_p,
             reports=1,
         )
     )
@@ -68,6 +70,7 @@ def _compact(session: Session, job_id: str) -> None:
                 d_loss=_mean(a.d_loss, a.reports, b.d_loss, b.reports),
                 g_loss=_mean(a.g_loss, a.reports, b.g_loss, b.reports),
                 images_per_sec=_mean(a.images_per_sec, a.reports, b.images_per_sec, b.reports),
+                augment_p=_mean(a.augment_p, a.reports, b.augment_p, b.reports),
                 reports=a.reports + b.reports,
             )
         )

@@ -91,13 +91,14 @@ class JobPictures:
         height: int,
         if_none_match: str | None,
     ) -> Picture:
-        """D and G losses over steps, the FD per checkpoint on a second axis, the best marked."""
+        """D and G losses over steps, the FD per checkpoint on a second axis, the best marked,
+        the augmentation probability (if any) in a strip below."""
 
         def read() -> tuple[str, list[TrainPoint], list[ScorePoint]]:
             with session_scope(self.url) as s:
                 h = history.job_history(s, job_id=job_id, owner_id=principal.scope)
                 train = [
-                    TrainPoint(m.step_to, m.d_loss, m.g_loss)
+                    TrainPoint(m.step_to, m.d_loss, m.g_loss, m.augment_p)
                     for m in h.train
                     if m.d_loss is not None and m.g_loss is not None
                 ]

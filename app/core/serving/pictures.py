@@ -49,6 +49,7 @@ class TrainPoint:
     step: int
     d_loss: float
     g_loss: float
+    augment_p: float | None = None  # the augmentation probability, where the run augments
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ def losses_png(
     height: int,
     title: str | None = None,
 ) -> bytes:
-    """D/G losses over steps and FD per checkpoint (best marked) as a width x height PNG."""
+    """D/G losses over steps and FD per checkpoint (best marked) as a width x height PNG; a
+    run that reports an augmentation probability gets it in a strip below, on [0, 1]."""
     _check_int("width", width, *CHART_WIDTH)
     _check_int("height", height, *CHART_HEIGHT)
     # Text shrinks with small charts so the axes keep most of the area.
@@ -104,7 +106,12 @@ def losses_png(
     fig = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, facecolor="white")
     fig.set_layout_engine("constrained", h_pad=0.03, w_pad=0.03)
     canvas = FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    augment = [(p.step, p.augment_p) for p in train if _finite(p.augment_p)]
+    p_ax: Axes | None = None
+    if augment:
+        ax, p_ax = fig.subplots(2, 1, sharex=True, height_ratios=(4, 1))
+    else:
+        ax = fig.add_subplot()
     handles: list[Line2D] = []
     # Non-finite values are dropped: one diverged step must not blank or flatten the chart.
     for name, color, pts in (
@@ -158,7 +165,16 @@ def losses_png(
             color="0.4",
             fontproperties=font(1.4),
         )
-    ax.set_xlabel("generator step", fontproperties=font())
+    if p_ax is not None:
+        handles += p_ax.plot(
+            *zip(*augment, strict=True), color="tab:purple", linewidth=1.0, label="augment p"
+        )
+        p_ax.set_ylim(-0.03, 1.03)
+        p_ax.set_yticks([0.0, 0.5, 1.0])
+        p_ax.set_ylabel("p", fontproperties=font())
+        p_ax.grid(True, color="0.85", linewidth=0.6)
+        _style_ticks(p_ax, size)
+    (p_ax or ax).set_xlabel("generator step", fontproperties=font())
     ax.set_ylabel("loss", fontproperties=font())
     ax.xaxis.set_major_locator(MaxNLocator(nbins=max(2, width // 110), integer=True))
     ax.ticklabel_format(style="plain", useOffset=False)  # no offset text (it takes rc fonts)
