@@ -13,7 +13,7 @@ import zipfile
 import pytest
 from PIL import Image
 
-from ganforge_client import Client, FolderTranslation, Invalid, Job, NotFound
+from ganforge_client import Client, Conflict, FolderTranslation, Invalid, Job, NotFound
 from tests.client.test_translate import PAIRED, _picture
 
 pytestmark = pytest.mark.integration
@@ -71,6 +71,22 @@ def test_a_zip_out_and_a_kept_translation(client, paired, tmp_path):
     assert done.id in [t.id for t in client.list_translations()]
     client.delete_translation(done.id)
     assert done.id not in [t.id for t in client.list_translations()]
+
+
+def test_an_idempotency_key_sent_twice_starts_one_translation(client, paired, tmp_path):
+    folder = _folder(tmp_path)
+    first = client.create_translation(paired.id, folder, idempotency_key="convert-1")
+    again = client.create_translation(paired.id, folder, idempotency_key="convert-1")
+    assert again.id == first.id
+    (folder / "d.png").write_bytes((folder / "a.png").read_bytes())  # another request
+    with pytest.raises(Conflict) as refused:
+        client.create_translation(paired.id, folder, idempotency_key="convert-1")
+    assert refused.value.field == "Idempotency-Key"
+    other = client.create_translation(paired.id, folder, idempotency_key="convert-2")
+    assert other.id != first.id
+    for made in (first, other):
+        client.wait_translation(made.id, timeout=120, poll=0.1)
+        client.delete_translation(made.id)
 
 
 def test_refused_before_it_runs(client, paired, tmp_path):

@@ -136,19 +136,28 @@ class FoldersApi(Transport):
         *,
         direction: Direction | None = None,
         ema: Ema | None = None,
+        idempotency_key: str | None = None,
     ) -> FolderTranslation:
         """Start translating a zip of images, or a folder (its images zipped first, their
         subfolders kept), with the checkpoint ``ref`` of a translation job; returns the queued
-        translation (its ``checkpoint_id`` is fixed: a later 'latest' changes nothing)."""
+        translation (its ``checkpoint_id`` is fixed: a later 'latest' changes nothing). Sent
+        again with the same ``idempotency_key`` and the same request, it returns the first
+        translation; with another request, Conflict."""
         path = Path(source)
         if path.is_dir():
             with tempfile.TemporaryDirectory(prefix="ganforge-") as tmp:
                 archive = zip_folder(path, Path(tmp) / f"{path.resolve().name or 'folder'}.zip")
-                return self._post_zip(job_id, ref, archive, direction, ema)
-        return self._post_zip(job_id, ref, path, direction, ema)
+                return self._post_zip(job_id, ref, archive, direction, ema, idempotency_key)
+        return self._post_zip(job_id, ref, path, direction, ema, idempotency_key)
 
     def _post_zip(
-        self, job_id: str, ref: str, path: Path, direction: str | None, ema: Ema | None
+        self,
+        job_id: str,
+        ref: str,
+        path: Path,
+        direction: str | None,
+        ema: Ema | None,
+        idempotency_key: str | None,
     ) -> FolderTranslation:
         size = path.stat().st_size
         boundary = secrets.token_hex(16)
@@ -169,6 +178,8 @@ class FoldersApi(Transport):
             "Content-Type": f"multipart/form-data; boundary={boundary}",
             "Content-Length": str(len(head) + size + len(tail)),
         }
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
         raw = self._json(
             "POST",
             f"/v1/jobs/{seg(job_id)}/checkpoints/{seg(ref)}/translations",
@@ -256,6 +267,7 @@ class FoldersApi(Transport):
         poll: float = 1.0,
         timeout: float | None = None,
         keep: bool = False,
+        idempotency_key: str | None = None,
     ) -> FolderTranslation:
         """Translate a folder (or a zip) of images on the server and write the PNGs under
         ``out``: a folder (``name.png`` for each ``name.*``, subfolders kept), or a path
@@ -263,7 +275,9 @@ class FoldersApi(Transport):
         finished translation: ``report.failed`` names the images that could not be
         translated (the others are written). The server's copy is deleted afterwards unless
         ``keep``; a failure or cancel raises TranslationFailed, a timeout cancels it."""
-        made = self.create_translation(job_id, source, ref, direction=direction, ema=ema)
+        made = self.create_translation(
+            job_id, source, ref, direction=direction, ema=ema, idempotency_key=idempotency_key
+        )
         try:
             done = self.wait_translation(made.id, timeout=timeout, poll=poll, progress=progress)
         except TimeoutError:
