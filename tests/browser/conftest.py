@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.integration.conftest import Stack
@@ -25,6 +26,14 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+
+
+# The samples (or translations) grid, drawn from the checkpoint named by one of its data-*.
+SAMPLES_READY = """([field, value]) => {
+  const img = document.getElementById("samples");
+  return img.dataset.state === "ready" && img.dataset[field] === value
+    && img.complete && img.naturalWidth > 0;
+}"""
 
 
 @dataclass
@@ -105,3 +114,24 @@ def browser(tmp_path_factory) -> Iterator[Browser]:
             yield Browser(context, page, profile, recorder, shots)
         finally:
             context.close()  # a no-op if a test closed it already
+
+
+@pytest.fixture(scope="module")
+def ui(stack: Stack, ui_key: str) -> Iterator[httpx.Client]:
+    """The API as the dashboard's key sees it."""
+    with httpx.Client(
+        base_url=stack.url, headers={"Authorization": f"Bearer {ui_key}"}, timeout=30
+    ) as client:
+        yield client
+
+
+def sign_in(browser: Browser, stack: Stack, key: str):
+    """The module's tab, on the jobs list with the key given (typed in if it was not yet)."""
+    page = browser.page
+    page.goto(stack.url + "/")
+    page.wait_for_selector("#key-section:not([hidden]), #jobs-section:not([hidden])")
+    if page.locator("#key-section").is_visible():
+        page.fill("#key-input", key)
+        page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#jobs-section", state="visible")
+    return page

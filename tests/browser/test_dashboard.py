@@ -8,25 +8,21 @@ to docs/dashboard.png, the README's picture (any DIR gets DIR/dashboard.png), on
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import re
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
 from app.dashboard.pages import CSP
-from tests.browser.conftest import Browser
+from tests.browser.conftest import SAMPLES_READY, Browser, sign_in
 from tests.integration.conftest import Stack
 from tests.tiny import tiny
 
@@ -54,11 +50,6 @@ FORM_FIELDS = [
     "keep_checkpoints",
     "precision",
 ]
-SAMPLES_READY = """([field, value]) => {
-  const img = document.getElementById("samples");
-  return img.dataset.state === "ready" && img.dataset[field] === value
-    && img.complete && img.naturalWidth > 0;
-}"""
 # The grid as the page decoded it (a canvas of the <img>, not the bytes on the wire).
 GRID_PIXELS = """() => {
   const img = document.getElementById("samples");
@@ -68,27 +59,6 @@ GRID_PIXELS = """() => {
   canvas.getContext("2d").drawImage(img, 0, 0);
   return canvas.toDataURL();
 }"""
-
-
-@pytest.fixture(scope="module")
-def ui(stack: Stack, ui_key: str) -> Iterator[httpx.Client]:
-    """The API as the dashboard's key sees it."""
-    with httpx.Client(
-        base_url=stack.url, headers={"Authorization": f"Bearer {ui_key}"}, timeout=30
-    ) as client:
-        yield client
-
-
-def sign_in(browser: Browser, stack: Stack, key: str):
-    """The module's tab, on the jobs list with the key given (typed in if it was not yet)."""
-    page = browser.page
-    page.goto(stack.url + "/")
-    page.wait_for_selector("#key-section:not([hidden]), #jobs-section:not([hidden])")
-    if page.locator("#key-section").is_visible():
-        page.fill("#key-input", key)
-        page.click("#key-form button[type=submit]")
-    page.wait_for_selector("#jobs-section", state="visible")
-    return page
 
 
 def test_pages_hold_no_data_and_carry_a_strict_policy(stack: Stack):
@@ -347,101 +317,6 @@ def test_a_job_from_the_form_trains_live_on_its_page(
     assert row.locator("td").nth(1).text_content() == "succeeded"
     assert row.locator("progress").evaluate("p => p.value === p.max")
     page.screenshot(path=browser.shots / "jobs-list.png", full_page=True)
-
-
-TRANSLATION_JOB = {
-    "g_width": 8,
-    "d_width": 8,
-    "batch_size": 2,
-    "steps": 6,
-    "checkpoint_every": 3,
-}
-
-
-def test_a_translation_job_from_the_form_translates_on_its_page(
-    browser: Browser, stack: Stack, ui_key: str, ui: httpx.Client, tmp_path: Path
-):
-    page = sign_in(browser, stack, ui_key)
-    page.goto(stack.url + "/ui/new")
-    page.wait_for_function("() => document.querySelectorAll('#f-dataset option').length > 1")
-    page.select_option("#f-kind", "paired")
-    assert page.locator('[data-kind-fields="noise"]').is_hidden()
-    assert page.locator("#f-paired-lambda_l1").is_visible()  # the kind's own fields
-    assert page.input_value("#f-paired-lambda_l1") == "100.0"
-    assert page.locator("#f-paired-latent_dim").count() == 0  # and not a noise job's
-    # the built-in pairs are usable here, the noise datasets are not
-    assert not page.locator('#f-paired-dataset option[value="shapes-edges"]').is_disabled()
-    assert page.locator('#f-paired-dataset option[value="shapes"]').is_disabled()
-    assert page.input_value("#f-paired-dataset") == "shapes-edges"
-    page.fill("#f-name", "dash-edges")
-    for name, value in TRANSLATION_JOB.items():
-        page.fill(f"#f-paired-{name}", str(value))
-    page.fill("#f-paired-image_size", "40")  # refused by name: the U-Net halves it 4 times
-    page.click("#job-submit")
-    error = page.locator("#err-paired-image_size")
-    error.wait_for(state="visible")
-    assert "multiple of 16" in error.text_content()
-    page.fill("#f-paired-image_size", "32")
-    with page.expect_request("**/v1/jobs") as sent:
-        page.click("#job-submit")
-    assert sent.value.post_data_json == {
-        "name": "dash-edges",
-        "config": {"kind": "paired", **TRANSLATION_JOB},
-    }
-    page.wait_for_url("**/ui/jobs/job_*")
-    job_id = urlsplit(page.url).path.rsplit("/", 1)[1]
-    steps = str(TRANSLATION_JOB["steps"])
-    # the first translation job on shapes-edges waits for B's extractor (scoring is on here;
-    # ~90 s on one thread of a 2-core box), then trains and scores its checkpoints
-    page.wait_for_function(SAMPLES_READY, arg=["checkpointStep", steps], timeout=240_000)
-    assert page.text_content("#samples-title") == "Translations of held-out inputs"
-    assert any(
-        urlsplit(u).path.endswith("/translations.png") for _, u, _ in browser.recorder.requests
-    )
-    assert "input, output, target" in page.text_content("#samples-caption")
-    assert page.locator("#timeline-panel").is_hidden()
-    assert page.locator("#seed").is_hidden()
-    assert page.locator("#direction-box").is_hidden()  # a paired model goes one way
-
-    # translate a file the way a person does: choose it, press the button
-    edges = np.zeros((48, 64), dtype=np.uint8)  # not square: centre-cropped to 48, then 32
-    edges[10:38, 20] = edges[10:38, 44] = edges[10, 20:45] = edges[37, 20:45] = 255
-    path = tmp_path / "edges.png"
-    Image.fromarray(edges).save(path)
-    page.set_input_files("#translate-file", str(path))
-    page.click("#translate-btn")
-    page.wait_for_function(
-        "() => { const i = document.getElementById('translate-output');"
-        " return i.dataset.state === 'ready' && i.complete && i.naturalWidth > 0 }"
-    )
-    assert page.evaluate("document.getElementById('translate-output').naturalWidth") == 32
-    shown = page.evaluate(
-        """() => { const img = document.getElementById("translate-output");
-        const c = document.createElement("canvas"); c.width = c.height = 32;
-        c.getContext("2d").drawImage(img, 0, 0); return c.toDataURL(); }"""
-    )
-    # the page shows what the API gives for the same file
-    api = ui.post(
-        f"/v1/jobs/{job_id}/checkpoints/latest/translate",
-        content=path.read_bytes(),
-        headers={"Content-Type": "image/png"},
-    )
-    assert api.status_code == 200
-    want = np.asarray(Image.open(io.BytesIO(api.content)).convert("RGBA"))
-    got = np.asarray(
-        Image.open(io.BytesIO(base64.b64decode(shown.split(",", 1)[1]))).convert("RGBA")
-    )
-    assert np.array_equal(got, want)
-    assert "step " + steps in page.text_content("#translate-caption")
-
-    # a refused image: the server's reason, shown on the page
-    bad = tmp_path / "bad.png"
-    bad.write_bytes(b"\x89PNG not really")
-    page.set_input_files("#translate-file", str(bad))
-    page.click("#translate-btn")
-    page.locator("#translate-error").wait_for(state="visible")
-    assert page.text_content("#translate-error").strip()
-    page.screenshot(path=browser.shots / "translation-job.png", full_page=True)
 
 
 def test_cancel_resume_and_delete_from_the_job_page(

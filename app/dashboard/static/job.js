@@ -4,6 +4,7 @@ import {
   FINISHED, api, fmtEta, fmtNum, followEvents, getKey, setUpHeader, showError, showImage,
   throttle, toKeyForm,
 } from "./api.js";
+import { folderPanel } from "./folders.js";
 
 const $ = (id) => document.getElementById(id);
 const jobId = $("main").dataset.jobId;
@@ -15,6 +16,7 @@ let deleted = false;
 let stream = null; // the AbortController of the event stream being followed
 // a translation job (config.kind paired or unpaired) shows translations, not samples
 const translating = () => ["paired", "unpaired"].includes(job?.config?.kind);
+const folders = folderPanel({ jobId, base, checkpoint: () => picker.value });
 
 // ---- the job, live ----
 
@@ -48,7 +50,8 @@ function renderJob() {
   renderKind();
 }
 
-/** A translation job: its validation grid in place of samples, a translate box, no timeline. */
+/** A translation job: its validation grid in place of samples, a translate box and the
+ * folder translations, no timeline. */
 function renderKind() {
   const t = translating();
   $("samples-title").textContent = t ? "Translations of held-out inputs" : "Samples";
@@ -56,6 +59,7 @@ function renderKind() {
   $("translate-panel").hidden = !t;
   $("direction-box").hidden = job.config.kind !== "unpaired";
   $("timeline-panel").hidden = t;
+  folders.show(job);
 }
 
 // Failed and canceled jobs resume (to the same or more steps); a succeeded one trains
