@@ -14,6 +14,7 @@ from gan_core.config_augment import (
     probability_or_adaptive,
     with_default_ops,
 )
+from gan_core.presets import PresetName, expand_preset
 
 Arch = Literal["dcgan", "mlp", "resnet"]
 LossName = Literal["bce", "hinge", "wgan-gp", "lsgan", "rpgan"]
@@ -97,6 +98,11 @@ class TrainConfig(JobConfigBase):
     # the dataset-dependent fields, filled in when training starts (None: from the dataset)
     resolved_fields: ClassVar[tuple[str, ...]] = ("channels", "num_classes")
 
+    preset: PresetName | None = Field(
+        None,
+        description="named values for the fields below (gan_core.presets): dcgan (the "
+        "defaults), resnet, resnet-small-data; a field set explicitly wins",
+    )
     # --- data ---
     dataset: str = Field(
         "shapes",
@@ -297,6 +303,9 @@ class TrainConfig(JobConfigBase):
         staticmethod(probability_or_adaptive)
     )
     _known_augment_ops = field_validator("augment")(staticmethod(known_ops))
+    # a preset's fields go in first, before every other check of the raw config (of the
+    # "before" model validators, the last defined runs first)
+    _expand_preset = model_validator(mode="before")(staticmethod(expand_preset))
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
