@@ -30,7 +30,8 @@ from app.core.db import utcnow
 from app.core.integrations import webhooks
 from app.core.jobs import locks
 from app.core.jobs.runs import bump_version, update_rows
-from app.core.models import Checkpoint, Job, Translation
+from app.core.models import Checkpoint, Job
+from app.core.serving import folder_translations
 from app.core.settings import Settings
 from gan_core.data import ImageTensorDataset
 from gan_core.data.pairs import PairDataset
@@ -252,10 +253,7 @@ def prune_rows(session: Session, *, job_id: str, keep: int) -> tuple[set[int], l
         )
     )
     # the best, and those an unfinished folder translation will read
-    in_use = select(Translation.checkpoint_id).where(
-        Translation.job_id == job_id, Translation.status.in_(("queued", "running"))
-    )
-    keep_ids = {job.best_checkpoint_id, *session.scalars(in_use)}
+    keep_ids = {job.best_checkpoint_id, *folder_translations.in_use(session, job_id=job_id)}
     protected = {c.step for c in stored if c.id in keep_ids}
     now, pruned = utcnow(), []
     for ckpt in stored[keep:]:
