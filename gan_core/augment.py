@@ -149,9 +149,10 @@ class AdaptiveP:
         self.count = torch.zeros((), device=device)  # samples in it
         self.updates = 0  # D updates into the interval
 
-    def observe(self, real_logits: Tensor) -> None:
-        """Account for one D update's logits on its (augmented) reals; move p at an interval's end."""
-        logits = real_logits.detach().float()
+    def observe(self, realness: Tensor) -> None:
+        """Account for one D update's verdicts on its (augmented) reals (D(real), or what the
+        loss measures from its boundary: GANLoss.realness); move p at an interval's end."""
+        logits = realness.detach().float()
         self.signs += logits.sign().sum()
         self.count += logits.numel()
         self.updates += 1

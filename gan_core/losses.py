@@ -33,6 +33,12 @@ class GANLoss(ABC):
     @abstractmethod
     def g_loss(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor: ...
 
+    def realness(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        """Per real sample, D's verdict measured from its decision boundary: positive when D
+        calls it real. Adaptive augmentation averages its sign (ADA's r_t = E[sign(D(real))],
+        for a logistic D whose boundary is 0)."""
+        return real_logits
+
 
 class BCELoss(GANLoss):
     """Non-saturating GAN (Goodfellow et al. 2014): -log D(x) - log(1 - D(G(z))); G: -log D(G(z))."""
@@ -68,6 +74,10 @@ class WGANGPLoss(GANLoss):
     def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         return fake_logits.float().mean() - real_logits.float().mean()
 
+    def realness(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        # a critic's scores have no zero: only a real's score against a fake's means anything
+        return real_logits - fake_logits
+
     def g_loss(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
         return -fake_logits.float().mean()
 
@@ -80,6 +90,9 @@ class LSGANLoss(GANLoss):
     def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         real, fake = real_logits.float(), fake_logits.float()
         return 0.5 * ((real - 1.0) ** 2).mean() + 0.5 * (fake**2).mean()
+
+    def realness(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        return real_logits - 0.5  # halfway between the targets
 
     def g_loss(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
         return 0.5 * ((fake_logits.float() - 1.0) ** 2).mean()
@@ -96,6 +109,11 @@ class RpGANLoss(GANLoss):
 
     def d_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         return F.softplus(fake_logits.float() - real_logits.float()).mean()
+
+    def realness(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        # D(real) alone drifts by any constant (the loss sees differences only): judge each
+        # real against the fake it is paired with, as the loss does
+        return real_logits - fake_logits
 
     def g_loss(self, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
         if real_logits is None:

@@ -71,7 +71,7 @@ class GANStep:
             fake_logits = state.D(augment(fake.detach(), self.ops, p), y)
             d_loss = self.loss.d_loss(real_logits, fake_logits)
         if state.ada is not None:  # adaptive p follows D's verdicts on the reals it trains on
-            state.ada.observe(real_logits)
+            state.ada.observe(self.loss.realness(real_logits, fake_logits))
         # penalties in fp32, outside autocast: they differentiate through D's input gradient
         if self.loss.needs_gradient_penalty and config.gp_weight > 0:
             d_loss = d_loss + config.gp_weight * gradient_penalty(

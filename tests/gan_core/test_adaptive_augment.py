@@ -10,6 +10,7 @@ from gan_core.augment import AUGMENTATIONS, AdaptiveP, augment, diff_augment
 from gan_core.config import TrainConfig
 from gan_core.config_augment import ADAPTIVE_DEFAULT_OPS
 from gan_core.data import load_dataset
+from gan_core.losses import get_loss
 from gan_core.training import Progress, TrainHooks, train
 from tests.tiny import tiny
 
@@ -163,6 +164,18 @@ def test_adaptive_state_round_trips_mid_interval():
         x.observe(last)
     assert float(a.p) == float(b.p) > 0
     assert a.updates == b.updates == 0
+
+
+@pytest.mark.parametrize("name", ["rpgan", "wgan-gp"])
+def test_a_shift_invariant_loss_judges_each_real_against_its_fake(name):
+    """Under rpgan or wgan-gp D's scores have no zero (the losses see differences only), so
+    sign(D(real)) says nothing: r_t compares each real with the fake it is paired with."""
+    loss = get_loss(name)
+    real, fake = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([1.0, 1.0, -3.0])
+    assert torch.equal(loss.realness(real + 7, fake + 7), loss.realness(real, fake))
+    assert torch.equal(loss.realness(real, fake).sign(), torch.tensor([1.0, -1.0, 1.0]))
+    assert torch.equal(get_loss("hinge").realness(real, fake), real)  # ADA's sign(D(real))
+    assert torch.equal(get_loss("lsgan").realness(real, fake).sign(), real.sub(0.5).sign())
 
 
 # --------------------------------------------------------------------------- real runs
