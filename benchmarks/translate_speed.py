@@ -26,6 +26,10 @@ POSTs grey edge images (the model's input domain, at its side) to .../translate:
 Inputs are distinct because each one is a different shapes-edges image with its index written
 into its first pixels: the uncached path. Repeats are (e) only; they are trivially fast.
 
+The server runs concurrent requests for one model as a batch (one forward pass where that
+gives the same bytes; app.core.serving.translate_batcher); the floor stays one image at a
+time, and (d) reports the server's batches.
+
 Target (issue 18): (d) >= 0.9x the floor's throughput. Results: a table on stdout and JSON
 at --out.
 
@@ -149,6 +153,20 @@ class Load:
 
     def __init__(self, client: httpx.Client, port: int, auth: dict):
         self.client, self.port, self.auth = client, port, auth
+
+    def batches(self) -> dict[str, float]:
+        """The server's batches of translate requests so far (ganforge_translate_batch_size
+        on /metrics): batches and images, as one forward pass and per image; {} if hidden."""
+        resp = self.client.get("/metrics")
+        counts: dict[str, float] = {}
+        kinds = {"_count{": "batches", "_sum{": "images"}
+        for line in resp.text.splitlines() if resp.status_code == 200 else []:
+            name, _, value = line.rpartition(" ")
+            for suffix, what in kinds.items():
+                if name.startswith("ganforge_translate_batch_size" + suffix):
+                    forward = name.split('forward="', 1)[1].split('"', 1)[0]
+                    counts[f"{what}_{forward}"] = float(value)
+        return counts
 
     def new_client(self) -> httpx.Client:
         return httpx.Client(
@@ -310,7 +328,9 @@ def measure_size(args, load: Load, spid: int, job: str, ck: str, ckpt_dir: Path,
         k = max(4, min(args.clients * args.per_client // 2, 16))
         before = floor.throughput([floor.prepare(p) for p in inputs.many(k)])
         per_client = [inputs.many(args.per_client) for _ in range(args.clients)]
+        batched = load.batches()
         lat, errors, wall, cpu = load.concurrent(url, per_client, budget, spid)
+        batched = {k: v - batched.get(k, 0.0) for k, v in load.batches().items()}
         after = floor.throughput([floor.prepare(p) for p in inputs.many(k)])
         thr, thr_floor = len(lat) / wall, (before + after) / 2
         res["concurrent"] = {
@@ -326,6 +346,8 @@ def measure_size(args, load: Load, spid: int, job: str, ck: str, ckpt_dir: Path,
             "ratio_vs_floor": thr / thr_floor,
             "server_cpu_ms_per_request": cpu / max(1, len(lat)) * 1000,
             "target_0.9_met": thr / thr_floor >= 0.9 and not errors,
+            # the server batches concurrent requests for one model (the floor does not)
+            "batches": batched,
         }
         print(
             f"  {floor.size}px {args.clients} clients: {thr:.2f} req/s vs floor {thr_floor:.2f} "
@@ -431,6 +453,19 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if run.failed else 0
 
 
+def _batches(counts: dict | None) -> str:
+    """Concurrent requests are batched per model: how, in (d)."""
+    if not counts:
+        return "not reported (/metrics)"
+    batches = sum(v for k, v in counts.items() if k.startswith("batches_"))
+    images = sum(v for k, v in counts.items() if k.startswith("images_"))
+    one_pass = counts.get("batches_batched", 0.0)
+    return (
+        f"{batches:.0f} batches, {images / max(batches, 1):.1f} images each, "
+        f"{one_pass:.0f} with passes of several images"
+    )
+
+
 def report(out: dict) -> None:
     print(f"\n{'measurement':<44}{'value':<50}ratio / target")
     for size, r in out["sizes"].items():
@@ -465,6 +500,7 @@ def report(out: dict) -> None:
                 f"p50 {r['repeat_png_cache']['p50_ms']:.2f} ms / {r['repeat_304']['p50_ms']:.2f} ms",
                 "",
             ),
+            ("     (d) server's batches (floor: 1 image)", _batches(cc.get("batches")), ""),
             ("     PNG identical to the floor's", str(r["png_identical_to_floor"]), ""),
         ]
         for a, b, c in rows:

@@ -2,8 +2,9 @@
 
 Per process (counters and histograms of the ``prometheus_client`` library): HTTP requests
 by route template and status with a latency histogram, sampling render seconds, PNG cache
-hits and misses. When ``PROMETHEUS_MULTIPROC_DIR`` is set (several API processes on one
-machine), the library keeps them in files there and a scrape of any process adds them all up.
+hits and misses, the sizes of the batches translate requests ran in. When
+``PROMETHEUS_MULTIPROC_DIR`` is set (several API processes on one machine), the library keeps
+them in files there and a scrape of any process adds them all up.
 
 Fleet-wide (``FleetCollector``, read from the database -- and the broker's queue length --
 at every scrape, so every API replica reports the same truth): jobs by status, queue depth,
@@ -46,6 +47,14 @@ RENDER_SECONDS = Histogram(
 )
 CACHE = Counter(
     "ganforge_sample_cache", "sampling picture requests by PNG cache result", ["result"]
+)
+TRANSLATE_BATCH = Histogram(
+    "ganforge_translate_batch_size",
+    "images per batch of concurrent translate requests for one model; forward: batched if "
+    "some of them shared a forward pass, per-image if each had its own (a part size not yet "
+    "proven to give the same bytes, or found not to)",
+    ["forward"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16),
 )
 _SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -177,6 +186,7 @@ class Exposition:
         else:
             for collector in (HTTP_REQUESTS, HTTP_SECONDS, RENDER_SECONDS, CACHE):
                 self.registry.register(collector)
+            self.registry.register(TRANSLATE_BATCH)
         self.registry.register(FleetCollector(settings, queue_length))
 
     def render(self) -> bytes:

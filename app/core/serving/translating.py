@@ -5,12 +5,13 @@ Translating is sampling with an input, so it runs on the sampling machinery
 (app.core.serving.sampling): checkpoints resolved the same way ({id|latest|best}, the owner's
 only), the same PNG cache, single flight, fair render slots and threads, and the same per-key
 limiter, charged by the pixels generated (one image_size² image per translation, n of them
-for a grid). Translators are kept loaded in a bounded LRU of their own, as many as generators.
+for a grid). Concurrent translations by one model run as a batch
+(app.core.serving.translate_batcher), with the same bytes as alone. Translators are kept loaded in a bounded LRU of their own, as many as generators.
 The image is read under the upload caps (app.core.serving.image_input). Every response has a
 strong ETag: the checkpoint's weights, the direction, the weights used (EMA or raw) and the
 input's sha256 (or the dataset and n for a grid) give the same PNG bytes.
 
-A translation job's data is found as the worker finds it (app.core.datasets.job_data).
+A translation job's held-out examples are read by app.core.serving.translation_examples.
 """
 
 from __future__ import annotations
@@ -24,14 +25,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-import numpy as np
 import torch
 from torch import nn
 
 from app.core.access.auth import Principal
 from app.core.artifacts import checkpoints
-from app.core.artifacts.store import ArtifactStore
-from app.core.datasets.job_data import upload_path
 from app.core.db import session_scope
 from app.core.errors import Conflict, InvalidInput
 from app.core.integrations.telemetry import CACHE
@@ -39,17 +37,11 @@ from app.core.models import Checkpoint, Dataset
 from app.core.serving.cache import LRU, TTLCache
 from app.core.serving.image_input import FIELD, ImageLimits, decode, open_image
 from app.core.serving.sampling import MOVING_REFS, EmaChoice, Png, SamplingService, use_ema
+from app.core.serving.translate_batcher import TranslateBatcher
+from app.core.serving.translation_examples import validation_examples
 from gan_core.checkpoint import CheckpointError
-from gan_core.data import IMAGE_EXTENSIONS, DatasetError
-from gan_core.data.files import decode_image, fit_square
-from gan_core.data.pairs import (
-    AB_FOLDER,
-    held_out_builtin,
-    pair_layout,
-    validation_names,
-)
+from gan_core.data import DatasetError
 from gan_core.translation.inference import load_translator, prepare_image, translate
-from gan_core.translation.run import SPLIT_SEED
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -70,79 +62,6 @@ NOT_A_TRANSLATOR = "it samples (samples.png); it does not translate"
 def directions_of(kind: str) -> tuple[str, ...]:
     """The directions a kind of model translates (gan_core TranslationConfig.directions)."""
     return ("a2b", "b2a") if kind == "unpaired" else ("a2b",)
-
-
-# --------------------------------------------------------------------------- a job's data
-
-
-def _as_channels(arr: np.ndarray, channels: int) -> torch.Tensor:
-    """An H×W or H×W×3 uint8 array as (channels, H, W): grey repeated, or colour's first channel
-    (a domain has one channel only when all its images are grey)."""
-    if arr.ndim == 2:
-        arr = arr[None] if channels == 1 else np.repeat(arr[None], 3, axis=0)
-    else:
-        arr = arr.transpose(2, 0, 1)[:1] if channels == 1 else arr.transpose(2, 0, 1)
-    return torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True))
-
-
-def _images_by_stem(folder: Path) -> dict[str, Path]:
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    return {p.stem: p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS}
-
-
-def _upload_examples(
-    root: Path, size: int, pairing: str, direction: str, n: int
-) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
-    """The first n held-out examples of an upload, decoding only those files: (inputs,
-    targets or None)."""
-    layout = pair_layout(root)
-    if layout is None:
-        raise DatasetError(f"{root}: no A/ and B/ folders (or trainA/ and trainB/), nor AB/")
-    if isinstance(layout, str):  # AB: each image is A beside B; always paired
-        files = _images_by_stem(root / AB_FOLDER)
-        halves: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
-        for stem in validation_names(list(files), SPLIT_SEED, str(root / AB_FOLDER))[:n]:
-            im = decode_image(files[stem])
-            w, h = im.size
-            halves[0].append(fit_square(im.crop((0, 0, w // 2, h)), size))
-            halves[1].append(fit_square(im.crop((w // 2, 0, w, h)), size))
-        return halves if direction == "a2b" else (halves[1], halves[0])
-    sources, others = (layout[0], layout[1]) if direction == "a2b" else (layout[1], layout[0])
-    src, dst = _images_by_stem(root / sources), _images_by_stem(root / others)
-    stems = validation_names(list(src), SPLIT_SEED, str(root / sources))[:n]
-    inputs = [fit_square(decode_image(src[s]), size) for s in stems]
-    if pairing != "paired":
-        return inputs, None
-    return inputs, [fit_square(decode_image(dst[s]), size) for s in stems]
-
-
-def validation_examples(
-    store: ArtifactStore,
-    config: TranslationConfig,
-    upload: Dataset | None,
-    direction: str,
-    n: int,
-    channels: tuple[int, int],
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The first n held-out examples of a job's dataset in name order, uint8 (k, C, S, S):
-    the inputs of ``direction`` and, for pairs, their targets (None for two domains)."""
-    c_in, c_out = channels
-    if upload is None:  # a built-in of pairs: only its held-out pairs are made
-        a, b = held_out_builtin(
-            config.dataset, image_size=config.image_size, seed=SPLIT_SEED, limit=n
-        )
-        return (a, b) if direction == "a2b" else (b, a)
-    try:
-        arrays, targets = _upload_examples(
-            upload_path(store, upload), config.image_size, upload.kind, direction, n
-        )
-    except OSError as exc:
-        raise DatasetError(f"uploaded dataset {upload.id} cannot be read: {exc}") from exc
-    stack = [_as_channels(a, c_in) for a in arrays]
-    inputs = torch.stack(stack)
-    if targets is None:
-        return inputs, None
-    return inputs, torch.stack([_as_channels(t, c_out) for t in targets])
 
 
 # --------------------------------------------------------------------------- pictures
@@ -219,7 +138,9 @@ class Translations:
             8, max_weight=EXAMPLES_CACHE_BYTES, weigh=_nbytes
         )
         self.refs: TTLCache[_Found] = TTLCache(ttl=1.0)
-        self.translated = 0  # images put through a translator (tests read it)
+        self.grid_images = 0  # held-out examples put through a translator
+        # concurrent translate requests for one model: one forward pass where bytes allow
+        self.batcher = TranslateBatcher(sampling.slots, sampling.sampler.pool, image_png)
 
     # -- checkpoints and models
 
@@ -270,8 +191,13 @@ class Translations:
         except CheckpointError as exc:
             raise Conflict(f"checkpoint {found.row.id} cannot be loaded: {exc}") from exc
 
+    @property
+    def translated(self) -> int:
+        """Images put through a translator (tests read it)."""
+        return self.grid_images + self.batcher.images
+
     def _run(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        self.translated += images.shape[0]
+        self.grid_images += images.shape[0]
         return translate(model, images)
 
     async def _in_slot(self, owner: str, work: Callable[..., T], *args: object) -> T:
@@ -326,7 +252,9 @@ class Translations:
 
         async def work() -> bytes:
             model = await self._load(found, direction, use)
-            data = await self._in_slot(principal.owner_id, self._translate_one, model, opened)
+            x = await self._in_slot(principal.owner_id, self._prepare, model, opened)
+            key = (str(checkpoints.checkpoint_path(self.store, row)), direction, use)
+            data = await self.batcher.translate(key, model, principal.owner_id, x)
             self.sampling.sampler.pngs.put(etag, data)
             return data
 
@@ -335,14 +263,14 @@ class Translations:
         )
         return replace(unchanged, body=body)
 
-    def _translate_one(self, model: nn.Module, opened: PILImage) -> bytes:
+    @staticmethod
+    def _prepare(model: nn.Module, opened: PILImage) -> torch.Tensor:
+        """The posted image as the model's input, uint8 (C, S, S), or a 4xx naming it."""
         config, channels, _ = _facts(model)
-        size = config.image_size
         try:
-            x = prepare_image(decode(opened), size, channels)
+            return prepare_image(decode(opened), config.image_size, channels)
         except DatasetError as exc:
             raise InvalidInput(str(exc), field=FIELD) from exc
-        return image_png(self._run(model, x[None])[0])
 
     async def translations_png(
         self,
