@@ -46,6 +46,7 @@ DIVERGES = {
     "d_lr": 0.1,
     "g_betas": [0.99, 0.0],
     "d_betas": [0.99, 0.0],
+    "precision": "fp32",  # the steps above are fp32's; "auto" is bf16 on some CPUs
 }
 
 
