@@ -33,6 +33,7 @@ KINDS: tuple[tuple[str, type[BaseModel], str], ...] = (
 # Headings for the form's sections; a field not named here lands in "Other", so a new
 # config field still appears without touching this file.
 GROUPS: dict[str, tuple[str, ...]] = {
+    "Preset": ("preset",),  # a noise job's named recipe (gan_core.presets); empty = none
     "Data": ("dataset", "image_size", "channels", "channels_a", "channels_b"),
     "Model": (
         "arch",
@@ -42,6 +43,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "latent_dim",
         "g_width",
         "d_width",
+        "blocks_per_stage",
+        "group_size",
+        "expansion",
     ),
     "Objective": (
         "loss",
