@@ -207,10 +207,14 @@ class CheckpointScores(BaseModel):
     ema: GeneratorScores | TranslatorScores | None = None
     raw: GeneratorScores | TranslatorScores | None = None
     preferred: Literal["ema", "raw"] | None = Field(
-        None, description="the generator with the lower FD: what ema=auto samples from"
+        None,
+        description="the generator with the lower FD (an unpaired translator's: the lower mean "
+        "of each direction's FD over its baseline): what ema=auto samples from",
     )
     fd: float | None = Field(
-        None, description="the preferred generator's FD (a translator's: A->B, what best follows)"
+        None,
+        description="the preferred generator's FD (a translator's: A->B; best follows it, or "
+        "for an unpaired translator both directions' FD over their baselines)",
     )
     kind: Literal["paired", "unpaired"] | None = Field(
         None, description="a translator's: the job's kind (absent for noise jobs)"
