@@ -99,7 +99,18 @@ def prepare_image(im: PILImage, size: int, channels: int) -> torch.Tensor:
 @torch.no_grad()
 def translate(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, C_in, S, S) → uint8 (N, C_out, S, S) through ``model`` (in eval mode)."""
+    return to_pixels(translator_output(model, images))
+
+
+@torch.no_grad()
+def translator_output(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``model``'s float output in [-1, 1] for uint8 (N, C_in, S, S) images: translate's first
+    half, for callers that compare outputs before rounding (the service's batcher)."""
     device = next(model.parameters()).device
-    x = images.to(device).float().div_(127.5).sub_(1.0)
-    y = model(x)
-    return y.float().add_(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8).cpu()
+    return model(images.to(device).float().div_(127.5).sub_(1.0))
+
+
+def to_pixels(output: torch.Tensor) -> torch.Tensor:
+    """A translator's float output as uint8 pixels on the CPU: translate's second half (into a
+    new tensor, so ``output`` itself may still be compared)."""
+    return output.float().add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8).cpu()

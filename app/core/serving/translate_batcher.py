@@ -40,6 +40,7 @@ from torch import nn
 
 from app.core.integrations.telemetry import TRANSLATE_BATCH
 from app.core.serving.render_queue import FairSlots
+from gan_core.translation.inference import to_pixels, translator_output
 
 MAX_BATCH_IMAGES = 16
 # A batch's slot turn is at most about one 256-px image's: 16 images at 64 px, 4 at 128 px.
@@ -144,14 +145,14 @@ class TranslateBatcher:
             with self._lock:
                 proven = size > 1 and self._proven.setdefault(model, {}).get(key)
             if proven:
-                outputs += list(to_bytes(forward(model, part)))
+                outputs += list(to_pixels(translator_output(model, part)))
                 passes += 1
                 continue
-            lone = [forward(model, part[i : i + 1])[0] for i in range(size)]
-            outputs += [to_bytes(y) for y in lone]
+            lone = [translator_output(model, part[i : i + 1])[0] for i in range(size)]
+            outputs += [to_pixels(y) for y in lone]
             passes += size
             if proven is None:  # the first part of this size: check it, serve the lone ones
-                together = forward(model, part)
+                together = translator_output(model, part)
                 same = all(torch.equal(y, together[i]) for i, y in enumerate(lone))
                 with self._lock:
                     self._proven.setdefault(model, {})[key] = same
@@ -162,26 +163,12 @@ def _largest_power_of_two(n: int) -> int:
     return 1 << (n.bit_length() - 1)
 
 
-@torch.no_grad()
-def forward(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The model's float output for uint8 (N, C, S, S) images, normalised as
-    gan_core.translation.inference.translate normalises them (a test holds the two equal)."""
-    device = next(model.parameters()).device
-    return model(images.to(device).float().div_(127.5).sub_(1.0))
-
-
-def to_bytes(output: torch.Tensor) -> torch.Tensor:
-    """A model's float output as uint8 pixels, as gan_core's translate rounds it (into a new
-    tensor: the output itself may still be compared)."""
-    return output.float().add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8).cpu()
-
-
 def batch_invariant(model: nn.Module, images: torch.Tensor) -> bool:
     """Whether ``model`` gives each of uint8 (N, C, S, S) ``images`` the same floats in one
     pass as alone. Exact float equality: 1 ulp apart may round to another byte for another
     input, so only bit-equal passes are trusted."""
-    together = forward(model, images)
+    together = translator_output(model, images)
     return all(
-        torch.equal(forward(model, images[i : i + 1])[0], together[i])
+        torch.equal(translator_output(model, images[i : i + 1])[0], together[i])
         for i in range(images.shape[0])
     )
