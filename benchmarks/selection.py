@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         d_width=args.width,
         checkpoint_every=args.every,
         keep_checkpoints=1000,
+        precision="fp32",  # as recorded (before precision: auto became the default)
     )
     rows: list[dict] = []
     clock = {"since": time.monotonic()}

@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> dict:
         "steps": args.steps,
         "seed": args.seed,
         "checkpoint_every": args.steps,
+        "precision": "fp32",  # as recorded (before precision: auto became the default)
     }
     torch.manual_seed(args.seed)
     out: dict = {

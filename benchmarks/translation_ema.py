@@ -38,6 +38,7 @@ def run(seed: int, steps: int, width: int, every: int) -> dict:
             "keep_checkpoints": 1000,
             "ema_decay": 0.999,
             "seed": seed,
+            "precision": "fp32",  # as recorded (before precision: auto became the default)
         }
     )
     run_dir = tempfile.mkdtemp()

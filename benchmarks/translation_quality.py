@@ -337,6 +337,7 @@ def paired_task(args: argparse.Namespace, train_xy, test_xy, clf, run_root: Path
         steps=args.paired_steps,
         checkpoint_every=max(args.paired_steps // 2, 1),
         seed=args.seed,
+        precision="fp32",  # as recorded (before precision: auto became the default)
     )
     print(
         f"paired: {len(train_x)} train pairs, {len(test_x)} test pairs; "
@@ -388,6 +389,7 @@ def unpaired_task(args: argparse.Namespace, train_xy, test_xy, clf, run_root: Pa
         steps=args.unpaired_steps,
         checkpoint_every=max(args.unpaired_steps // 2, 1),
         seed=args.seed,
+        precision="fp32",  # as recorded (before precision: auto became the default)
     )
     print(
         f"unpaired: {CLASSES[a_cls]} ({len(data.a)}) <-> {CLASSES[b_cls]} ({len(data.b)}); "
