@@ -1,7 +1,8 @@
 """The loops that benchmarks/train_throughput.py times, and its profiler.
 
 ``run_engine``: ``gan_core.training.train`` timed between two of its own progress reports;
-``run_bare``: the textbook loop of the same nets, loss, optimizers and data, with one lever
+``run_bare``: the textbook loop of the same nets (the config's arch: dcgan or resnet, built
+by the same ``build_generator``/``build_discriminator``), loss, optimizers and data, with one lever
 at a time (channels_last, bf16/fp16 autocast, fused Adam, torch.compile, host-side batch
 indices); ``profile``: cProfile + torch.profiler of a few steps of each.
 """
@@ -96,13 +97,28 @@ def run_bare(
     fused: bool = False,
     compiled: bool = False,
 ) -> dict:
-    """The same DCGAN trained by the textbook loop: no hooks, EMA, augmentation, checkpoints.
+    """The config's nets (any arch) trained by the textbook loop: hinge loss, Adam; no hooks,
+    EMA, augmentation, gradient penalties or checkpoints. Only the recipe it runs is accepted
+    (a config asking for more would make the comparison with the engine dishonest).
 
     ``fused``: Adam's fused kernel instead of the default foreach one; ``compiled``: G and D
     through ``torch.compile`` (compiled in the warm-up steps, not timed).
 
     images: the uint8 (N, C, H, W) dataset, already on the device.
     """
+    mismatched = {
+        "loss": config.loss != "hinge",
+        "r1_gamma": config.r1_gamma > 0,
+        "r2_gamma": config.r2_gamma > 0,
+        "augment": config.augment is not None,
+        "ema_decay": config.ema_decay is not None,
+        "conditional": config.conditional,
+        "d_steps": config.d_steps != 1,
+        "lr_schedule": config.lr_schedule != "constant",
+    }
+    if any(mismatched.values()):
+        names = [k for k, v in mismatched.items() if v]
+        raise ValueError(f"run_bare trains hinge loss without extras; config sets {names}")
     device = images.device
     torch.manual_seed(config.seed)
     G = build_generator(config).to(device)
