@@ -378,30 +378,3 @@ class MetricsPublic(BaseModel):
                 for c in h.checkpoints
             ],
         )
-
-
-class WebhookAttemptPublic(BaseModel):
-    at: str
-    status_code: int | None
-    error: str | None
-    seconds: float | None = None
-
-
-class WebhookDeliveryPublic(BaseModel):
-    id: str = Field(description="the webhook-id header of the delivery")
-    event: str
-    url: str
-    status: Literal["pending", "delivered", "failed"]
-    attempts: list[WebhookAttemptPublic]
-    created_at: UtcDateTime
-    next_attempt_at: UtcDateTime | None
-    delivered_at: UtcDateTime | None
-
-
-class WebhookDeliveriesPublic(BaseModel):
-    items: list[WebhookDeliveryPublic]
-
-
-class WebhookSecretPublic(BaseModel):
-    secret: str = Field(description="whsec_...: verify webhook-signature with it")
-    created_at: UtcDateTime

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from app.api.deps import PrincipalDep, SessionDep
 from app.api.errors import problem_responses
-from app.api.schemas import (
+from app.api.webhook_schemas import (
     WebhookAttemptPublic,
     WebhookDeliveriesPublic,
     WebhookDeliveryPublic,
