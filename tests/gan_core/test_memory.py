@@ -69,8 +69,15 @@ def test_the_estimate_is_near_what_training_takes(tmp_path, precision):
         "d_width": 32,
         "precision": precision,
     }
+    used, estimate = measure_fresh(MEASURE, config, tmp_path / "run")
+    assert estimate / 4 < used < estimate * 2, (used >> 20, estimate >> 20)
+
+
+def measure_fresh(script: str, config: dict, run_dir: Path) -> tuple[int, int]:
+    """(peak RSS a run took, its estimate) as ``script`` prints them, run in a new interpreter
+    from the repository root with the config as JSON and the run's folder."""
     proc = subprocess.run(
-        [sys.executable, "-c", MEASURE, json.dumps(config), str(tmp_path / "run")],
+        [sys.executable, "-c", script, json.dumps(config), str(run_dir)],
         cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
@@ -78,4 +85,4 @@ def test_the_estimate_is_near_what_training_takes(tmp_path, precision):
     )
     assert proc.returncode == 0, proc.stderr
     used, estimate = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert estimate / 4 < used < estimate * 2, (used >> 20, estimate >> 20)
+    return used, estimate

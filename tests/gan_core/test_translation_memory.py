@@ -3,11 +3,6 @@ real step makes, EMA and pools only where configured, unresolved channels as 3."
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -18,6 +13,7 @@ from gan_core.translation.nets import build_patch_discriminator, build_translato
 from gan_core.translation.run import resolve_translation_config
 from gan_core.translation.state import PairBatcher, TranslationState
 from gan_core.translation.steps import translation_step
+from tests.gan_core.test_memory import measure_fresh
 from tests.gan_core.test_translation_training import make_unpaired_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/gan_core/conftest.py
@@ -179,13 +175,5 @@ def test_the_estimate_is_near_what_training_takes(tmp_path):
         "checkpoint_every": 100,
         "device": "cpu",
     }
-    proc = subprocess.run(
-        [sys.executable, "-c", MEASURE, json.dumps(config), str(tmp_path / "run")],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    used, estimate = json.loads(proc.stdout.strip().splitlines()[-1])
+    used, estimate = measure_fresh(MEASURE, config, tmp_path / "run")
     assert estimate / 4 < used < estimate * 2, (used >> 20, estimate >> 20)
