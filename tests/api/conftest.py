@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -37,6 +40,25 @@ def create_job(client, **config) -> str:
     r = client.post("/v1/jobs", json={"name": "test", "config": {**TINY, **config}})
     assert r.status_code == 202, r.text
     return r.json()["id"]
+
+
+def cancel_midway(client, run_job, **config) -> tuple[str, dict]:
+    """A job (TINY and ``config``) canceled while running, after its first checkpoint: (id, its
+    latest checkpoint, the one the stop wrote)."""
+    job_id = create_job(client, steps=100_000, **config)
+    runner = threading.Thread(target=run_job, args=(job_id,))
+    runner.start()
+    deadline = time.monotonic() + 60
+    while not client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    runner.join(60)
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "canceled", job
+    (latest, *_) = client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]
+    assert latest["step"] == job["progress"]["step"] > TINY["checkpoint_every"]  # the stop's own
+    return job_id, latest
 
 
 @pytest.fixture

@@ -4,13 +4,11 @@ has it natively, else fp32) and the job, its checkpoints and a resume all say wh
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 from app.core.artifacts.selection import get_store
 from gan_core.precision import resolve_precision
 from gan_core.training import resolve_device
-from tests.api.conftest import TINY, create_job
+from tests.api.conftest import TINY, cancel_midway, create_job
 
 # what "auto" is on the device a TINY job (device auto) trains on here
 HERE = resolve_precision("auto", resolve_device(TINY.get("device", "auto")))
@@ -33,17 +31,9 @@ def test_a_job_on_the_default_shows_the_precision_it_trained_in(client, run_job,
 
 
 def test_a_resumed_job_goes_on_in_the_precision_it_trained_in(client, run_job, settings):
-    job_id = create_job(client, steps=100_000)
-    runner = threading.Thread(target=run_job, args=(job_id,))
-    runner.start()
-    deadline = time.monotonic() + 60
-    while not client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
-    runner.join(60)
+    job_id, _ = cancel_midway(client, run_job)
     job = client.get(f"/v1/jobs/{job_id}").json()
-    assert job["status"] == "canceled" and job["config"]["precision"] == HERE
+    assert job["config"]["precision"] == HERE
     total = job["progress"]["step"] + 4
     assert client.post(f"/v1/jobs/{job_id}/resume", json={"steps": total}).status_code == 202
     assert run_job(job_id) == "succeeded"

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 
-from tests.api.conftest import TINY
+from tests.api.conftest import TINY, cancel_midway
 
 
 def _create(client, **config):
@@ -79,24 +77,6 @@ def test_cancel_queued_job_then_409_when_finished(client, run_job):
     assert again.headers["content-type"].startswith("application/problem+json")
 
 
-def _cancel_midway(client, run_job) -> tuple[str, dict]:
-    """A job canceled while running, after its first checkpoint: (id, its checkpoint)."""
-    job_id = _create(client, steps=100_000).json()["id"]
-    runner = threading.Thread(target=run_job, args=(job_id,))
-    runner.start()
-    deadline = time.monotonic() + 60
-    while not client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
-    runner.join(60)
-    job = client.get(f"/v1/jobs/{job_id}").json()
-    assert job["status"] == "canceled", job
-    (latest, *_) = client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]
-    assert latest["step"] == job["progress"]["step"] > TINY["checkpoint_every"]  # the stop's own
-    return job_id, latest
-
-
 def test_resume_canceled_job_with_more_steps(client, run_job):
     job_id = _create(client).json()["id"]
     assert run_job(job_id) == "succeeded"
@@ -104,7 +84,7 @@ def test_resume_canceled_job_with_more_steps(client, run_job):
         client.post(f"/v1/jobs/{job_id}/resume").status_code == 409
     )  # succeeded: nothing to resume
     # a job canceled mid-run resumes from its checkpoint and trains on to the new total ...
-    job2, stopped = _cancel_midway(client, run_job)
+    job2, stopped = cancel_midway(client, run_job)
     total = stopped["step"] + 6
     r = client.post(f"/v1/jobs/{job2}/resume", json={"steps": total})
     assert r.status_code == 202 and r.json()["status"] == "queued"
@@ -123,7 +103,7 @@ def test_resume_canceled_job_with_more_steps(client, run_job):
 
 
 def test_resume_steps_must_exceed_done(client, run_job):
-    job_id, stopped = _cancel_midway(client, run_job)
+    job_id, stopped = cancel_midway(client, run_job)
     r = client.post(f"/v1/jobs/{job_id}/resume", json={"steps": stopped["step"]})
     assert r.status_code == 422 and r.json()["field"] == "steps"
     assert f"greater than the {stopped['step']} steps already done" in r.json()["detail"]
