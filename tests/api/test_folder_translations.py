@@ -12,6 +12,7 @@ import json
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
@@ -185,7 +186,7 @@ def test_a_running_translation_stops_between_batches_when_canceled(served):
     members = {f"many/{i:04d}.png": noise_image((24, 24), "L", i) for i in range(1200)}
     made = served.post(make_zip(members)).json()
     assert made["progress"]["total"] == 1200
-    thread, ended = _run_until_progress(served, made["id"])
+    thread, ended = run_until_progress(served.client, made["id"], served.run)
     now = c.get(f"/v1/translations/{made['id']}").json()
     assert 0 < now["progress"]["done"] < 1200, now  # progress written while it runs
     assert c.post(f"/v1/translations/{made['id']}/cancel").status_code == 202
@@ -200,14 +201,17 @@ def test_a_running_translation_stops_between_batches_when_canceled(served):
     assert c.delete(f"/v1/translations/{made['id']}").status_code == 204
 
 
-def _run_until_progress(served, translation_id: str) -> tuple[threading.Thread, list[str]]:
-    """run_translation in a thread, returned once it has written progress."""
+def run_until_progress(
+    client, translation_id: str, run: Callable[[str], str]
+) -> tuple[threading.Thread, list[str]]:
+    """``run(translation_id)`` (the worker's run_translation) in a thread, returned once the
+    translation shows progress over the API; the thread and the list its end goes into."""
     ended: list[str] = []
-    thread = threading.Thread(target=lambda: ended.append(served.run(translation_id)))
+    thread = threading.Thread(target=lambda: ended.append(run(translation_id)))
     thread.start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        now = served.client.get(f"/v1/translations/{translation_id}").json()
+        now = client.get(f"/v1/translations/{translation_id}").json()
         if now["status"] == "running" and now["progress"]["done"] > 0:
             return thread, ended
         time.sleep(0.01)
@@ -219,7 +223,7 @@ def test_a_shutdown_hands_it_back_and_the_next_run_starts_over(served):
 
     members = {f"many/{i:04d}.png": noise_image((24, 24), "L", i) for i in range(1200)}
     made = served.post(make_zip(members)).json()
-    thread, ended = _run_until_progress(served, made["id"])
+    thread, ended = run_until_progress(served.client, made["id"], served.run)
     SHUTDOWN.set()  # as a SIGTERM to the worker would
     try:
         thread.join(60)

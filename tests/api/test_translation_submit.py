@@ -6,9 +6,6 @@ would pass it, 409 once it is full, for translations and jobs alike)."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 from fastapi.testclient import TestClient
 
@@ -16,7 +13,7 @@ from app.api.main import create_app
 from app.core.db import session_scope
 from app.core.models import Translation
 from tests.api.conftest import TINY, make_key
-from tests.api.test_folder_translations import folder_zip
+from tests.api.test_folder_translations import folder_zip, run_until_progress
 from tests.api.test_translate import PAIRED, _settings, _trained, noise_image
 from tests.api.upload_helpers import assert_problem, make_zip, store_entries
 from worker.folder_runner import run_translation
@@ -122,22 +119,6 @@ def test_an_idempotency_key_returns_the_first_translation_for_the_same_request(s
     assert anew.status_code == 202 and anew.json()["id"] != made["id"]
 
 
-def _run_until_progress(served, translation_id: str) -> tuple[threading.Thread, list[str]]:
-    """run_translation (the worker's own code) in a thread, returned once it has progressed."""
-    ended: list[str] = []
-    thread = threading.Thread(
-        target=lambda: ended.append(run_translation(translation_id, settings=served.settings))
-    )
-    thread.start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        now = served.client.get(f"/v1/translations/{translation_id}").json()
-        if now["status"] == "running" and now["progress"]["done"] > 0:
-            return thread, ended
-        time.sleep(0.01)
-    raise AssertionError(f"no progress: {now}")
-
-
 def test_deleting_a_job_cancels_its_queued_and_running_translations(served):
     c = served.client
     job = _trained(c, served.settings, PAIRED)
@@ -148,7 +129,9 @@ def test_deleting_a_job_cancels_its_queued_and_running_translations(served):
     many = make_zip({f"many/{i:04d}.png": noise_image((24, 24), "L", i) for i in range(1200)})
     running = served.post(many, job=job).json()
     elsewhere = served.post(data).json()  # another job's: untouched
-    thread, ended = _run_until_progress(served, running["id"])
+    thread, ended = run_until_progress(
+        served.client, running["id"], lambda t: run_translation(t, settings=served.settings)
+    )
 
     assert c.delete(f"/v1/jobs/{job}").status_code == 204
     thread.join(60)
