@@ -17,6 +17,7 @@ from tests.api.conftest import make_key
 from tests.api.test_folder_translations import folder_zip
 from tests.api.test_telemetry import _value, scrape
 from tests.api.test_translate import PAIRED, _settings, _trained
+from tests.api.test_webhooks import wait_delivered
 from tests.api.upload_helpers import assert_problem
 from tests.webhook_receiver import Receiver
 from worker.folder_runner import run_translation
@@ -103,16 +104,6 @@ def test_the_list_filters_by_job(served):
         c.post(f"/v1/translations/{t}/cancel")
 
 
-def _deliveries(client, job_id: str, count: int, timeout: float = 30) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while True:
-        items = client.get(f"/v1/jobs/{job_id}/webhooks").json()["items"]
-        if len(items) >= count and all(d["status"] != "pending" for d in items):
-            return items
-        assert time.monotonic() < deadline, items
-        time.sleep(0.1)
-
-
 def test_the_job_s_webhook_gets_the_end_of_each_folder_translation(served):
     c = served.client
     receiver = Receiver()
@@ -126,7 +117,7 @@ def test_the_job_s_webhook_gets_the_end_of_each_folder_translation(served):
         assert "translation" in r.json()["webhook_events"]  # on by default, with the others
         hooked = r.json()["id"]
         assert run_job(hooked, settings=served.settings) == "succeeded"
-        job_events = len(_deliveries(c, hooked, 1))
+        job_events = len(wait_delivered(c, hooked, 1))
 
         succeeded = served.submit(hooked)
         assert served.run(succeeded) == "succeeded"  # recorded by the worker, with its event
@@ -142,7 +133,7 @@ def test_the_job_s_webhook_gets_the_end_of_each_folder_translation(served):
         quiet = served.submit(served.paired)
         assert served.run(quiet) == "succeeded"
 
-        items = _deliveries(c, hooked, job_events + 3)
+        items = wait_delivered(c, hooked, job_events + 3)
         ours = [d for d in items if d["event"] == "translation"]
         assert len(ours) == 3 and all(d["status"] == "delivered" for d in ours), ours
         got = {
@@ -172,7 +163,7 @@ def test_the_job_s_webhook_gets_the_end_of_each_folder_translation(served):
             },
         ).json()["id"]
         assert run_job(picky, settings=served.settings) == "succeeded"
-        before = len(_deliveries(c, picky, 1))
+        before = len(wait_delivered(c, picky, 1))
         assert served.run(served.submit(picky)) == "succeeded"
         time.sleep(0.5)  # the outbox is read every 0.05 s: nothing new came
         assert len(c.get(f"/v1/jobs/{picky}/webhooks").json()["items"]) == before

@@ -17,7 +17,8 @@ def _client(settings, key: str) -> TestClient:
     return TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"})
 
 
-def _wait_delivered(client, job_id: str, count: int, timeout: float = 30) -> list[dict]:
+def wait_delivered(client, job_id: str, count: int, timeout: float = 30) -> list[dict]:
+    """The job's webhook deliveries once at least ``count`` are there and none is pending."""
     deadline = time.monotonic() + timeout
     while True:
         items = client.get(f"/v1/jobs/{job_id}/webhooks").json()["items"]
@@ -70,7 +71,7 @@ def test_deliveries_are_signed_retried_and_visible(settings, run_job):
             ]
             job_id = r.json()["id"]
             assert run_job(job_id) == "succeeded"
-            items = _wait_delivered(client, job_id, 4)
+            items = wait_delivered(client, job_id, 4)
         events = [d["event"] for d in items]
         assert events == ["started", "checkpoint", "checkpoint", "succeeded"]
         assert all(d["status"] == "delivered" for d in items)
@@ -109,7 +110,7 @@ def test_only_the_events_asked_for_are_sent_and_the_secret_rotates(settings, run
                 json={"config": TINY, "webhook_url": receiver.url, "webhook_events": ["succeeded"]},
             ).json()["id"]
             assert run_job(job_id) == "succeeded"
-            items = _wait_delivered(client, job_id, 1)
+            items = wait_delivered(client, job_id, 1)
         assert [d["event"] for d in items] == ["succeeded"]
         assert receiver.accepted()[0]["valid"]  # signed with the rotated secret
     finally:
@@ -142,7 +143,7 @@ def test_a_name_that_resolves_inside_at_delivery_time_is_refused(settings, run_j
         assert "id" in job_id, job_id
         answer[0] = "127.0.0.1"  # the attacker's DNS changes its answer
         assert run_job(job_id["id"]) == "succeeded"
-        (delivery,) = _wait_delivered(client, job_id["id"], 1)
+        (delivery,) = wait_delivered(client, job_id["id"], 1)
     assert delivery["status"] == "failed"
     assert all(a["status_code"] is None and "127.0.0.1" in a["error"] for a in delivery["attempts"])
 
@@ -173,7 +174,7 @@ def test_events_wait_in_the_outbox_while_no_api_runs(settings, run_job):
         time.sleep(0.3)
         assert receiver.requests == []
         with _client(hooks, key) as client:  # an API starts: the outbox drains
-            items = _wait_delivered(client, job_id, 2)
+            items = wait_delivered(client, job_id, 2)
         assert [d["event"] for d in items] == ["started", "succeeded"]
         assert sorted(r["id"] for r in receiver.accepted()) == sorted(d["id"] for d in items)
     finally:
@@ -202,7 +203,7 @@ def test_a_target_refused_at_send_time_fails_at_once_with_the_reason(settings, r
         strict = settings.model_copy(update={"webhook_poll_seconds": 0.05})
         assert strict.webhook_allow_private is False and strict.webhook_retry_seconds >= 3600
         with _client(strict, key) as client:
-            (delivery,) = _wait_delivered(client, job_id, 1, timeout=10)
+            (delivery,) = wait_delivered(client, job_id, 1, timeout=10)
             time.sleep(0.3)  # a few more polls: nothing is tried again
             (again,) = client.get(f"/v1/jobs/{job_id}/webhooks").json()["items"]
         assert delivery["status"] == "failed" and delivery["next_attempt_at"] is None
