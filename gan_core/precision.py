@@ -1,9 +1,12 @@
 """``precision: "auto"``: the precision a run trains in, decided where the device is known.
 
-``auto`` is bf16 where the device runs it natively — CUDA with bf16 (Ampere and later), a CPU
-with AVX-512 BF16 or AMX (oneDNN's bf16 kernels; benchmarks/train_throughput.py measured the
-engine in bf16 at 1.66x the eager fp32 loop there) — and fp32 elsewhere: emulated bf16 is
-slower than fp32, not faster. fp16 is only ever an explicit choice. The engine resolves it
+``auto`` is bf16 where the device runs it natively and the nets gain from it — CUDA with bf16
+(Ampere and later), for every net; a CPU with AVX-512 BF16 or AMX (oneDNN's bf16 kernels) for
+the DCGAN only, the one net measured faster there (benchmarks/train_throughput.py: the
+default job 1.9x the eager fp32 loop at two threads, 2.4x at one) — and fp32 elsewhere:
+emulated bf16 is slower than fp32, not faster, and on that same CPU the resnet nets ran at
+0.19x in bf16 (their grouped convs) while the translation nets were faster at one thread but
+2-3x slower at two under load. fp16 is only ever an explicit choice. The engine resolves it
 when a run starts (gan_core.training.train), so the stored config, every checkpoint and the
 job the service shows carry the concrete precision, and a resume keeps it.
 """
@@ -20,15 +23,25 @@ Concrete = Literal["fp32", "bf16", "fp16"]
 C = TypeVar("C")
 
 
+# The nets that train faster in bf16 than in fp32 on a CPU with native bf16 (measured; see above)
+CPU_BF16_NETS = frozenset({"dcgan"})
+
+
 def auto_precision(
-    device_type: str, *, cuda_bf16_supported: bool, cpu_fast_bf16: bool
+    device_type: str, *, cuda_bf16_supported: bool, cpu_fast_bf16: bool, nets: str = "dcgan"
 ) -> Literal["fp32", "bf16"]:
-    """What ``auto`` means on a device of this type, given the facts about it."""
+    """What ``auto`` means on a device of this type, given the facts about it, for ``nets``
+    (a noise job's arch, or "translation")."""
     if device_type == "cuda" and cuda_bf16_supported:
         return "bf16"
-    if device_type == "cpu" and cpu_fast_bf16:
+    if device_type == "cpu" and cpu_fast_bf16 and nets in CPU_BF16_NETS:
         return "bf16"
     return "fp32"
+
+
+def nets_of(config: Any) -> str:
+    """The family of nets a config trains, as auto_precision takes it."""
+    return str(config.arch) if config.kind == "noise" else "translation"
 
 
 def cuda_has_native_bf16() -> bool:
@@ -41,9 +54,9 @@ def cuda_has_native_bf16() -> bool:
         return bool(torch.cuda.is_bf16_supported())
 
 
-def resolve_precision(wanted: str, device: torch.device) -> Concrete:
-    """``wanted`` as the precision this run trains in on ``device``: ``auto`` from the
-    machine's facts, anything else as given."""
+def resolve_precision(wanted: str, device: torch.device, nets: str = "dcgan") -> Concrete:
+    """``wanted`` as the precision a run of ``nets`` trains in on ``device``: ``auto`` from
+    the machine's facts, anything else as given."""
     if wanted != "auto":
         if wanted not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {wanted!r}")
@@ -52,14 +65,22 @@ def resolve_precision(wanted: str, device: torch.device) -> Concrete:
         device.type,
         cuda_bf16_supported=device.type == "cuda" and cuda_has_native_bf16(),
         cpu_fast_bf16=device.type == "cpu" and cpu_has_fast_bf16(),
+        nets=nets,
     )
 
 
 def with_resolved_precision(config: C, device: torch.device) -> C:
     """``config`` (any job kind) with its precision resolved for ``device``."""
     cfg: Any = config
-    concrete = resolve_precision(cfg.precision, device)
+    concrete = resolve_precision(cfg.precision, device, nets_of(cfg))
     return cfg if concrete == cfg.precision else cfg.model_copy(update={"precision": concrete})
 
 
-__all__ = ["auto_precision", "cuda_has_native_bf16", "resolve_precision", "with_resolved_precision"]
+__all__ = [
+    "CPU_BF16_NETS",
+    "auto_precision",
+    "cuda_has_native_bf16",
+    "nets_of",
+    "resolve_precision",
+    "with_resolved_precision",
+]
