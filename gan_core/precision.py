@@ -1,12 +1,13 @@
 """``precision: "auto"``: the precision a run trains in, decided where the device is known.
 
-``auto`` is bf16 where the device runs it natively and the nets gain from it — CUDA with bf16
-(Ampere and later), for every net; a CPU with AVX-512 BF16 or AMX (oneDNN's bf16 kernels) for
-the DCGAN only, the one net measured faster there (benchmarks/train_throughput.py: the
-default job 1.9x the eager fp32 loop at two threads, 2.4x at one) — and fp32 elsewhere:
-emulated bf16 is slower than fp32, not faster, and on that same CPU the resnet nets ran at
-0.19x in bf16 (their grouped convs) while the translation nets were faster at one thread but
-2-3x slower at two under load. fp16 is only ever an explicit choice. The engine resolves it
+``auto`` is bf16 where the device runs it natively — CUDA with bf16 (Ampere and later); a CPU
+with AVX-512 BF16 or AMX (oneDNN's bf16 kernels) for the nets measured faster or no slower
+there on a quiet machine (benchmarks/train_throughput.py, translation_throughput.py: the
+default DCGAN job 1.9x the eager fp32 loop at two threads, 2.4x at one; the resnet nets
+1.31x; CycleGAN 1.15x, pix2pix 0.97x) — and fp32 elsewhere: emulated bf16 is slower than
+fp32, not faster, and the MLP baseline was not measured. (Under heavy load, bf16 at two
+threads on a 2-core host ran several times slower for every net: a loaded worker does better
+with one thread or fp32.) fp16 is only ever an explicit choice. The engine resolves it
 when a run starts (gan_core.training.train), so the stored config, every checkpoint and the
 job the service shows carry the concrete precision, and a resume keeps it.
 """
@@ -23,8 +24,8 @@ Concrete = Literal["fp32", "bf16", "fp16"]
 C = TypeVar("C")
 
 
-# The nets that train faster in bf16 than in fp32 on a CPU with native bf16 (measured; see above)
-CPU_BF16_NETS = frozenset({"dcgan"})
+# The nets measured faster (or no slower) in bf16 than fp32 on a CPU with native bf16 (above)
+CPU_BF16_NETS = frozenset({"dcgan", "resnet", "translation"})
 
 
 def auto_precision(
