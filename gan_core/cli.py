@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -15,7 +16,8 @@ if TYPE_CHECKING:  # torch-heavy imports stay lazy: `ganforge --help` should be 
     from gan_core.checkpoint import CheckpointInfo
     from gan_core.config import TrainConfig
     from gan_core.data import ImageTensorDataset
-    from gan_core.training import Progress
+    from gan_core.distributed import DistContext
+    from gan_core.training import Progress, TrainResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", action="append", default=[], type=Path, help="where datasets live")
     p.add_argument("--download", action="store_true", help="let torchvision download built-ins")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train data-parallel on N processes (one per GPU, or CPU processes sharing the "
+        "cores), started here; under torchrun, its WORLD_SIZE (sets config devices)",
+    )
     p.add_argument(
         "--score",
         action="store_true",
@@ -89,11 +99,20 @@ def train_command(args: argparse.Namespace) -> int:
     from gan_core.training import TrainHooks, TrainingDiverged, train
 
     raw = json.loads(args.config.read_text()) if args.config else {}
+    raw |= _parse_overrides(args.set)
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if args.devices is not None or torchrun:
+        raw["devices"] = args.devices if args.devices is not None else int(os.environ["WORLD_SIZE"])
     try:
-        config = TrainConfig.model_validate(raw | _parse_overrides(args.set))
+        config = TrainConfig.model_validate(raw)
     except ValidationError as exc:
         print(f"invalid config:\n{exc}", file=sys.stderr)
         return 2
+    if config.devices > 1 or torchrun:
+        if args.score:
+            print("--score: not with several devices yet; score with one", file=sys.stderr)
+            return 2
+        return _train_parallel(config, args, torchrun)
     if args.score_samples is not None and args.score_samples < 2:
         print("--score-samples must be at least 2", file=sys.stderr)
         return 2
@@ -117,19 +136,7 @@ def train_command(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     bar = None if args.no_progress else tqdm(total=config.steps, unit="step", dynamic_ncols=True)
-
-    def on_progress(p: Progress) -> None:
-        if bar is not None:
-            bar.n = p.step
-            bar.set_postfix(
-                d=f"{p.losses.get('d', 0):.3f}",
-                g=f"{p.losses.get('g', 0):.3f}",
-                img_s=f"{p.images_per_sec:.0f}",
-                epoch=f"{p.epoch:.2f}",
-            )
-            bar.refresh()
-
-    hooks.on_progress = on_progress
+    hooks.on_progress = _show_progress(bar)
     try:
         result = train(
             config,
@@ -145,6 +152,76 @@ def train_command(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    print(f"{result.status} at step {result.step}; checkpoint: {result.checkpoint}")
+    return 0
+
+
+def _show_progress(bar: Any) -> Callable[[Progress], None]:
+    """An on_progress hook moving a tqdm bar (or doing nothing without one)."""
+
+    def on_progress(p: Progress) -> None:
+        if bar is not None:
+            bar.n = p.step
+            bar.set_postfix(
+                d=f"{p.losses.get('d', 0):.3f}",
+                g=f"{p.losses.get('g', 0):.3f}",
+                img_s=f"{p.images_per_sec:.0f}",
+                epoch=f"{p.epoch:.2f}",
+            )
+            bar.refresh()
+
+    return on_progress
+
+
+def _train_rank(
+    dist: DistContext | None,
+    config: TrainConfig,
+    out: Path,
+    data_dirs: list[Path],
+    download: bool,
+    progress: bool,
+) -> TrainResult:
+    """One rank of a data-parallel `ganforge train`; rank 0 shows the progress bar."""
+    from tqdm import tqdm
+
+    from gan_core.training import TrainHooks, train
+
+    main = dist is None or dist.is_main
+    bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True) if progress and main else None
+    hooks = TrainHooks(on_progress=_show_progress(bar))
+    try:
+        return train(config, out, hooks, data_dirs=data_dirs, allow_download=download, dist=dist)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _train_parallel(config: TrainConfig, args: argparse.Namespace, torchrun: bool) -> int:
+    """`ganforge train` on config.devices ranks: started here, or this process as the rank
+    torchrun made it."""
+    import torch
+
+    from gan_core.data import DatasetError
+    from gan_core.launch import RankFailed, init_from_env, launch
+    from gan_core.training import TrainingDiverged, resolve_device
+
+    device = resolve_device(config.device).type
+    rank_args = (config, args.out, args.data_dir, args.download, not args.no_progress)
+    try:
+        if torchrun:
+            dist = init_from_env(device=device)
+            result = _train_rank(dist, *rank_args)
+            if dist is not None and not dist.is_main:
+                return 0
+        else:
+            # CPU ranks share the cores; a GPU rank keeps its process's threads
+            threads = None
+            if device == "cpu":
+                threads = max(1, torch.get_num_threads() // config.devices)
+            result = launch(config.devices, _train_rank, *rank_args, device=device, threads=threads)
+    except (DatasetError, TrainingDiverged, ValueError, RankFailed) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"{result.status} at step {result.step}; checkpoint: {result.checkpoint}")
     return 0
 

@@ -14,6 +14,7 @@ from gan_core.config_augment import (
     probability_or_adaptive,
     with_default_ops,
 )
+from gan_core.config_resnet import check_resnet
 from gan_core.presets import PresetName, expand_preset
 
 Arch = Literal["dcgan", "mlp", "resnet"]
@@ -23,8 +24,7 @@ LrSchedule = Literal["constant", "linear", "cosine"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
 MLP_MAX_PIXELS = 64 * 64 * 3  # the MLP baseline flattens images; past this it is a poor model
-# The fields only arch resnet takes, and what None means for each (gan_core.nets_resnet)
-RESNET_FIELDS = ("blocks_per_stage", "group_size", "expansion")
+# What None means for each of the fields only arch resnet takes (gan_core.config_resnet)
 RESNET_DEFAULTS = {"group_size": 16, "expansion": 2}
 # blocks_per_stage's default: 1 up to this side, 2 above. On this repo's 2-core CPU (one
 # thread, batch 32) a 32 px G->D forward and backward with 2 blocks per stage took 6.8x the
@@ -274,6 +274,14 @@ class TrainConfig(JobConfigBase):
         "CPU with AVX-512 BF16 or AMX), else fp32; resolved when the run starts and stored so",
     )
     device: DeviceName = "auto"
+    devices: int = Field(
+        1,
+        strict=True,
+        ge=1,
+        le=64,
+        description="processes training the job data-parallel, one per device (GPU, or CPU "
+        "process): each takes batch_size / devices of every batch; a resume may change it",
+    )
     # what a run does when a loss or weight goes NaN/Inf: end failed, naming the step; or
     # roll back to its last good checkpoint with halved learning rates and a new data order
     on_divergence: Literal["fail", "rollback"] = "fail"
@@ -314,7 +322,7 @@ class TrainConfig(JobConfigBase):
                 f"image_size: {self.arch} cannot produce {self.image_size}px images; use a side "
                 "of 4..7 times a power of two >= 4, e.g. 28, 32, 48, 64, 96, 128, 256"
             )
-        self._check_resnet_fields()
+        check_resnet(self)
         if self.arch == "mlp":
             pixels = self.image_size**2 * (self.channels or 1)
             if pixels > MLP_MAX_PIXELS:
@@ -334,6 +342,10 @@ class TrainConfig(JobConfigBase):
         if self.reg_every != 1 and not (self.r1_gamma or self.r2_gamma):
             raise ValueError("reg_every: only used with r1_gamma or r2_gamma above 0")
         check_augment(self)
+        if self.batch_size % self.devices:
+            raise ValueError(
+                f"batch_size: {self.batch_size} does not split evenly over {self.devices} devices"
+            )
         if self.lr_decay_start and self.lr_schedule == "constant":
             raise ValueError("lr_decay_start: only used with lr_schedule linear or cosine")
         from gan_core.data import builtin_info  # local: data imports config
@@ -342,28 +354,6 @@ class TrainConfig(JobConfigBase):
         if info is not None and self.conditional and info.num_classes is None:
             raise ValueError(f"conditional: dataset {self.dataset!r} has no labels")
         return self
-
-    def _check_resnet_fields(self) -> None:
-        if self.arch != "resnet":
-            for name in RESNET_FIELDS:
-                if getattr(self, name) is not None:
-                    raise ValueError(f"{name}: only used with arch resnet (arch is {self.arch})")
-            return
-        if self.spectral_norm:
-            # its nets have no normalisation by design, and spectral norm of a fix-up block's
-            # zero-initialised last conv divides by zero
-            raise ValueError(
-                "spectral_norm: not with arch resnet (no normalisation layers; regularise D "
-                "with r1_gamma / r2_gamma instead)"
-            )
-        for net, width in (("g_width", self.g_width), ("d_width", self.d_width)):
-            inner = width * self.resnet_expansion
-            if inner % self.resnet_group_size:
-                field = "group_size" if self.group_size is not None else net
-                raise ValueError(
-                    f"{field}: {net} x expansion ({width} x {self.resnet_expansion} = {inner}) "
-                    f"must be a multiple of group_size ({self.resnet_group_size})"
-                )
 
     @property
     def resnet_blocks(self) -> int:

@@ -135,15 +135,21 @@ def get_loss(name: str) -> GANLoss:
 
 
 def gradient_penalty(
-    D: Callable[..., Tensor], real: Tensor, fake: Tensor, y: Tensor | None = None
+    D: Callable[..., Tensor],
+    real: Tensor,
+    fake: Tensor,
+    y: Tensor | None = None,
+    alpha: Tensor | None = None,
 ) -> Tensor:
     """WGAN-GP penalty: mean of (||grad_x D(x)||_2 - 1)^2 at random real/fake interpolates.
 
     D must not use batch-dependent layers (BatchNorm): the penalty is per sample.
-    create_graph=True so the penalty itself can be backpropagated into D.
+    create_graph=True so the penalty itself can be backpropagated into D. ``alpha`` (N, 1, 1, 1):
+    the interpolation weights, drawn here from the global RNG when None.
     """
     n = real.shape[0]
-    alpha = torch.rand(n, *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    if alpha is None:
+        alpha = torch.rand(n, *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
     x = (alpha * real.detach() + (1.0 - alpha) * fake.detach()).requires_grad_(True)  # (N, C, H, W)
     out = D(x) if y is None else D(x, y)  # (N,)
     (grad,) = torch.autograd.grad(out.float().sum(), x, create_graph=True)

@@ -13,9 +13,11 @@ from gan_core import checkpoint as ckpt
 from gan_core.augment import AdaptiveP
 from gan_core.config import TrainConfig
 from gan_core.data import Batcher
+from gan_core.distributed import DistContext, group_of
 from gan_core.ema import EMA, standing_batchnorm_stats
 from gan_core.inference import cpu_has_fast_bf16
 from gan_core.nets import build_discriminator, build_generator
+from gan_core.sync_batchnorm import convert_batchnorm
 
 __all__ = ["RunState", "TrainState", "uses_channels_last"]
 
@@ -48,6 +50,11 @@ class RunState(ABC):
 
     def augment_probability(self) -> float | None:
         """The augmentation probability now, for progress reports; None without augmentation."""
+        return None
+
+    def prepare_checkpoint(self) -> None:
+        """What writing a checkpoint changes in the modules, done alone: the ranks of a
+        data-parallel run that do not write one run it, so they stay identical to rank 0."""
         return None
 
     def set_learning_rates(self) -> None:
@@ -113,8 +120,9 @@ class RunState(ABC):
 class TrainState(RunState):
     """Networks, optimizers and step of one run; knows how to save and restore itself."""
 
-    def __init__(self, config: TrainConfig, device: torch.device):
+    def __init__(self, config: TrainConfig, device: torch.device, dist: DistContext | None = None):
         self.config, self.device = config, device
+        self.dist = group_of(dist)  # data parallel over several ranks, or None
         torch.manual_seed(config.seed)  # weight init, latents and augmentation all use it
         self.G = build_generator(config).to(device)
         self.D = build_discriminator(config).to(device)
@@ -129,6 +137,11 @@ class TrainState(RunState):
             if config.ema_decay is not None
             else None
         )
+        if self.dist is not None:
+            # BatchNorm over the global batch; after the EMA copy, whose BatchNorm stays plain
+            # (it is never trained, and its standing statistics are computed alone)
+            convert_batchnorm(self.G, self.dist)
+            convert_batchnorm(self.D, self.dist)
         # adaptive augmentation's p (a device scalar) and its running statistics: run state,
         # saved and restored with the rest
         self.ada = (
@@ -138,6 +151,7 @@ class TrainState(RunState):
                 kimg=config.ada_kimg,
                 batch_size=config.batch_size,
                 device=device,
+                reduce=self.dist.sum_across if self.dist is not None else None,
             )
             if config.augment_p == "adaptive" and config.augment_ops
             else None
@@ -166,6 +180,15 @@ class TrainState(RunState):
     ) -> ckpt.CheckpointInfo:
         """Write a checkpoint of everything needed to continue exactly from here."""
         gen = {f"G.{k}": v for k, v in self.G.state_dict().items()}
+        self.prepare_checkpoint()
+        if self.ema is not None:
+            gen.update({f"G_ema.{k}": v for k, v in self.ema.model.state_dict().items()})
+        state = {f"D.{k}": v for k, v in self.D.state_dict().items()}
+        if self.ada is not None:
+            state.update({f"ada.{k}": v for k, v in self.ada.state_dict().items()})
+        return self._write(run_dir, batcher, losses, gen, state)
+
+    def prepare_checkpoint(self) -> None:
         if self.ema is not None:
             # The averaged G gets BatchNorm statistics of its own outputs, not the raw G's
             # (copied at every update); the next update copies them over again, so training
@@ -173,11 +196,6 @@ class TrainState(RunState):
             standing_batchnorm_stats(
                 self.ema.model, batch_size=self.config.batch_size, seed=self.config.seed
             )
-            gen.update({f"G_ema.{k}": v for k, v in self.ema.model.state_dict().items()})
-        state = {f"D.{k}": v for k, v in self.D.state_dict().items()}
-        if self.ada is not None:
-            state.update({f"ada.{k}": v for k, v in self.ada.state_dict().items()})
-        return self._write(run_dir, batcher, losses, gen, state)
 
     def _modules(self) -> dict[str, nn.Module]:
         modules: dict[str, nn.Module] = {"G": self.G, "D": self.D}

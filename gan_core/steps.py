@@ -15,6 +15,7 @@ from torch import Tensor
 from gan_core.augment import augment
 from gan_core.config import TrainConfig
 from gan_core.data import Batcher
+from gan_core.distributed import RankRandom
 from gan_core.losses import get_loss, gradient_penalty, zero_centred_penalty
 from gan_core.state import TrainState
 
@@ -49,6 +50,22 @@ class GANStep:
         self.d_scaler = torch.amp.GradScaler("cuda", enabled=fp16)
         self.g_scaler = torch.amp.GradScaler("cuda", enabled=fp16)
         self.channels_last = state.channels_last
+        # data parallel: this rank's slice of each global draw, its own augmentation draws
+        self.dist = state.dist
+        if self.dist is not None:
+            self.part = self.dist.shard(config.batch_size)
+            self.random: RankRandom | None = RankRandom(config.seed, self.dist.rank, device)
+        else:
+            self.random = None
+
+    def _draw(self, tensor: Tensor) -> Tensor:
+        """This rank's part of a draw of the global batch (all of it on one process)."""
+        return tensor if self.dist is None else tensor[self.part]
+
+    def _reduce(self, module: torch.nn.Module) -> None:
+        """Gradients averaged over the ranks, after backward and before the optimizer."""
+        if self.dist is not None:
+            self.dist.average_gradients(module)
 
     def d_step(self, keep_graph: bool, update: int) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """One D update on a real batch and a fresh fake one: (d_loss, real, fake, labels).
@@ -61,21 +78,26 @@ class GANStep:
         x, y = self.batcher.next()  # x: (B, C, H, W) in [-1, 1]
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        z = torch.randn(config.batch_size, config.latent_dim, device=self.device)
+        z = self._draw(torch.randn(config.batch_size, config.latent_dim, device=self.device))
+        gen = self.random.at("d", update) if self.random is not None else None
         # conditional: fakes take the real batch's labels, so D compares like with like
         with autocast(config, self.device):
             with torch.set_grad_enabled(keep_graph):
                 fake = state.G(z, y)
             p = state.augment_p  # only D sees augmented images, reals and fakes alike
-            real_logits = state.D(augment(x, self.ops, p), y)
-            fake_logits = state.D(augment(fake.detach(), self.ops, p), y)
+            real_logits = state.D(augment(x, self.ops, p, gen), y)
+            fake_logits = state.D(augment(fake.detach(), self.ops, p, gen), y)
             d_loss = self.loss.d_loss(real_logits, fake_logits)
         if state.ada is not None:  # adaptive p follows D's verdicts on the reals it trains on
             state.ada.observe(self.loss.realness(real_logits, fake_logits))
         # penalties in fp32, outside autocast: they differentiate through D's input gradient
         if self.loss.needs_gradient_penalty and config.gp_weight > 0:
+            alpha = None
+            if self.dist is not None:  # drawn for the global batch, as one process would
+                shape = (config.batch_size, *([1] * (x.dim() - 1)))
+                alpha = self._draw(torch.rand(shape, device=x.device, dtype=x.dtype))
             d_loss = d_loss + config.gp_weight * gradient_penalty(
-                state.D, x, fake.detach().float(), y
+                state.D, x, fake.detach().float(), y, alpha
             )
         if (config.r1_gamma or config.r2_gamma) and update % config.reg_every == 0:
             # lazy regularisation: every reg_every-th update, weighted by reg_every
@@ -88,6 +110,7 @@ class GANStep:
                 )
         state.opt_d.zero_grad(set_to_none=True)
         self.d_scaler.scale(d_loss).backward()
+        self._reduce(state.D)
         self.d_scaler.step(state.opt_d)
         self.d_scaler.update()
         return d_loss, x, fake, y
@@ -96,15 +119,17 @@ class GANStep:
         """One G update through D's judgement of ``fake`` (which carries G's graph); a
         relativistic loss also sees D's logits on ``real``, a constant for G."""
         state = self.state
+        gen = self.random.at("g", state.step) if self.random is not None else None
         with autocast(self.config, self.device):
             real_logits = None
             if self.loss.needs_real_for_g:
                 with torch.no_grad():
-                    real_logits = state.D(augment(real, self.ops, state.augment_p), y)
-            fake_logits = state.D(augment(fake, self.ops, state.augment_p), y)
+                    real_logits = state.D(augment(real, self.ops, state.augment_p, gen), y)
+            fake_logits = state.D(augment(fake, self.ops, state.augment_p, gen), y)
             g_loss = self.loss.g_loss(fake_logits, real_logits)
         state.opt_g.zero_grad(set_to_none=True)
         self.g_scaler.scale(g_loss).backward()
+        self._reduce(state.G)
         self.g_scaler.step(state.opt_g)
         self.g_scaler.update()
         return g_loss

@@ -3,13 +3,14 @@
 The hooks are the seam a job queue needs (as in stylegan2-ada's progress_fn /
 abort_fn): the resolved config at the start, progress at most about once a second, a
 cooperative should-stop, and a callback per checkpoint written. The loop itself only calls
-a ``GANStep`` (gan_core.steps: the D and G phases) and a ``_Monitor`` (reports, checkpoints,
-the stop check); the run's networks and optimizers are a ``TrainState`` (gan_core.state).
+a ``GANStep`` (gan_core.steps: the D and G phases) and a ``Monitor`` (gan_core.monitor:
+reports, checkpoints, the stop check); the run's networks and optimizers are a
+``TrainState`` (gan_core.state). With ``dist`` it trains as one rank of a data-parallel
+process group (gan_core.distributed, gan_core.launch).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,9 @@ from gan_core import checkpoint as ckpt
 from gan_core.config import TrainConfig
 from gan_core.data import Batcher, DatasetError, ImageTensorDataset, load_dataset
 from gan_core.data.pairs import PairDataset
+from gan_core.distributed import DistContext, group_of
 from gan_core.jobconfig import AnyConfig
+from gan_core.monitor import Monitor, Progress, TrainingDiverged
 from gan_core.precision import with_resolved_precision
 from gan_core.state import TrainState
 from gan_core.steps import GANStep
@@ -38,21 +41,9 @@ RESUMABLE_CHANGES = frozenset(
         "dataset",
         "on_divergence",
         "max_rollbacks",
+        "devices",  # a checkpoint is rank-free: any number of ranks continues it
     }
 )
-
-
-@dataclass(frozen=True)
-class Progress:
-    step: int  # generator steps done
-    total_steps: int
-    epoch: float  # passes over the dataset so far
-    losses: dict[str, float]  # mean over the steps since the last report
-    images_per_sec: float  # real images consumed per second since the last report
-    eta_seconds: float | None
-    # the augmentation probability at the report (adaptive: where p has moved to); None
-    # when the run augments nothing
-    augment_p: float | None = None
 
 
 @dataclass
@@ -86,14 +77,6 @@ class TrainResult:
     step: int
     checkpoint: Path | None
     config: AnyConfig = field(repr=False)
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss or a weight became NaN or Inf; weights after that step are not kept."""
-
-    def __init__(self, step: int, losses: dict[str, float], what: str = "loss"):
-        self.step = step
-        super().__init__(f"training diverged at step {step}: non-finite {what} {losses}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -135,7 +118,7 @@ def _check_resumable(saved: Any, wanted: Any) -> Any:
         raise ValueError(f"cannot resume: {', '.join(changed)} differ from the checkpoint's config")
     if b["precision"] == "auto":  # a resume keeps the precision the run used; asked, it changes
         b["precision"] = a["precision"]
-    return type(saved).model_validate({**a, **{k: b[k] for k in RESUMABLE_CHANGES}})
+    return type(saved).model_validate({**a, **{k: b[k] for k in RESUMABLE_CHANGES if k in b}})
 
 
 class RunKind(Protocol):
@@ -152,7 +135,11 @@ class RunKind(Protocol):
 
 
 class _Noise:
-    """Noise (and a class) to an image: TrainConfig, TrainState, Batcher, GANStep."""
+    """Noise (and a class) to an image: TrainConfig, TrainState, Batcher, GANStep; alone, or
+    as one rank of a data-parallel group (dist)."""
+
+    def __init__(self, dist: DistContext | None = None):
+        self.dist = group_of(dist)
 
     def load(
         self, config: TrainConfig, data_dirs: Sequence[str | Path], allow_download: bool
@@ -175,21 +162,24 @@ class _Noise:
     def start(
         self, config: TrainConfig, device: torch.device, data: ImageTensorDataset
     ) -> tuple[TrainState, Batcher]:
-        return TrainState(config, device), Batcher(
-            data, config.batch_size, seed=config.seed, device=device
+        shard = self.dist.shard(config.batch_size) if self.dist is not None else None
+        return TrainState(config, device, self.dist), Batcher(
+            data, config.batch_size, seed=config.seed, device=device, shard=shard
         )
 
     def step(self, state: TrainState, batcher: Batcher) -> GANStep:
         return GANStep(state, batcher)
 
 
-def run_kind(config: AnyConfig) -> RunKind:
-    """The kind of run a config asks for."""
+def run_kind(config: AnyConfig, dist: DistContext | None = None) -> RunKind:
+    """The kind of run a config asks for (as one rank of dist's group, if it has several)."""
     if isinstance(config, TranslationConfig):
+        if group_of(dist) is not None:
+            raise ValueError("config.devices: translation jobs train on one device for now")
         from gan_core.translation.run import TRANSLATION  # local: only translation jobs need it
 
         return TRANSLATION
-    return _Noise()
+    return _Noise(dist)
 
 
 def train(
@@ -202,17 +192,26 @@ def train(
     data_dirs: Sequence[str | Path] = (),  # where built-in datasets are looked for
     allow_download: bool = False,  # let torchvision download a missing built-in
     resume: bool = True,  # continue from the run's latest checkpoint if there is one
+    # this process as one rank of an initialised process group (gan_core.distributed; start
+    # one with gan_core.launch): config.devices must equal its size. Only rank 0 calls the
+    # hooks and writes checkpoints; every rank returns the same result
+    dist: DistContext | None = None,
 ) -> TrainResult:
     """Train a GAN as ``config`` says, writing checkpoints under ``run_dir/checkpoints``."""
+    group = group_of(dist)
     hooks = hooks or TrainHooks()
+    if group is not None and not group.is_main:  # the others follow rank 0's decisions
+        hooks = TrainHooks(progress_interval=hooks.progress_interval)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.remove_stale_temp(run_dir)
+    if group is None or group.is_main:
+        ckpt.remove_stale_temp(run_dir)
     device = resolve_device(config.device)
-    kind = run_kind(config)
+    kind = run_kind(config, group)
     latest = ckpt.latest_checkpoint(run_dir) if resume else None
     if latest is not None:
         config = _check_resumable(ckpt.job_config_from_meta(ckpt.read_meta(latest)), config)
+    _check_devices(config, group)
     data = dataset if dataset is not None else kind.load(config, data_dirs, allow_download)
     # the stored config (and so every checkpoint, and the job on_start records) says what
     # this run does: channels etc. from the data, precision "auto" from the device
@@ -223,13 +222,25 @@ def train(
     state, batcher = _start(kind, config, device, data, latest)
     while True:
         try:
-            return _loop(kind, state, batcher, run_dir, hooks)
+            return _loop(kind, state, batcher, run_dir, hooks, group)
         except TrainingDiverged as exc:
             if config.on_divergence != "rollback" or state.rollbacks >= config.max_rollbacks:
                 raise
             state, batcher = _roll_back(
                 kind, config, device, data, run_dir, state.rollbacks + 1, exc, hooks
             )
+
+
+def _check_devices(config: Any, group: DistContext | None) -> None:
+    """config.devices (1 for a kind without it) must be the number of ranks training it."""
+    world = group.world if group is not None else 1
+    devices = getattr(config, "devices", 1)
+    if devices != world:
+        raise ValueError(
+            f"config.devices: the config asks for {devices} devices but {world} "
+            f"process{'es' if world > 1 else ''} train it; start one rank per device "
+            "(gan_core.launch.launch, or torchrun) and pass each its DistContext"
+        )
 
 
 def _start(
@@ -266,98 +277,15 @@ def _roll_back(
     return state, batcher
 
 
-class _Monitor:
-    """The loop's bookkeeping: progress reports, NaN checks, checkpoints, and the stop check."""
-
-    def __init__(self, state: Any, batcher: Any, run_dir: Path, hooks: TrainHooks):
-        self.state, self.batcher, self.run_dir, self.hooks = state, batcher, run_dir, hooks
-        self.pending: list[torch.Tensor] = []  # per-step [d_loss, g_loss], on device until a report
-        self.last_ckpt: Path | None = ckpt.latest_checkpoint(run_dir)
-        self.last_saved_step = state.step if self.last_ckpt is not None else -1
-        self.last_good_losses: dict[str, float] = {}
-        self.t_report = self.t_stop = time.monotonic()
-        self.step_at_report = state.step
-        self.first_report = True  # report the first step at once: "it started" is worth knowing
-
-    def flush(self) -> dict[str, float]:
-        """Check the pending losses for NaN/Inf and return their means."""
-        if not self.pending:
-            return self.last_good_losses
-        window = torch.stack(self.pending).float().cpu()  # (steps, 2); one device sync per report
-        first_step = self.state.step - len(self.pending) + 1
-        bad = (~torch.isfinite(window)).any(dim=1).nonzero()
-        self.pending = []
-        if bad.numel():
-            i = int(bad[0])
-            raise TrainingDiverged(
-                first_step + i, {"d": float(window[i, 0]), "g": float(window[i, 1])}
-            )
-        self.last_good_losses = {"d": float(window[:, 0].mean()), "g": float(window[:, 1].mean())}
-        return self.last_good_losses
-
-    def save(self) -> None:
-        state, hooks = self.state, self.hooks
-        losses = self.flush()  # never write weights that follow a non-finite loss
-        # Weights can go bad while losses stay finite (e.g. BatchNorm running stats
-        # overflowing); a checkpoint that would sample garbage is not a "last good" one.
-        bad = state.non_finite_tensor()
-        if bad is not None:
-            raise TrainingDiverged(state.step, losses, what=f"weights ({bad})")
-        info = state.save(self.run_dir, self.batcher, losses)
-        self.last_ckpt, self.last_saved_step = info.path, state.step
-        if hooks.on_checkpoint:
-            hooks.on_checkpoint(info)  # the service records it and forgets the oldest first,
-        protect = hooks.keep_also() if hooks.keep_also else ()  # so no record outlives its files
-        ckpt.prune_checkpoints(self.run_dir, state.config.keep_checkpoints, protect=protect)
-
-    def report(self, now: float) -> None:
-        losses = self.flush()
-        state, config = self.state, self.state.config
-        if self.hooks.on_progress:
-            steps = state.step - self.step_at_report
-            elapsed = max(now - self.t_report, 1e-9)
-            self.hooks.on_progress(
-                Progress(
-                    step=state.step,
-                    total_steps=config.steps,
-                    epoch=self.batcher.epoch,
-                    losses=losses,
-                    images_per_sec=steps * config.batch_size * config.d_steps / elapsed,
-                    eta_seconds=(config.steps - state.step) * elapsed / max(steps, 1),
-                    augment_p=state.augment_probability(),
-                )
-            )
-        self.t_report, self.step_at_report = now, state.step
-
-    def after_step(self, losses: torch.Tensor) -> bool:
-        """Bookkeeping after one step; True when the run should stop here (canceled)."""
-        state, config, hooks = self.state, self.state.config, self.hooks
-        self.pending.append(losses)
-        now = time.monotonic()
-        done = state.step >= config.steps
-        if now - self.t_report >= hooks.progress_interval or done or self.first_report:
-            self.first_report = False
-            self.report(now)
-        saved = state.step % config.checkpoint_every == 0 or done
-        if saved:
-            self.save()
-        # right after a save too: a stop asked for while it was written (and scored) needs
-        # no second checkpoint one step later
-        if (
-            hooks.should_stop
-            and not done
-            and (saved or now - self.t_stop >= min(hooks.progress_interval, 0.5))
-        ):
-            self.t_stop = now
-            if hooks.should_stop():
-                if self.last_saved_step != state.step:
-                    self.save()  # keep the work done so far; resume continues from here
-                return True
-        return False
-
-
-def _loop(kind: RunKind, state: Any, batcher: Any, run_dir: Path, hooks: TrainHooks) -> TrainResult:
-    step, monitor = kind.step(state, batcher), _Monitor(state, batcher, run_dir, hooks)
+def _loop(
+    kind: RunKind,
+    state: Any,
+    batcher: Any,
+    run_dir: Path,
+    hooks: TrainHooks,
+    group: DistContext | None = None,
+) -> TrainResult:
+    step, monitor = kind.step(state, batcher), Monitor(state, batcher, run_dir, hooks, group)
     status: Literal["succeeded", "canceled"] = "succeeded"
     state.train_mode()
     while state.step < state.config.steps:
@@ -366,6 +294,8 @@ def _loop(kind: RunKind, state: Any, batcher: Any, run_dir: Path, hooks: TrainHo
             break
     if monitor.last_saved_step != state.step:  # e.g. steps already reached when resuming
         monitor.save()
+    if group is not None:  # every rank returns once rank 0 has written the last checkpoint
+        group.barrier()
     return TrainResult(
         status=status, step=state.step, checkpoint=monitor.last_ckpt, config=state.config
     )

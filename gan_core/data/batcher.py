@@ -17,6 +17,7 @@ class Batcher:
         *,
         seed: int,
         device: torch.device | str = "cpu",
+        shard: slice | None = None,
     ) -> None:
         if not 1 <= batch_size <= len(dataset):
             raise DatasetError(
@@ -25,6 +26,9 @@ class Batcher:
         self.device = torch.device(device)
         self.dataset = dataset.to(self.device)  # our datasets fit; one copy beats per-batch ones
         self.batch_size = batch_size
+        # data parallel: every rank draws the same global batch and keeps its part of it, so
+        # the order (and the state saved) is the same on every rank and for any number of them
+        self.shard = shard
         self._gen = torch.Generator().manual_seed(seed)  # CPU: the same order on any device
         self._set_perm(torch.randperm(len(dataset), generator=self._gen))
         self._pos = 0
@@ -42,12 +46,15 @@ class Batcher:
         self._pos = 0
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """A full batch: x float32 in [-1, 1] (N, C, H, W) on the device, y int64 or None."""
+        """A full batch (or this rank's part of it): x float32 in [-1, 1] (N, C, H, W) on the
+        device, y int64 or None."""
         if self._pos + self.batch_size > len(self._perm):
             # Drop the tail: every batch is full and every epoch is a fresh permutation.
             self._set_perm(torch.randperm(len(self._perm), generator=self._gen))
             self._pos = 0
         idx = self._perm_device[self._pos : self._pos + self.batch_size]
+        if self.shard is not None:
+            idx = idx[self.shard]
         self._pos += self.batch_size
         self._served += self.batch_size
         x = self.dataset.images[idx].float().div_(127.5).sub_(1.0)

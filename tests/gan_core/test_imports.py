@@ -27,6 +27,8 @@ MODULES = [
     "gan_core.translation.run",
     "gan_core.translation.inference",
     "gan_core.metrics.translation",
+    "gan_core.launch",
+    "gan_core.sync_batchnorm",
 ]
 FORBIDDEN = [
     "fastapi",

@@ -1,0 +1,93 @@
+"""Data-parallel runs stopped and continued: cancel from rank 0, resume with the same or
+another number of ranks (a checkpoint is rank-free), and a rank killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+
+from gan_core.checkpoint import checkpoint_root, list_checkpoints, read_meta, step_dir_name
+from gan_core.launch import RankFailed, launch
+from tests.dist_ranks import (
+    TINY,
+    TOLERANCE,
+    different,
+    fail_at_step,
+    nets,
+    train_runs,
+    worst_gap,
+)
+
+
+def run(tmp_path, name: str, **kw) -> dict:
+    return {"config": TINY, "run_dir": str(tmp_path / name)} | kw
+
+
+def steps_saved(run_dir) -> list[int]:
+    return [int(read_meta(p)["step"]) for p in list_checkpoints(run_dir)]
+
+
+def test_cancel_and_resume_with_the_same_or_another_number_of_ranks(tmp_path):
+    # one process trains 6 steps, for two ranks to continue
+    train_runs(None, [run(tmp_path, "from-one", config=TINY | {"steps": 6})])
+    two = launch(
+        2,
+        train_runs,
+        [
+            run(tmp_path, "full-two"),
+            # rank 0 asks should_stop before a step's report (one process: after it), so the
+            # hook that says yes once step 4 was reported stops every rank at step 5
+            run(tmp_path, "canceled", stop_at=4),
+            run(tmp_path, "canceled"),  # and the run resumed, still on two ranks
+            run(tmp_path, "from-one"),
+        ],
+        threads=1,
+    )
+    # cancel: every rank stopped at step 5, with one checkpoint there
+    assert two[1]["status"] == "canceled" and two[1]["step"] == 5
+    assert two[1]["seen"] == [1, 2, 3, 4, 5]
+    rank1 = json.loads((tmp_path / "canceled" / "rank1.json").read_text())
+    assert [(r["status"], r["step"]) for r in rank1] == [("canceled", 5), ("succeeded", 12)]
+    # resumed on two ranks: exactly the uninterrupted two-rank run, on both ranks
+    assert two[2]["step"] == 12 and two[2]["seen"] == list(range(6, 13))
+    assert steps_saved(tmp_path / "canceled") == [5, 6, 12]
+    for rank in (0, 1):
+        assert different(nets(tmp_path / "full-two", rank), nets(tmp_path / "canceled", rank)) == []
+
+    # two ranks' checkpoint at step 6, continued by one process
+    src = checkpoint_root(tmp_path / "full-two") / step_dir_name(6)
+    shutil.copytree(src, checkpoint_root(tmp_path / "from-two") / step_dir_name(6))
+    train_runs(None, [run(tmp_path, "from-two"), run(tmp_path, "full-one")])
+
+    full_one, full_two = nets(tmp_path / "full-one"), nets(tmp_path / "full-two")
+    assert worst_gap(full_one, full_two) < TOLERANCE
+    for name in ("from-one", "from-two"):
+        resumed = nets(tmp_path / name)
+        assert worst_gap(full_one, resumed) < TOLERANCE, name
+        assert worst_gap(full_two, resumed) < TOLERANCE, name
+    assert different(nets(tmp_path / "from-one"), nets(tmp_path / "from-one", 1)) == []
+    # each checkpoint says how many ranks wrote it
+    last = list_checkpoints(tmp_path / "from-one")[-1]
+    assert read_meta(last)["config"]["devices"] == 2
+    assert read_meta(list_checkpoints(tmp_path / "from-two")[-1])["config"]["devices"] == 1
+
+
+def test_a_killed_rank_fails_the_group_within_seconds(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(RankFailed, match="rank 1 was killed by SIGKILL"):
+        # a collective timeout far above what the test allows: the failure is not a timeout
+        killed = run(tmp_path, "killed", config=TINY | {"checkpoint_every": 2})
+        launch(2, fail_at_step, killed, 1, 4, "kill", threads=1, timeout_s=600)
+    assert time.monotonic() - started < 30
+    # what was written before stays: a resume (the worker re-queues the job) starts there
+    assert steps_saved(tmp_path / "killed") == [2]
+
+
+def test_a_stalled_rank_fails_the_group_after_the_collective_timeout(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(RankFailed, match="every rank alive: one stalled past the 3 s"):
+        launch(2, fail_at_step, run(tmp_path, "stalled"), 1, 3, "stall", threads=1, timeout_s=3)
+    assert time.monotonic() - started < 30  # the timeout, a grace period, not the stall
