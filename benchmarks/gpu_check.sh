@@ -13,9 +13,17 @@
 #    engine_width32/engine ratio says whether width 32 (the config default, chosen on a CPU)
 #    is also cheaper per step on the GPU, or whether a GPU job should pass 64
 #
+# 5. issue 19's resnet nets at 64px: train_throughput.py --arch resnet, engine against a bare
+#    loop of the same nets, fp32 and bf16, at widths 32 and 64 (the width ratio)
+#
 # Exit status: 0 only if every step passed. Overrides (for a smoke test without a GPU):
 #   GPU_CHECK_DEVICE=cpu  run everything on the CPU (precision fp32 only, tiny throughput run)
 #   GPU_CHECK_STEPS=N     training steps per precision (default 300)
+#   GPU_CHECK_PYTHON=X    use interpreter X with the repo on PYTHONPATH, no venv: the lent GPU
+#                         machine's own python3 (torch there; no network). Carry the wheels it
+#                         lacks (../shared/tools/gpu/wheels.sh prints the line that installs
+#                         them), then, as one command (a few files come back, so tar them):
+#     GPU_CHECK_PYTHON=python3 OUT=/tmp/gc bash benchmarks/gpu_check.sh; tar czf $OUT/gc.tgz -C /tmp gc
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -39,7 +47,11 @@ esac
 
 # ---------------------------------------------------------------- 1. environment
 say "python environment"
-if [ -x .venv/bin/python ]; then
+if [ -n "${GPU_CHECK_PYTHON:-}" ]; then
+  PY="$GPU_CHECK_PYTHON"
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  "$PY" -c 'import gan_core' || die "$PY cannot import gan_core with the repo on PYTHONPATH"
+elif [ -x .venv/bin/python ]; then
   PY=.venv/bin/python
   if ! "$PY" -c 'import gan_core, app, worker, ganforge_client' 2>/dev/null; then
     echo ".venv cannot import ganforge: installing it (pip install -e ./clients/python -e .)"
@@ -151,6 +163,17 @@ if [ "$DEVICE" = cuda ]; then
   timeout 90 "$PY" benchmarks/train_throughput.py --device cuda --precision bf16 "${TT_ARGS[@]}" \
     --out "$OUT/train_throughput_cuda_bf16.json" 2>&1 | tee "$OUT/train_throughput_cuda_bf16.log"
 fi
+
+# ---------------------------------------------------------------- 5. resnet at 64px (issue 19)
+if [ "$DEVICE" = cuda ]; then RESNET_RUNS="fp32:32 fp32:64 bf16:32 bf16:64"; else RESNET_RUNS="fp32:32"; fi
+for RUN in $RESNET_RUNS; do
+  P=${RUN%%:*}; W=${RUN##*:}
+  say "train_throughput.py --device $DEVICE --arch resnet --image-size 64 --width $W --precision $P"
+  timeout 120 "$PY" benchmarks/train_throughput.py --device "$DEVICE" --arch resnet --image-size 64 \
+    --width "$W" --precision "$P" --variants engine,bare "${TT_ARGS[@]}" \
+    --out "$OUT/train_throughput_resnet64_${DEVICE}_${P}_w${W}.json" 2>&1 \
+    | tee "$OUT/train_throughput_resnet64_${DEVICE}_${P}_w${W}.log"
+done
 
 say "GPU CHECK PASSED ($DEVICE) -- outputs in $OUT"
 ls -l "$OUT"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -24,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere without installing
     sys.path.insert(0, str(REPO))
 
+from benchmarks._rgb_folder import write_folder  # noqa: E402
 from benchmarks.quality import sample_eval  # noqa: E402
 from benchmarks.recipes import RECIPES  # noqa: E402
 from gan_core.checkpoint import load_generator  # noqa: E402
@@ -31,17 +33,28 @@ from gan_core.config import TrainConfig  # noqa: E402
 from gan_core.data import load_dataset  # noqa: E402
 from gan_core.metrics import QualityScorer, train_classifier  # noqa: E402
 from gan_core.nets import build_generator  # noqa: E402
-from gan_core.training import TrainingDiverged, train  # noqa: E402
+from gan_core.training import TrainHooks, TrainingDiverged, train  # noqa: E402
 
 SIZE, CHANNELS, SAMPLES = 64, 3, 2000
+FOLDER_TRAIN = 10_000  # images in the uploaded-folder set
 
 
 def run(args: argparse.Namespace) -> dict:
     names = [r.strip() for r in args.recipes.split(",") if r.strip()]
     if unknown := [r for r in names if r not in RECIPES]:
         raise SystemExit(f"--recipes: unknown {unknown}; known: {list(RECIPES)}")
-    train_set = load_dataset("shapes", image_size=SIZE, channels=CHANNELS, seed=args.seed)
-    reference = load_dataset("shapes", image_size=SIZE, channels=CHANNELS, seed=args.seed + 1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.dataset == "shapes":
+        train_set = load_dataset("shapes", image_size=SIZE, channels=CHANNELS, seed=args.seed)
+        reference = load_dataset("shapes", image_size=SIZE, channels=CHANNELS, seed=args.seed + 1)
+    else:  # tinted garments as an uploaded folder: train split to train, test split as reference
+        tmp = Path(tempfile.mkdtemp(prefix="ganforge-folder-"))
+        train_dir = write_folder(tmp / "train", FOLDER_TRAIN, args.seed, "train")
+        ref_dir = write_folder(tmp / "reference", SAMPLES, args.seed, "test")
+        train_set = load_dataset(f"image-folder:{train_dir}", image_size=SIZE, channels=CHANNELS)
+        reference = load_dataset(f"image-folder:{ref_dir}", image_size=SIZE, channels=CHANNELS)
+        shutil.rmtree(tmp)  # both are in memory now
     clf = train_classifier(
         train_set.images,
         train_set.labels,
@@ -55,7 +68,7 @@ def run(args: argparse.Namespace) -> dict:
         return round(scorer.score(sample_eval(G, SAMPLES, args.seed)).fd, 3)
 
     base = {
-        "dataset": "shapes",
+        "dataset": "shapes",  # the name only: the data itself is train_set
         "image_size": SIZE,
         "channels": CHANNELS,
         "g_width": args.width,
@@ -63,12 +76,18 @@ def run(args: argparse.Namespace) -> dict:
         "steps": args.steps,
         "seed": args.seed,
         "checkpoint_every": args.steps,
-        "precision": "fp32",  # as recorded (before precision: auto became the default)
+        # fp32 by default, as the runs before precision "auto" became the default recorded
+        "precision": args.precision,
     }
     torch.manual_seed(args.seed)
     out: dict = {
         "benchmark": "stability-64px-rgb",
+        "dataset": args.dataset if args.dataset == "shapes" else "tinted-fashion-folder",
+        "train_images": len(train_set),
         "steps": args.steps,
+        "seed": args.seed,
+        "precision": args.precision,
+        "threads": torch.get_num_threads(),
         "width": args.width,
         "samples": SAMPLES,
         "untrained_G_fd": fd(build_generator(TrainConfig(**base))),
@@ -80,12 +99,19 @@ def run(args: argparse.Namespace) -> dict:
         with tempfile.TemporaryDirectory(prefix="ganforge-stability-") as tmp:
             t0 = time.monotonic()
             row: dict = {"overrides": RECIPES[name]}
+            if config.arch != "dcgan":  # the baseline of its own nets
+                torch.manual_seed(args.seed)
+                row["untrained_G_fd"] = fd(build_generator(config))
+            saved: list = []  # at each checkpoint, the mean losses since the last report
+            hooks = TrainHooks(on_checkpoint=lambda info, saved=saved: saved.append(info.losses))
             try:
-                result = train(config, Path(tmp), dataset=train_set, resume=False)
+                result = train(config, Path(tmp), hooks, dataset=train_set, resume=False)
             except TrainingDiverged as e:  # unstable: what we want to know, not a crash
                 row.update(status="diverged", error=str(e))
             else:
                 row["status"] = result.status
+                row["precision"] = result.config.precision  # "auto" resolved
+                row["final_losses"] = saved[-1] if saved else None
                 if result.checkpoint is not None:
                     row["ema_G_fd"] = fd(load_generator(result.checkpoint, ema=True))
                     row["raw_G_fd"] = fd(load_generator(result.checkpoint, ema=False))
@@ -102,6 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=32, help="g_width = d_width")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--recipes", default="default,betas_0.5")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
+    ap.add_argument(
+        "--dataset",
+        default="shapes",
+        choices=["shapes", "folder"],
+        help="shapes (procedural), or folder: tinted Fashion-MNIST garments written as an "
+        "uploaded labelled folder of PNGs and read through image-folder: (_rgb_folder.py)",
+    )
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/stability-64px.json")
     args = ap.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
