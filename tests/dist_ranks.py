@@ -33,7 +33,9 @@ from tests.tiny import tiny
 TINY = tiny(steps=12, checkpoint_every=6, device="cpu", precision="fp32")
 # Two ranks against one process after 12 steps: the same maths summed in another order
 # (per-rank means averaged, BatchNorm statistics from sums) drifts by float rounding only
-TOLERANCE = 1e-4  # largest |difference| of any weight, scaled by max(1, |weight|)
+# (measured 6-8e-7 for each case of test_distributed.py; after 100 steps the drift grows to
+# 0.1 for the DCGAN, as between one process on 1 and on 2 threads: GAN training amplifies it)
+TOLERANCE = 1e-5  # largest |difference| of any weight, scaled by max(1, |weight|)
 
 
 @functools.cache
