@@ -151,3 +151,15 @@ def worst_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 def nets(run_dir: Path, rank: int = 0) -> dict[str, torch.Tensor]:
     """What rank ``rank`` of the run in run_dir ended with (train_runs wrote it)."""
     return load_file(run_dir / f"rank{rank}.safetensors")
+
+
+def nan_on_rank(dist: DistContext | None, run: dict[str, Any], victim: int, step: int) -> None:
+    """train_runs([run]), with rank ``victim``'s D loss NaN from step ``step`` on."""
+    assert dist is not None
+    if dist.rank == victim:
+        import pytest
+
+        from tests.nan_loss import nan_d_loss_from
+
+        nan_d_loss_from(pytest.MonkeyPatch(), step)  # a child process, which ends here
+    train_runs(dist, [run])

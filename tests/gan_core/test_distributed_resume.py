@@ -11,11 +11,13 @@ import pytest
 
 from gan_core.checkpoint import checkpoint_root, list_checkpoints, read_meta, step_dir_name
 from gan_core.launch import RankFailed, launch
+from gan_core.training import TrainingDiverged
 from tests.dist_ranks import (
     TINY,
     TOLERANCE,
     different,
     fail_at_step,
+    nan_on_rank,
     nets,
     train_runs,
     worst_gap,
@@ -91,3 +93,10 @@ def test_a_stalled_rank_fails_the_group_after_the_collective_timeout(tmp_path):
     with pytest.raises(RankFailed, match="every rank alive: one stalled past the 3 s"):
         launch(2, fail_at_step, run(tmp_path, "stalled"), 1, 3, "stall", threads=1, timeout_s=3)
     assert time.monotonic() - started < 30  # the timeout, a grace period, not the stall
+
+
+def test_a_nan_on_one_rank_fails_every_rank_at_that_step(tmp_path):
+    with pytest.raises(TrainingDiverged, match="diverged at step 3"):
+        diverging = run(tmp_path, "nan", config=TINY | {"checkpoint_every": 2})
+        launch(2, nan_on_rank, diverging, 1, 3, threads=1)
+    assert steps_saved(tmp_path / "nan") == [2]  # nothing written after the NaN
