@@ -40,6 +40,14 @@ def check_new_job(
             f"steps must be <= {settings.max_steps_per_job} (per-job limit)", field=field
         )
     check_checkpoints(settings, config, resume=resume)
+    if getattr(config, "devices", 1) > 1:
+        # the engine trains data-parallel (ganforge train --devices N), but no worker starts
+        # a group of ranks yet: refuse now rather than fail the job when a worker takes it
+        raise InvalidInput(
+            "devices: this service's workers train a job on one device; use devices 1 here, "
+            "or the engine's own command line (ganforge train --devices N)",
+            field="config.devices",
+        )
     memory = estimate_training_memory(config)
     if memory.total_bytes > settings.max_job_memory_bytes:
         raise InvalidInput(
