@@ -116,7 +116,8 @@ def fail_at_step(
     dist: DistContext | None, run: dict[str, Any], victim: int, step: int, how: str
 ) -> None:
     """train_runs([run]), but rank ``victim``, as it starts step ``step``, SIGKILLs itself
-    (how "kill") or sleeps for a minute (how "stall")."""
+    (how "kill") or sleeps for ten minutes (how "stall": far past any test's timeout, so
+    only the collective timeout can end the run, and the launcher then kills the sleeper)."""
     assert dist is not None
     if dist.rank == victim:
         one_step = GANStep.step
@@ -125,7 +126,7 @@ def fail_at_step(
             if self.state.step + 1 == step and how == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             if self.state.step + 1 == step and how == "stall":
-                time.sleep(60)
+                time.sleep(600)
             return one_step(self)
 
         GANStep.step = step_or_die  # in a child process, which ends here: no undo

@@ -90,9 +90,11 @@ def test_a_killed_rank_fails_the_group_within_seconds(tmp_path):
 
 def test_a_stalled_rank_fails_the_group_after_the_collective_timeout(tmp_path):
     started = time.monotonic()
-    with pytest.raises(RankFailed, match="every rank alive: one stalled past the 3 s"):
-        launch(2, fail_at_step, run(tmp_path, "stalled"), 1, 3, "stall", threads=1, timeout_s=3)
-    assert time.monotonic() - started < 30  # the timeout, a grace period, not the stall
+    with pytest.raises(RankFailed, match="every rank alive: one stalled past the 5 s"):
+        launch(2, fail_at_step, run(tmp_path, "stalled"), 1, 3, "stall", threads=1, timeout_s=5)
+    # the timeout and the launcher's grace periods, not the 600 s stall (a loose bound: on a
+    # loaded CI machine the ranks' start and the detection took over a minute once)
+    assert time.monotonic() - started < 120
 
 
 def test_a_nan_on_one_rank_fails_every_rank_at_that_step(tmp_path):
