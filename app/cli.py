@@ -142,15 +142,19 @@ def worker_command(args: argparse.Namespace) -> int:
     level = "DEBUG" if args.verbose else (args.loglevel or settings.log_level)
     logs.configure(level)
     migrate(settings.resolved_database_url)
+    from app.core.jobs.queue import worker_queues
     from worker.celery_app import app
+    from worker.group import worker_devices
 
+    # The jobs that fit: those on 1..devices devices, each device count on its own queue.
+    devices = worker_devices(settings.worker_devices)  # counted once; its heartbeat says it
     argv = [
         *([] if logs.verbose(level) else ["--quiet"]),  # Celery's banner: with --verbose
         "worker",
         "--queues",
-        settings.queue,
+        ",".join(worker_queues(settings.queue, devices)),
         "--concurrency",
-        "1",  # one training per worker (per GPU)
+        "1",  # one training per worker, on all its devices (one job on 1 GPU uses cuda:0)
         "--pool",
         "prefork",  # training runs in a child; the parent keeps the broker link
         "--loglevel",

@@ -11,6 +11,8 @@ import os
 import socket
 import uuid
 
+from sqlalchemy.orm import Session
+
 from app.core.artifacts.selection import get_store
 from app.core.artifacts.store import ArtifactStore, LocalStore
 from app.core.datasets.job_data import load_job_pairs, upload_path
@@ -24,8 +26,10 @@ from gan_core.checkpoint import CheckpointError
 from gan_core.data import DatasetError, ImageTensorDataset, load_dataset
 from gan_core.data.pairs import PairDataset
 from gan_core.jobconfig import AnyConfig, parse_config
+from gan_core.launch import RankFailed
 from gan_core.training import TrainingDiverged, train
 from gan_core.translation.config import TranslationConfig
+from worker.group import train_group
 from worker.hooks import SHUTDOWN, HandBack, JobHooks, LeaseKeeper, LeaseLost
 
 log = logging.getLogger("ganforge.worker")
@@ -55,20 +59,49 @@ def _load_upload(
         raise DatasetError(f"uploaded dataset {row.id} cannot be read: {exc}") from exc
 
 
-def _hand_back(url: str, job_id: str, worker_id: str, queue: JobQueue | None) -> None:
+def _send(s: Session, queue: JobQueue | None, job_id: str, devices: int) -> None:
+    """Send a job we put back in the queue; the next sweep of any worker sends it if not."""
+    try:
+        if queue is None:
+            raise RuntimeError("no queue to send to")
+        queue.enqueue(job_id, devices)
+    except Exception:
+        recovery.mark_unsent(s, job_ids=[job_id])
+
+
+def _hand_back(url: str, job_id: str, worker_id: str, queue: JobQueue | None, devices: int) -> None:
     """Give a job we stopped for a shutdown back to the queue, at once and without a loss."""
     with session_scope(url) as s:
         if not runs.release_job(s, job_id=job_id, worker_id=worker_id):
             return
-        try:
-            if queue is None:
-                raise RuntimeError("no queue to send to")
-            queue.enqueue(job_id)
-        except Exception:
-            recovery.mark_unsent(s, job_ids=[job_id])  # the next sweep of any worker sends it
+        _send(s, queue, job_id, devices)
     log.warning(
         "job %s handed back to the queue for a shutdown; it resumes from its checkpoint", job_id
     )
+
+
+def _group_failed(
+    settings: Settings,
+    job_id: str,
+    worker_id: str,
+    queue: JobQueue | None,
+    devices: int,
+    reason: str,
+) -> str:
+    """A rank of the job's group died or stalled: back to the queue at once, to resume from
+    its last checkpoint, counted as a lost worker (failed after GANFORGE_MAX_ATTEMPTS)."""
+    with session_scope(settings.resolved_database_url) as s:
+        outcome = runs.requeue_after_loss(
+            s,
+            job_id=job_id,
+            worker_id=worker_id,
+            reason=reason,
+            max_attempts=settings.max_attempts,
+        )
+        if outcome == "queued":
+            _send(s, queue, job_id, devices)
+    log.warning("job %s: %s; %s", job_id, reason, outcome)
+    return outcome
 
 
 def run_job(
@@ -85,7 +118,9 @@ def run_job(
     store = get_store(settings.resolved_store_dir, settings.store_url)
     worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     if SHUTDOWN.is_set() and queue is not None:  # a message taken while shutting down
-        queue.enqueue(job_id)
+        with session_scope(url) as s:
+            devices = recovery.devices_of(s, [job_id])[job_id]
+        queue.enqueue(job_id, devices)
         return "deferred"
     with session_scope(url) as s:
         job = runs.claim_job(
@@ -108,21 +143,31 @@ def run_job(
         config=config,
         lease=lease,
     )
-    status, error, step = JobStatus.failed, None, None
+    status, error, step, group_failed = JobStatus.failed, None, None, None
     try:
         dataset = _load_upload(store, upload, config) if upload is not None else None
-        result = train(
-            config,
-            store.run_dir(job_id),
-            job_hooks.train_hooks(),
-            dataset=dataset,
-            data_dirs=settings.dataset_dirs,
-            allow_download=settings.allow_download,
-        )
+        run_dir, hooks = store.run_dir(job_id), job_hooks.train_hooks()
+        dirs, download = settings.dataset_dirs, settings.allow_download
+        if getattr(config, "devices", 1) > 1:  # ranks 1..N-1 in child processes
+            result = train_group(
+                config,
+                run_dir,
+                hooks,
+                dataset=dataset,
+                data_dirs=dirs,
+                allow_download=download,
+                timeout_s=settings.collective_timeout_seconds,
+            )
+        else:
+            result = train(
+                config, run_dir, hooks, dataset=dataset, data_dirs=dirs, allow_download=download
+            )
         status = JobStatus.canceled if result.status == "canceled" else JobStatus.succeeded
         step = result.step
     except LeaseLost:
         pass
+    except RankFailed as exc:  # another rank died or stalled: like a worker that died
+        group_failed = str(exc)
     except HandBack:  # a shutdown before this run trained a step: back as it was
         status = JobStatus.canceled
     except TrainingDiverged as exc:  # the last good checkpoint stays listed and samples
@@ -140,9 +185,12 @@ def run_job(
     if lease.lost.is_set():
         log.warning("job %s was taken over by another worker; not recording an end", job_id)
         return "lost"
+    devices = getattr(config, "devices", 1)
     if status == JobStatus.canceled and SHUTDOWN.is_set() and not lease.cancel.is_set():
-        _hand_back(url, job_id, worker_id, queue)
+        _hand_back(url, job_id, worker_id, queue, devices)
         return "released"
+    if group_failed is not None:
+        return _group_failed(settings, job_id, worker_id, queue, devices, group_failed)
     with session_scope(url) as s:
         runs.finish_job(
             s, job_id=job_id, worker_id=worker_id, status=status, error=error, step=step

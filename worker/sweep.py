@@ -13,6 +13,7 @@ from app.core.jobs.queue import JobQueue, queue_length
 from app.core.models import Worker
 from app.core.serving import folder_runs
 from app.core.settings import Settings, get_settings
+from worker.group import worker_devices
 
 log = logging.getLogger("ganforge.worker")
 
@@ -26,9 +27,10 @@ def sweep_once(settings: Settings, queue: JobQueue) -> recovery.Sweep:
             requeue_after=settings.requeue_after_seconds,
             waiting=lambda: queue_length(settings),  # so jobs waiting their turn are not re-sent
         )
+        devices = recovery.devices_of(s, done.to_send)
         for i, job_id in enumerate(done.to_send):
             try:
-                queue.enqueue(job_id)
+                queue.enqueue(job_id, devices[job_id])
             except Exception:
                 # Broker away: without a message nothing would ever run these 'queued' jobs;
                 # the next sweep sends them again.
@@ -77,13 +79,21 @@ def _sweep_translations(settings: Settings, queue: JobQueue) -> None:
 def heartbeat_loop(
     worker_id: str, stop: threading.Event, queue: JobQueue, interval: float = 10.0
 ) -> None:
-    """Record that this worker process is alive (for /readyz) and recover jobs of dead workers."""
+    """Record that this worker process is alive (for /readyz) with the devices it offers (a
+    job on N devices needs one with N), and recover jobs of dead workers."""
     settings = get_settings()
     interval = min(interval, settings.lease_seconds / 2)
     while True:
         try:
             with session_scope(settings.resolved_database_url) as s:
-                s.merge(Worker(id=worker_id, hostname=socket.gethostname(), last_seen=utcnow()))
+                s.merge(
+                    Worker(
+                        id=worker_id,
+                        hostname=socket.gethostname(),
+                        last_seen=utcnow(),
+                        devices=worker_devices(settings.worker_devices),
+                    )
+                )
             sweep_once(settings, queue)
         except Exception:
             log.warning("worker heartbeat failed", exc_info=True)

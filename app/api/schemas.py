@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from app.core.jobs import fleet
 from app.core.models import Checkpoint, Job
 from app.core.serving.history import History
 from gan_core.config import TrainConfig
@@ -111,10 +112,17 @@ class JobPublic(BaseModel):
     rollbacks: list[dict[str, Any]] = Field(
         description="divergences the run rolled back from (config.on_divergence = 'rollback')"
     )
+    queued_reason: str | None = Field(
+        None,
+        description="why a queued job waits for a worker that is not there: none is live, or "
+        "none has config.devices devices (null while one that fits is live: it waits its turn)",
+    )
     links: dict[str, str]
 
     @classmethod
-    def of(cls, job: Job) -> JobPublic:
+    def of(cls, job: Job, live_devices: list[int] | None = None) -> JobPublic:
+        """The job as the API shows it; ``live_devices`` (app.core.jobs.fleet) to say why a
+        queued one waits."""
         base = f"/v1/jobs/{job.id}"
         # a translator's pictures are translations of held-out inputs, not samples from noise
         translator = (job.config or {}).get("kind") in ("paired", "unpaired")
@@ -148,6 +156,9 @@ class JobPublic(BaseModel):
             webhook_url=job.webhook_url,
             webhook_events=job.webhook_events,
             rollbacks=job.rollbacks or [],
+            queued_reason=fleet.queued_reason(job, live_devices)
+            if live_devices is not None
+            else None,
             links={
                 "self": base,
                 "cancel": f"{base}/cancel",

@@ -180,7 +180,8 @@ class Lock(Base):
 
 
 class Worker(Base):
-    """Heartbeats of worker processes, so /readyz can tell whether any is alive."""
+    """Heartbeats of worker processes, so /readyz can tell whether any is alive and a job on
+    several devices whether any can take it."""
 
     __tablename__ = "workers"
 
@@ -190,6 +191,8 @@ class Worker(Base):
     # what its running job reports (for /metrics: one scrape of any API sees the fleet)
     job_id: Mapped[str | None] = mapped_column(String(40))
     images_per_sec: Mapped[float | None] = mapped_column(Float)
+    # the devices it trains a job on (GANFORGE_WORKER_DEVICES); jobs up to that many fit it
+    devices: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(Base):

@@ -40,7 +40,24 @@ class Settings(BaseSettings):
         default_factory=list, description="extra folders searched for built-in datasets (JSON list)"
     )
     allow_download: bool = Field(False, description="let workers download missing built-ins")
-    queue: str = Field("gpu", description="Celery queue that training jobs go to")
+    queue: str = Field(
+        "gpu",
+        description="Celery queue that training jobs go to (a job on N > 1 devices: "
+        "<queue>.devices-N, consumed by workers that announce at least N)",
+    )
+    worker_devices: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="devices this worker announces and trains one job on: its GPUs, or on a "
+        "CPU the processes a job may run as; unset: the GPUs CUDA sees, else 1",
+    )
+    collective_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="a job on several devices fails its group (and goes back to the queue) "
+        "when one rank waits this long for the others",
+    )
     host: str = Field("127.0.0.1", description="address `ganforge serve` binds")
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
@@ -171,6 +188,9 @@ class Settings(BaseSettings):
         True, description="require API keys; false serves everyone as admin (logged as a warning)"
     )
     max_jobs_per_owner: int = Field(4, ge=1, description="queued + running jobs per owner")
+    max_devices_per_owner: int = Field(
+        8, ge=1, description="devices (config.devices) of one owner's queued + running jobs"
+    )
     max_steps_per_job: int = Field(1_000_000, ge=1, description="largest config.steps")
     min_checkpoint_every: int = Field(
         25,

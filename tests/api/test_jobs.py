@@ -155,8 +155,7 @@ def test_bad_configs_are_422_naming_the_field(client):
         "config.precision": {"precision": "fp16", "device": "cpu"},
         "config.dataset": {"dataset": "npz:/etc/passwd"},
         "config.augment": {"augment": "color,sharpen"},
-        # valid for the engine, but no worker starts a group of ranks yet (issue 20)
-        "config.devices": {"devices": 2},
+        "config.devices": {"devices": 65},
         "config.bogus": {"bogus": 1},
         "config.d_lr": {"d_lr": True},  # a boolean is not a learning rate
         "config.g_betas.0": {"g_betas": [True, 0.9]},

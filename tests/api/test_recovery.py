@@ -85,7 +85,7 @@ def test_a_stale_job_found_while_the_broker_is_down_is_requeued_once_it_is_back(
     stop.set()  # one sweep per call
 
     class BrokerDown:
-        def enqueue(self, _job_id: str) -> None:
+        def enqueue(self, _job_id: str, _devices: int = 1) -> None:
             raise ConnectionRefusedError(111, "Connection refused")
 
     sweep.heartbeat_loop("w1", stop, BrokerDown())
@@ -103,9 +103,11 @@ class _Recording:
 
     def __init__(self) -> None:
         self.sent: list[str] = []
+        self.devices: dict[str, int] = {}  # the device count (queue) each was sent with
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str, devices: int = 1) -> None:
         self.sent.append(job_id)
+        self.devices[job_id] = devices
 
 
 def _sweep(settings: Settings, queue: _Recording | None = None):

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from app.api.deps import PrincipalDep, ServicesDep, SessionDep, require_writable_store
 from app.api.errors import problem_responses
 from app.api.schemas import CheckpointPublic, JobCreate, JobPublic, JobResume, JobsPublic
+from app.core.jobs import fleet
 from app.core.jobs import records as jobs
 from app.core.jobs.events import Event, JobEvents
 from app.core.models import JobStatus
@@ -66,12 +67,13 @@ def create_job(
         webhook_events=list(body.webhook_events) if body.webhook_events is not None else None,
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobPublic.of(job)
+    return JobPublic.of(job, fleet.live_devices(session, services.settings))
 
 
 @router.get("", response_model=JobsPublic)
 def list_jobs(
     session: SessionDep,
+    services: ServicesDep,
     principal: PrincipalDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -81,12 +83,18 @@ def list_jobs(
     page = jobs.list_jobs(
         session, owner_id=principal.scope, status=status_, limit=limit, cursor=cursor
     )
-    return JobsPublic(items=[JobPublic.of(j) for j in page.items], next_cursor=page.next_cursor)
+    live = fleet.live_devices(session, services.settings)
+    return JobsPublic(
+        items=[JobPublic.of(j, live) for j in page.items], next_cursor=page.next_cursor
+    )
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_ONE)
-def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobPublic:
-    return JobPublic.of(jobs.get_job(session, job_id=job_id, owner_id=principal.scope))
+def get_job(
+    job_id: str, session: SessionDep, services: ServicesDep, principal: PrincipalDep
+) -> JobPublic:
+    job = jobs.get_job(session, job_id=job_id, owner_id=principal.scope)
+    return JobPublic.of(job, fleet.live_devices(session, services.settings))
 
 
 @router.post(
@@ -126,7 +134,7 @@ def resume_job(
         steps=body.steps if body else None,
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobPublic.of(job)
+    return JobPublic.of(job, fleet.live_devices(session, services.settings))
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_STATE)

@@ -9,6 +9,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, InvalidInput, TooLarge
+from app.core.jobs import fleet
+from app.core.jobs.queue import job_devices
 from app.core.models import Checkpoint, Dataset, Job, JobStatus, Translation
 from app.core.serving.ratelimit import RateLimited
 from app.core.settings import Settings
@@ -40,14 +42,7 @@ def check_new_job(
             f"steps must be <= {settings.max_steps_per_job} (per-job limit)", field=field
         )
     check_checkpoints(settings, config, resume=resume)
-    if getattr(config, "devices", 1) > 1:
-        # the engine trains data-parallel (ganforge train --devices N), but no worker starts
-        # a group of ranks yet: refuse now rather than fail the job when a worker takes it
-        raise InvalidInput(
-            "devices: this service's workers train a job on one device; use devices 1 here, "
-            "or the engine's own command line (ganforge train --devices N)",
-            field="config.devices",
-        )
+    check_devices(session, settings, owner_id=owner_id, devices=getattr(config, "devices", 1))
     memory = estimate_training_memory(config)
     if memory.total_bytes > settings.max_job_memory_bytes:
         raise InvalidInput(
@@ -71,6 +66,38 @@ def check_new_job(
             retry_after=30,
         )
     check_storage(session, settings, owner_id=owner_id)
+
+
+def check_devices(session: Session, settings: Settings, *, owner_id: str, devices: int) -> None:
+    """A job on several devices: 422 when it is over the owner's device limit by itself, or
+    when workers are live and none has that many (with none live it waits, saying why:
+    app.core.jobs.fleet); 429 while the owner's queued and running jobs hold the rest."""
+    field, limit = "config.devices", settings.max_devices_per_owner
+    if devices > limit:
+        raise InvalidInput(
+            f"devices must be <= {limit} (GANFORGE_MAX_DEVICES_PER_OWNER); got {devices}",
+            field=field,
+        )
+    live = fleet.live_devices(session, settings)
+    if devices > 1 and live and max(live) < devices:
+        raise InvalidInput(
+            f"devices: no worker has {devices} devices (the live workers have at most "
+            f"{max(live)}); ask for at most {max(live)}, or start a worker with "
+            f"GANFORGE_WORKER_DEVICES={devices}",
+            field=field,
+        )
+    active = session.scalars(
+        select(Job.config).where(
+            Job.owner_id == owner_id, Job.status.in_([JobStatus.queued, JobStatus.running])
+        )
+    )
+    held = sum(job_devices(c) for c in active)
+    if held + devices > limit:
+        raise TooManyJobs(
+            f"the owner's queued and running jobs hold {held} devices; with {devices} more "
+            f"that is over the limit of {limit} per owner (GANFORGE_MAX_DEVICES_PER_OWNER)",
+            retry_after=30,
+        )
 
 
 def check_checkpoints(settings: Settings, config: AnyConfig, *, resume: bool = False) -> None:

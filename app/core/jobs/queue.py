@@ -25,28 +25,48 @@ class TaskSender(Protocol):
     def send_task(self, name: str, *args: Any, **kwargs: Any) -> Any: ...
 
 
+MAX_DEVICES = 64  # config.devices' upper bound (gan_core.config)
+
+
+def queue_for(queue: str, devices: int) -> str:
+    """The Celery queue of a job on ``devices`` devices: the training queue itself for one,
+    ``<queue>.devices-N`` for N > 1. A worker with D devices consumes the queues for 1..D
+    (``worker_queues``), so a job only ever reaches a worker it fits."""
+    return queue if devices <= 1 else f"{queue}.devices-{devices}"
+
+
+def worker_queues(queue: str, devices: int) -> list[str]:
+    """The queues a worker with ``devices`` devices takes jobs from."""
+    return [queue_for(queue, n) for n in range(1, devices + 1)]
+
+
+def job_devices(config: dict[str, Any] | None) -> int:
+    """The devices a job's stored config asks for (1 when it names none)."""
+    return int((config or {}).get("devices") or 1)
+
+
 class JobQueue:
-    """Sends ``ganforge.train(job_id)`` to the training queue."""
+    """Sends ``ganforge.train(job_id)`` to the training queue of the job's device count."""
 
     def __init__(self, sender: TaskSender, settings: Settings):
         self.sender, self.queue = sender, settings.queue
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str, devices: int = 1) -> None:
         """Send one training message; Unavailable (503) when the broker cannot be reached."""
-        self._send(TRAIN_TASK, job_id)
+        self._send(TRAIN_TASK, job_id, queue_for(self.queue, devices))
 
     def send_translation(self, translation_id: str) -> None:
-        """Send one folder-translation message, on the same queue; 503 as ``enqueue``."""
-        self._send(TRANSLATE_TASK, translation_id)
+        """Send one folder-translation message, on the training queue; 503 as ``enqueue``."""
+        self._send(TRANSLATE_TASK, translation_id, self.queue)
 
-    def _send(self, task: str, job_id: str) -> None:
+    def _send(self, task: str, job_id: str, queue: str) -> None:
         try:
             # A short retry: with the broker down the client gets a 503 in about a second,
             # not a request hanging on kombu's default back-off.
             self.sender.send_task(
                 task,
                 args=[job_id],
-                queue=self.queue,
+                queue=queue,
                 retry=True,
                 retry_policy={
                     "max_retries": 2,
@@ -103,7 +123,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def queue_length(settings: Settings) -> int | None:
-    """Training messages waiting in the broker, or None when it cannot say (or is down)."""
+    """Training messages waiting in the broker (on the queues of every device count), or
+    None when it cannot say (or is down)."""
     try:
         if settings.embedded:  # the filesystem transport: one file per message
             return sum(1 for p in (settings.broker_dir / "queue").iterdir() if p.is_file())
@@ -112,7 +133,10 @@ def queue_length(settings: Settings) -> int | None:
             import redis
 
             with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1) as r:
-                return int(r.llen(settings.queue))
+                pipe = r.pipeline()
+                for name in worker_queues(settings.queue, MAX_DEVICES):
+                    pipe.llen(name)
+                return int(sum(pipe.execute()))
     except Exception as exc:
         log.info("queue length unknown: %s", exc)
     return None

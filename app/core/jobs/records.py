@@ -27,7 +27,7 @@ from app.core.db import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.integrations import webhooks
 from app.core.jobs import limits
-from app.core.jobs.queue import JobQueue
+from app.core.jobs.queue import JobQueue, job_devices
 from app.core.models import FINISHED, Dataset, Job, JobStatus, Translation
 from app.core.settings import Settings
 from gan_core.jobconfig import AnyConfig, parse_config
@@ -87,7 +87,7 @@ def submit_job(
     session.commit()
     if created:
         try:
-            queue.enqueue(job.id)
+            queue.enqueue(job.id, job_devices(job.config))
         except Exception:
             session.delete(job)
             session.commit()
@@ -266,7 +266,7 @@ def submit_resume(
     resume_job(session, job_id=job_id, owner_id=principal.scope, steps=steps)
     session.commit()
     try:
-        queue.enqueue(job.id)
+        queue.enqueue(job.id, job_devices(job.config))
     except Exception:
         for key, value in before.items():
             setattr(job, key, value)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
 from app.core.integrations import webhooks
+from app.core.jobs.queue import job_devices
 from app.core.jobs.runs import update_rows
 from app.core.models import Job, JobStatus
 
@@ -164,3 +165,14 @@ def mark_unsent(session: Session, *, job_ids: list[str]) -> None:
             .execution_options(synchronize_session=False)
         )
         session.commit()
+
+
+def devices_of(session: Session, job_ids: list[str]) -> dict[str, int]:
+    """The devices each job asks for (its queue: app.core.jobs.queue.queue_for)."""
+    found: dict[str, int] = {}
+    if job_ids:
+        for job_id, config in session.execute(
+            select(Job.id, Job.config).where(Job.id.in_(job_ids))
+        ):
+            found[job_id] = job_devices(config)
+    return {job_id: found.get(job_id, 1) for job_id in job_ids}

@@ -279,3 +279,51 @@ def release_job(session: Session, *, job_id: str, worker_id: str) -> bool:
     )
     session.commit()
     return result == 1
+
+
+def requeue_after_loss(
+    session: Session, *, job_id: str, worker_id: str, reason: str, max_attempts: int
+) -> str:
+    """Put back a job whose run was lost while its worker lives (a rank of its process group
+    died or stalled), as the sweep puts back a dead worker's (app.core.jobs.recovery): to the
+    queue to resume from its last checkpoint, with ``reason`` on the job; ``failed`` once that
+    has happened ``max_attempts`` times; ``canceled`` if a cancel was asked for. Returns which,
+    or "lost" when the job is no longer ours (the caller sends the message of a "queued")."""
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None or job.lease_owner != worker_id:
+        return "lost"
+    now, losses = utcnow(), job.worker_losses + 1
+    values: dict[str, Any] = {
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "phase": None,
+        "worker_losses": losses,
+        "updated_at": now,
+        "version": Job.version + 1,
+    }
+    if job.cancel_requested:
+        outcome, values = JobStatus.canceled, {**values, "finished_at": now}
+    elif losses >= max_attempts:
+        outcome = JobStatus.failed
+        values["finished_at"] = now
+        values["error"] = (
+            f"{reason} (its run was lost {losses} times, last at step {job.step}); not "
+            "retried again. Resume it to try once more."
+        )
+    else:
+        outcome = JobStatus.queued
+        values["enqueued_at"] = now
+        values["error"] = (
+            f"attempt {job.attempts}: {reason}; back in the queue to resume from its last "
+            "checkpoint"
+        )
+    held = update_rows(
+        session,
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == worker_id)
+        .values(status=outcome, **values),
+    )
+    if held == 1 and outcome != JobStatus.queued:
+        webhooks.announce(session, job_id, str(outcome))
+    session.commit()
+    return str(outcome) if held == 1 else "lost"
