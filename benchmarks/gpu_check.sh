@@ -15,6 +15,11 @@
 #
 # 5. issue 19's resnet nets at 64px: train_throughput.py --arch resnet, engine against a bare
 #    loop of the same nets, fp32 and bf16, at widths 32 and 64 (the width ratio)
+# 6. the NCCL code path's single-GPU case: a process group of world 1 (NCCL on cuda, gloo on
+#    cpu); its collectives (average_gradients, share_step, sum_across, decide, sync BatchNorm
+#    forward and backward) against the plain computation; train(dist=ctx), which at world 1
+#    takes the single-process path, and train() forced onto the group path (every collective
+#    of a step through NCCL), each against train() alone; then `ganforge train --devices 1`
 #
 # Exit status: 0 only if every step passed. Overrides (for a smoke test without a GPU):
 #   GPU_CHECK_DEVICE=cpu  run everything on the CPU (precision fp32 only, tiny throughput run)
@@ -175,6 +180,136 @@ for RUN in $RESNET_RUNS; do
     --out "$OUT/train_throughput_resnet${RSIZE}_${DEVICE}_${P}_w${W}.json" 2>&1 \
     | tee "$OUT/train_throughput_resnet${RSIZE}_${DEVICE}_${P}_w${W}.log"
 done
+
+# ---------------------------------------------------------------- 6. NCCL, world 1
+# A world of one is all one GPU can hold. gan_core.distributed.group_of drops a world of one
+# to the single-process path (no collective runs), so the check also forces the group path
+# (group_of patched in this process only) to put every collective of a training step
+# through the backend: gradient all_reduce, sync BatchNorm, the per-step share, the barrier.
+if [ "$DEVICE" = cuda ]; then DSIZE=32; else DSIZE=16; fi
+say "process group of world 1 ($([ "$DEVICE" = cuda ] && echo nccl || echo gloo)): collectives and train(dist=ctx) against one process"
+timeout 120 "$PY" - "$DEVICE" "$DSIZE" <<'PY' 2>&1 | tee "$OUT/gpu_check_world1_${DEVICE}.log"
+import contextlib, math, sys, tempfile
+from datetime import timedelta
+from pathlib import Path
+import torch, torch.distributed as torch_dist
+from torch import nn
+import gan_core.monitor, gan_core.state, gan_core.training
+from gan_core.checkpoint import load_generator
+from gan_core.config import TrainConfig
+from gan_core.data import load_dataset
+from gan_core.distributed import DistContext, group_of
+from gan_core.sync_batchnorm import SyncBatchNorm
+from gan_core.training import TrainHooks, train
+
+device, size = sys.argv[1], int(sys.argv[2])
+backend = "nccl" if device == "cuda" else "gloo"
+# the group path is the same maths summed in another order (BatchNorm statistics from sums;
+# cuDNN's own kernel choices on cuda): float rounding, which Adam amplifies where a gradient is
+# near zero (measured 4e-5 after 6 CPU steps at 16 px; one Adam step moves a weight by up to
+# lr = 8e-4, so a wrong step would show). Step 1's losses come before any drift.
+tol, tol_step1 = (1e-3, 1e-4) if device == "cuda" else (3e-4, 1e-5)
+
+def worst(a, b):
+    """Largest |a - b| over tensors, scaled by max(1, |a|)."""
+    return max(((x.float() - y.float()).abs() / x.float().abs().clamp_min(1)).max().item()
+               for x, y in zip(a, b))
+
+with tempfile.TemporaryDirectory() as tmp:
+    if device == "cuda":
+        torch.cuda.set_device(0)
+    store = torch_dist.FileStore(str(Path(tmp) / "store"), 1)
+    torch_dist.init_process_group(backend, store=store, rank=0, world_size=1,
+                                  timeout=timedelta(seconds=60))
+    ctx = DistContext.current()
+    assert ctx is not None and (ctx.rank, ctx.world) == (0, 1), ctx
+    assert torch_dist.get_backend() == backend and ctx.device.type == device, ctx.device
+    assert group_of(ctx) is None, "a world of one should train on the single-process path"
+
+    # the collectives one by one, against what one process computes
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1)).to(device)
+    net(torch.randn(4, 8, device=device)).sum().backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    ctx.average_gradients(net)
+    assert worst(grads, [p.grad for p in net.parameters()]) == 0.0, "average_gradients changed them"
+    (d, g), stop = ctx.share_step(torch.tensor([0.25, -1.5], device=device), True)
+    assert (d, g, stop) == (0.25, -1.5, True), (d, g, stop)
+    t = torch.arange(5.0, device=device)
+    assert torch.equal(ctx.sum_across(t), t) and ctx.decide(True) and not ctx.decide(False)
+    ctx.barrier()
+    x = torch.randn(8, 6, 5, 5, device=device)
+    plain = nn.BatchNorm2d(6).to(device)
+    with torch.no_grad():
+        plain.weight.uniform_(0.5, 1.5); plain.bias.uniform_(-0.5, 0.5)
+    synced = SyncBatchNorm(nn.BatchNorm2d(6).to(device), ctx.group)
+    synced.load_state_dict(plain.state_dict())
+    outs, ins = [], []
+    for bn in (plain, synced):
+        xi = x.clone().requires_grad_(True)
+        y = bn(xi)
+        (y * torch.linspace(-1, 1, y.numel(), device=device).view_as(y)).sum().backward()
+        outs.append([y, bn.running_mean, bn.running_var]); ins.append([xi.grad, bn.weight.grad, bn.bias.grad])
+    assert all(torch.isfinite(v).all() for v in outs[1] + ins[1])
+    err_bn = max(worst(outs[0], outs[1]), worst(ins[0], ins[1]))
+    assert err_bn < 1e-4, f"sync BatchNorm differs from BatchNorm by {err_bn:.2e}"
+    print(f"  collectives OK ({backend}); sync BatchNorm vs BatchNorm forward+backward: {err_bn:.1e}")
+
+    # training: alone, with dist=ctx (world 1: the single-process path), forced onto the group path
+    data = load_dataset("shapes", image_size=size, max_items=256)
+    cfg = TrainConfig(dataset="shapes", image_size=size, steps=6, checkpoint_every=6,
+                      device=device, precision="fp32", devices=1)
+
+    @contextlib.contextmanager
+    def group_path():
+        forced = lambda dist: dist  # noqa: E731 -- group_of without the world > 1 test
+        saved = [(m, m.group_of) for m in (gan_core.training, gan_core.state, gan_core.monitor)]
+        for m, _ in saved:
+            m.group_of = forced
+        try:
+            yield
+        finally:
+            for m, f in saved:
+                m.group_of = f
+
+    def run(name, dist, forced=False):
+        reports = []
+        hooks = TrainHooks(on_progress=reports.append, progress_interval=0.0)
+        with group_path() if forced else contextlib.nullcontext():
+            result = train(cfg, Path(tmp) / name, hooks, dataset=data, resume=False, dist=dist)
+        assert result.status == "succeeded" and result.step == cfg.steps, result
+        assert all(math.isfinite(v) for p in reports for v in p.losses.values()), reports
+        nets = [load_generator(result.checkpoint, ema=e, device=device).state_dict() for e in (False, True)]
+        first = torch.tensor([reports[0].losses["d"], reports[0].losses["g"]])
+        return [v for n in nets for v in n.values()], first, reports[-1].losses
+
+    alone, first, losses = run("alone", None)
+    for name, forced in (("dist_world1", False), ("group_path", True)):
+        nets, f, last = run(name, ctx, forced)
+        err, err1 = worst(alone, nets), worst([first], [f])
+        print(f"  train(dist=ctx{', group path' if forced else ''}) vs alone: step 1 losses "
+              f"differ by {err1:.1e} (tolerance {tol_step1:g}); weights after {cfg.steps} steps "
+              f"by {err:.1e} (tolerance {tol:g}); last losses {last} vs {losses}")
+        assert err1 <= tol_step1, f"{name}: step 1 losses differ from one process by {err1:.2e}"
+        assert err <= tol, f"{name}: weights differ from one process by {err:.2e}"
+    torch_dist.destroy_process_group()
+    print("  OK")
+PY
+say "ganforge train --devices 1 --set device=$DEVICE"
+RUN1="$(mktemp -d)"
+timeout 120 "$PY" -c 'import sys; from app.cli import main; sys.exit(main(sys.argv[1:]))' train \
+  --devices 1 --set device="$DEVICE" --set dataset=shapes --set image_size="$DSIZE" --set steps=4 \
+  --set checkpoint_every=4 --no-progress --out "$RUN1" 2>&1 | tee "$OUT/gpu_check_devices1_${DEVICE}.log"
+"$PY" - "$RUN1" "$DEVICE" <<'PY'
+import sys
+from gan_core.checkpoint import config_from_meta, latest_checkpoint, read_meta
+ckpt = latest_checkpoint(sys.argv[1])
+assert ckpt is not None, "ganforge train --devices 1 wrote no checkpoint"
+cfg = config_from_meta(read_meta(ckpt))
+assert (cfg.devices, cfg.device, cfg.steps) == (1, sys.argv[2], 4), (cfg.devices, cfg.device, cfg.steps)
+print("  OK", ckpt)
+PY
+rm -rf "$RUN1"
 
 say "GPU CHECK PASSED ($DEVICE) -- outputs in $OUT"
 ls -l "$OUT"
