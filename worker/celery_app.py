@@ -33,24 +33,37 @@ def make_celery() -> Celery:
 
 app = make_celery()
 _heartbeat_stop = threading.Event()
+_heartbeat: threading.Thread | None = None
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @worker_ready.connect
 def _start_heartbeat(**_kwargs: object) -> None:
     from worker.sweep import heartbeat_loop
 
-    worker_id = f"{socket.gethostname()}:{os.getpid()}"
-    threading.Thread(
+    global _heartbeat
+    _heartbeat = threading.Thread(
         target=heartbeat_loop,
-        args=(worker_id, _heartbeat_stop, JobQueue(app, get_settings())),
+        args=(_worker_id(), _heartbeat_stop, JobQueue(app, get_settings())),
         daemon=True,
         name="ganforge-heartbeat",
-    ).start()
+    )
+    _heartbeat.start()
 
 
 @worker_shutdown.connect
 def _stop_heartbeat(**_kwargs: object) -> None:
+    # A worker that exits says so: its row goes, so /readyz and a job waiting for its
+    # devices (queued_reason) know at once, not when the heartbeat has aged out.
+    from worker.sweep import forget_worker
+
     _heartbeat_stop.set()
+    if _heartbeat is not None:
+        _heartbeat.join(10)
+    forget_worker(_worker_id())
 
 
 @worker_process_init.connect

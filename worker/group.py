@@ -9,12 +9,14 @@ worker N processes sharing its torch threads.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing.process
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,29 @@ def _rank(
     )
 
 
+@contextlib.contextmanager
+def _may_start_children() -> Iterator[None]:
+    """Let Celery's pool process start the ranks with the standard library's multiprocessing.
+
+    billiard (Celery's fork of it) installs its own process object as the current one: marked
+    daemonic, which multiprocessing refuses to start children from lest they outlive it, and
+    with an authkey of billiard's own type, which refuses to be pickled for a forkserver. The
+    ranks cannot outlive this process (launch stops them before it returns, and each is
+    killed when the forkserver that forked it goes, which goes with this process), so for
+    the launch the flag is dropped and the key is a standard one with the same bytes.
+    """
+    config = multiprocessing.process.current_process()._config  # type: ignore[attr-defined]
+    saved = {k: config[k] for k in ("daemon", "authkey") if k in config}
+    config.pop("daemon", None)
+    if "authkey" in saved:
+        standard = multiprocessing.process.AuthenticationString  # type: ignore[attr-defined]
+        config["authkey"] = standard(bytes(saved["authkey"]))
+    try:
+        yield
+    finally:
+        config.update(saved)
+
+
 def train_group(
     config: Any,
     run_dir: Path,
@@ -114,17 +139,18 @@ def train_group(
     threads = max(1, torch.get_num_threads() // config.devices) if device == "cpu" else None
     _rank0_hooks = hooks
     try:
-        return launch(
-            config.devices,
-            _rank,
-            config,
-            Path(run_dir),
-            dataset,
-            list(data_dirs),
-            allow_download,
-            device=device,
-            timeout_s=timeout_s,
-            threads=threads,
-        )
+        with _may_start_children():
+            return launch(
+                config.devices,
+                _rank,
+                config,
+                Path(run_dir),
+                dataset,
+                list(data_dirs),
+                allow_download,
+                device=device,
+                timeout_s=timeout_s,
+                threads=threads,
+            )
     finally:
         _rank0_hooks = None

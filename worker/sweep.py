@@ -7,6 +7,8 @@ import logging
 import socket
 import threading
 
+from sqlalchemy import delete
+
 from app.core.db import session_scope, utcnow
 from app.core.jobs import recovery
 from app.core.jobs.queue import JobQueue, queue_length
@@ -99,3 +101,12 @@ def heartbeat_loop(
             log.warning("worker heartbeat failed", exc_info=True)
         if stop.wait(interval):
             return
+
+
+def forget_worker(worker_id: str) -> None:
+    """Remove a worker's heartbeat row as it shuts down (a crash leaves it to age out)."""
+    try:
+        with session_scope(get_settings().resolved_database_url) as s:
+            s.execute(delete(Worker).where(Worker.id == worker_id))
+    except Exception:
+        log.warning("could not remove the worker's heartbeat row", exc_info=True)

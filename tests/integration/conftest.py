@@ -153,11 +153,12 @@ class Stack:
             [sys.executable, "-m", "app.cli", "serve"], self.env, self.tmp / "api.log", cwd=self.tmp
         )
 
-    def start_worker(self) -> Proc:
+    def start_worker(self, **env: str) -> Proc:
+        """Another `ganforge worker`, with ``env`` over the stack's (GANFORGE_WORKER_DEVICES=...)."""
         n = len(self.workers)
         proc = Proc(
             [sys.executable, "-m", "app.cli", "worker", "--hostname", f"w{n}@it"],
-            self.env,
+            {**self.env, **env},
             self.tmp / f"worker{n}.log",
         )
         self.workers.append(proc)

@@ -1,0 +1,143 @@
+"""A job on two devices in a fleet: `ganforge serve` and two `ganforge worker` processes on
+Postgres and Redis, one announcing 1 device and one 2 (CPU processes: GANFORGE_WORKER_DEVICES).
+
+The job is refused while no live worker has 2 devices, then runs only on the worker that
+has them, as two ranks. SIGKILL of its rank 1 sends it back to the queue within seconds with
+the reason, and it resumes from its last checkpoint; SIGTERM on its worker checkpoints and
+hands it back, after which it says why it waits (the only live worker has 1 device); a new
+2-device worker resumes it, and a cancel stops both ranks at a checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.integration.conftest import Stack, _need_redis, fresh_database
+from tests.tiny import tiny
+
+pytestmark = pytest.mark.integration
+BACK_WITHIN = 30.0  # seconds from a rank's SIGKILL to the job's next attempt; ~2 s here
+CONFIG = tiny(devices=2, steps=100_000, checkpoint_every=20)
+
+
+@pytest.fixture
+def stack(tmp_path):
+    _need_redis()
+    with fresh_database("ganforge_devices") as url:
+        s = Stack(tmp_path, url)
+        s.db_url = url  # type: ignore[attr-defined]
+        s.start_api()
+        s.start_worker(GANFORGE_WORKER_DEVICES="1")
+        try:
+            s.wait_ready()
+            yield s
+        finally:
+            s.stop()
+
+
+def _db(stack: Stack, sql: str, *args) -> tuple:
+    with psycopg.connect(stack.db_url) as conn:  # type: ignore[attr-defined]
+        return conn.execute(sql, args or None).fetchone()
+
+
+def _job(stack: Stack, job_id: str) -> dict:
+    r = stack.client.get(f"/v1/jobs/{job_id}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _wait(stack: Stack, job_id: str, until, what: str, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = _job(stack, job_id)
+        if until(job):
+            return job
+        assert job["status"] in ("queued", "running"), job
+        assert time.monotonic() < deadline, f"never {what}: {job}\n{stack.logs()}"
+        time.sleep(0.1)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if (
+                proc.name.isdigit()
+                and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid
+            ):
+                out.append(int(proc.name))
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def _rank_1(stack: Stack, job_id: str) -> int:
+    """The pid of the job's rank 1: a child of the forkserver that the pool process holding
+    the job's lease (<host>:<pid>:<id>) started."""
+    (owner,) = _db(stack, "SELECT lease_owner FROM jobs WHERE id = %s", job_id)
+    pool = int(owner.split(":")[1])
+    servers = [
+        p for p in _children(pool) if b"forkserver" in Path(f"/proc/{p}/cmdline").read_bytes()
+    ]
+    ranks = [r for p in servers for r in _children(p)]
+    assert len(ranks) == 1, (owner, servers, ranks)
+    return ranks[0]
+
+
+def test_a_two_device_job_runs_fails_over_hands_back_and_resumes(stack):
+    r = stack.client.post("/v1/jobs", json={"config": CONFIG})
+    assert r.status_code == 422 and r.json()["field"] == "config.devices", r.text
+    assert "at most 1" in r.json()["detail"]
+
+    two = stack.start_worker(GANFORGE_WORKER_DEVICES="2")
+    deadline = time.monotonic() + 60
+    while _db(stack, "SELECT count(*) FROM workers WHERE devices = 2") != (1,):
+        assert time.monotonic() < deadline, stack.logs()
+        time.sleep(0.2)
+    job_id = stack.client.post("/v1/jobs", json={"config": CONFIG}).json()["id"]
+    job = _wait(stack, job_id, lambda j: j["progress"]["step"] >= 50, "at step 50")
+    (owner,) = _db(stack, "SELECT lease_owner FROM jobs WHERE id = %s", job_id)
+    assert int(owner.split(":")[1]) in _children(two.popen.pid), owner  # the 2-device worker
+
+    # 1. A rank dies: the group fails at once, the job goes back and resumes.
+    os.kill(_rank_1(stack, job_id), signal.SIGKILL)
+    t0 = time.monotonic()
+    job = _wait(stack, job_id, lambda j: j["attempts"] == 2, "re-claimed", timeout=BACK_WITHIN)
+    back_in = time.monotonic() - t0
+    assert "rank 1 was killed by SIGKILL" in job["error"], job
+    assert "resume from its last checkpoint" in job["error"]
+    assert _db(stack, "SELECT worker_losses FROM jobs WHERE id = %s", job_id) == (1,)
+    ckpts = [c["step"] for c in stack.client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]]
+    assert ckpts and ckpts[0] % 20 == 0, ckpts
+    job = _wait(stack, job_id, lambda j: j["progress"]["step"] > ckpts[0] + 20, "training on")
+    assert f"job {job_id}: the process group failed" in two.tail(300)
+
+    # 2. SIGTERM on the worker (as `docker stop` sends it): rank 0 checkpoints and stops the
+    # group, the job goes back, and with no 2-device worker left it says why it waits.
+    os.kill(two.popen.pid, signal.SIGTERM)
+    job = _wait(stack, job_id, lambda j: j["status"] == "queued", "handed back", timeout=60)
+    two.popen.wait(60)
+    assert f"job {job_id} handed back to the queue" in two.tail(300)
+    assert two.tail(2000).count("the process group failed") == 1  # rank 1 followed this time
+    job = _wait(stack, job_id, lambda j: j["queued_reason"], "a reason to wait", timeout=20)
+    assert "needs a worker with 2 devices" in job["queued_reason"], job
+    handed = stack.client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"][0]["step"]
+
+    # 3. A new 2-device worker resumes it from the hand-back's checkpoint; cancel stops it.
+    stack.start_worker(GANFORGE_WORKER_DEVICES="2")
+    _wait(stack, job_id, lambda j: j["progress"]["step"] > handed + 20, "resumed")
+    assert stack.client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    done = _wait(stack, job_id, lambda j: j["status"] == "canceled", "canceled", timeout=60)
+    assert done["attempts"] == 3 and done["error"] is None, done
+    last = stack.client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"][0]["step"]
+    assert last == done["progress"]["step"] > handed
+    assert job_id not in stack.workers[0].tail(2000)  # the 1-device worker never took it
+    png = stack.client.get(f"/v1/jobs/{job_id}/checkpoints/latest/samples.png?n=4")
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    print(f"rank 1 killed: the job's next attempt began {back_in:.1f} s later")
