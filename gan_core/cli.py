@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -200,6 +201,7 @@ def _train_parallel(config: TrainConfig, args: argparse.Namespace, torchrun: boo
     """`ganforge train` on config.devices ranks: started here, or this process as the rank
     torchrun made it."""
     import torch
+    import torch.distributed
 
     from gan_core.data import DatasetError
     from gan_core.launch import RankFailed, init_from_env, launch
@@ -210,7 +212,14 @@ def _train_parallel(config: TrainConfig, args: argparse.Namespace, torchrun: boo
     try:
         if torchrun:
             dist = init_from_env(device=device)
-            result = _train_rank(dist, *rank_args)
+            try:
+                result = _train_rank(dist, *rank_args)
+            finally:
+                # leave the group before exiting: a gloo group still up at interpreter exit
+                # can abort the process ("terminate called without an active exception",
+                # SIGABRT), and torchrun then fails the run after it finished
+                with contextlib.suppress(Exception):
+                    torch.distributed.destroy_process_group()
             if dist is not None and not dist.is_main:
                 return 0
         else:
