@@ -113,3 +113,26 @@ def test_embedded_serve_restarts_its_worker_when_it_dies(tmp_path):
     while [pid for pid in workers if _alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not [pid for pid in workers if _alive(pid)], "the restarted worker outlived serve"
+
+
+def test_embedded_serve_with_two_devices_takes_jobs_on_one_and_on_two(tmp_path):
+    """GANFORGE_WORKER_DEVICES=2 on a CPU: serve's worker takes both queues (the filesystem
+    broker's too) and trains the 2-device job as two processes."""
+    stack = Stack(tmp_path, None)
+    stack.env["GANFORGE_WORKER_DEVICES"] = "2"
+    stack.start_api()
+    try:
+        stack.wait_ready()
+        ids = [
+            stack.client.post("/v1/jobs", json={"config": tiny(steps=8, devices=n)}).json()["id"]
+            for n in (2, 1)
+        ]
+        for job_id in ids:
+            job = stack.wait_status(job_id, {"succeeded", "failed"})
+            assert job["status"] == "succeeded", job
+        assert [stack.client.get(f"/v1/jobs/{i}").json()["config"]["devices"] for i in ids] == [
+            2,
+            1,
+        ]
+    finally:
+        stack.stop()
