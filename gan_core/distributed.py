@@ -106,6 +106,12 @@ class DistContext:
         torch_dist.all_reduce(t, group=self.group)
         return bool(t.item() > 0)
 
+    def spread(self, value: int) -> tuple[int, int]:
+        """(the smallest, the largest) of ``value`` over the ranks: one collective."""
+        t = torch.tensor([float(value), -float(value)], device=self.device)
+        torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX, group=self.group)
+        return int(-t[1].item()), int(t[0].item())
+
     def barrier(self) -> None:
         """Wait until every rank gets here (an all_reduce: the same timeout as any step)."""
         self.decide(False)

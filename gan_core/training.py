@@ -209,6 +209,8 @@ def train(
     device = resolve_device(config.device)
     kind = run_kind(config, group)
     latest = ckpt.latest_checkpoint(run_dir) if resume else None
+    if group is not None:
+        _check_same_start(group, latest)
     if latest is not None:
         config = _check_resumable(ckpt.job_config_from_meta(ckpt.read_meta(latest)), config)
     _check_devices(config, group)
@@ -229,6 +231,22 @@ def train(
             state, batcher = _roll_back(
                 kind, config, device, data, run_dir, state.rollbacks + 1, exc, hooks
             )
+
+
+def _check_same_start(group: DistContext, latest: Path | None) -> None:
+    """Every rank must resume from the same checkpoint: each reads its own run_dir, and
+    across hosts (torchrun) those may differ, e.g. a local --out holding rank 0's only."""
+    low, high = group.spread(-1 if latest is None else int(latest.name.split("-")[-1]))
+    if low != high:
+
+        def said(step: int) -> str:
+            return "no checkpoint" if step < 0 else f"step {step}"
+
+        raise ValueError(
+            f"run_dir: the ranks would start from different checkpoints ({said(low)} and "
+            f"{said(high)}); give every rank the same run directory (a shared --out), or "
+            "copy rank 0's checkpoints to every host first"
+        )
 
 
 def _check_devices(config: Any, group: DistContext | None) -> None:

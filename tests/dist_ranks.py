@@ -164,3 +164,10 @@ def nan_on_rank(dist: DistContext | None, run: dict[str, Any], victim: int, step
 
         nan_d_loss_from(pytest.MonkeyPatch(), step)  # a child process, which ends here
     train_runs(dist, [run])
+
+
+def train_in_own_dirs(dist: DistContext | None, base: str) -> None:
+    """train_runs with each rank's run_dir its own, base/r<rank> (as local --out dirs on
+    several hosts)."""
+    rank = dist.rank if dist is not None else 0
+    train_runs(dist, [{"config": TINY, "run_dir": f"{base}/r{rank}"}])

@@ -19,6 +19,7 @@ from tests.dist_ranks import (
     fail_at_step,
     nan_on_rank,
     nets,
+    train_in_own_dirs,
     train_runs,
     worst_gap,
 )
@@ -75,6 +76,15 @@ def test_cancel_and_resume_with_the_same_or_another_number_of_ranks(tmp_path):
     last = list_checkpoints(tmp_path / "from-one")[-1]
     assert read_meta(last)["config"]["devices"] == 2
     assert read_meta(list_checkpoints(tmp_path / "from-two")[-1])["config"]["devices"] == 1
+
+
+def test_ranks_that_would_resume_from_different_checkpoints_are_refused(tmp_path):
+    """Each rank reads its own run_dir: one holding a checkpoint the others lack (a host-local
+    --out under torchrun) must not start rank 0 from step 6 and the others from scratch."""
+    train_runs(None, [run(tmp_path, "r0", config=TINY | {"steps": 6})])
+    with pytest.raises(ValueError, match=r"different checkpoints \(no checkpoint and step 6\)"):
+        launch(2, train_in_own_dirs, str(tmp_path), threads=1)
+    assert steps_saved(tmp_path / "r0") == [6]  # nothing trained, nothing written
 
 
 def test_a_killed_rank_fails_the_group_within_seconds(tmp_path):
