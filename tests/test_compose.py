@@ -213,6 +213,18 @@ def test_worker_reserves_nvidia_gpus(services):
     ), f"worker reservation is not an nvidia gpu: {devices}"
 
 
+def test_gpu_worker_announces_every_gpu_it_reserves(services):
+    """A job on N GPUs needs a worker that announces N: the GPU worker reserves them all and
+    leaves GANFORGE_WORKER_DEVICES unset, so it announces what CUDA sees (worker.group)."""
+    worker = services["worker"]
+    assert all(d.get("count") == "all" for d in _gpu_devices(worker)), _gpu_devices(worker)
+    assert "GANFORGE_WORKER_DEVICES" not in _env(worker)
+    shm = str(worker.get("shm_size", ""))
+    assert shm.endswith("gb") and int(shm[:-2]) >= 2, shm  # NCCL between a host's ranks
+    cpu = _env(services["worker-cpu"])["GANFORGE_WORKER_DEVICES"]
+    assert re.fullmatch(r"\$\{GANFORGE_CPU_WORKER_DEVICES:-1\}", cpu), cpu
+
+
 def test_cpu_worker_has_no_gpu_and_sits_in_a_profile(services):
     cpu = services["worker-cpu"]
     assert not _gpu_devices(cpu), "worker-cpu must not reserve a GPU"
