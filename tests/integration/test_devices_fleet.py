@@ -5,7 +5,8 @@ The job is refused while no live worker has 2 devices, then runs only on the wor
 has them, as two ranks. SIGKILL of its rank 1 sends it back to the queue within seconds with
 the reason, and it resumes from its last checkpoint; SIGTERM on its worker checkpoints and
 hands it back, after which it says why it waits (the only live worker has 1 device); a new
-2-device worker resumes it, and a cancel stops both ranks at a checkpoint.
+2-device worker resumes it; a rank that stalls fails the group after the collective timeout
+and the job goes back again; and a cancel stops both ranks at a checkpoint.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from tests.tiny import tiny
 pytestmark = pytest.mark.integration
 BACK_WITHIN = 30.0  # seconds from a rank's SIGKILL to the job's next attempt; ~2 s here
 CONFIG = tiny(devices=2, steps=100_000, checkpoint_every=20)
+TIMEOUT = 10.0  # GANFORGE_COLLECTIVE_TIMEOUT_SECONDS here (300 by default)
 
 
 @pytest.fixture
 def stack(tmp_path):
     _need_redis()
     with fresh_database("ganforge_devices") as url:
-        s = Stack(tmp_path, url)
+        s = Stack(tmp_path, url, {"GANFORGE_COLLECTIVE_TIMEOUT_SECONDS": str(TIMEOUT)})
         s.db_url = url  # type: ignore[attr-defined]
         s.start_api()
         s.start_worker(GANFORGE_WORKER_DEVICES="1")
@@ -75,6 +77,10 @@ def _children(pid: int) -> list[int]:
         except (OSError, IndexError, ValueError):
             pass
     return out
+
+
+def _state(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
 
 
 def _rank_1(stack: Stack, job_id: str) -> int:
@@ -129,15 +135,29 @@ def test_a_two_device_job_runs_fails_over_hands_back_and_resumes(stack):
     assert "needs a worker with 2 devices" in job["queued_reason"], job
     handed = stack.client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"][0]["step"]
 
-    # 3. A new 2-device worker resumes it from the hand-back's checkpoint; cancel stops it.
+    # 3. A new 2-device worker resumes it from the hand-back's checkpoint.
     stack.start_worker(GANFORGE_WORKER_DEVICES="2")
     _wait(stack, job_id, lambda j: j["progress"]["step"] > handed + 20, "resumed")
+
+    # 4. A rank that stalls (SIGSTOP: alive, silent) fails the group after the collective
+    # timeout, and the job goes back saying so; then a cancel stops it at a checkpoint.
+    stalled = _rank_1(stack, job_id)
+    os.kill(stalled, signal.SIGSTOP)
+    t0 = time.monotonic()
+    job = _wait(stack, job_id, lambda j: j["attempts"] == 4, "re-claimed after a stall")
+    stall_in = time.monotonic() - t0
+    assert f"stalled past the {TIMEOUT:g} s collective timeout" in job["error"], job
+    assert not Path(f"/proc/{stalled}").exists() or b"Z" in _state(stalled)  # killed
+    _wait(stack, job_id, lambda j: j["progress"]["step"] > job["progress"]["step"], "trains on")
     assert stack.client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
     done = _wait(stack, job_id, lambda j: j["status"] == "canceled", "canceled", timeout=60)
-    assert done["attempts"] == 3 and done["error"] is None, done
+    assert done["attempts"] == 4 and done["error"] is None, done
     last = stack.client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"][0]["step"]
     assert last == done["progress"]["step"] > handed
     assert job_id not in stack.workers[0].tail(2000)  # the 1-device worker never took it
     png = stack.client.get(f"/v1/jobs/{job_id}/checkpoints/latest/samples.png?n=4")
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
-    print(f"rank 1 killed: the job's next attempt began {back_in:.1f} s later")
+    print(
+        f"rank 1 killed: the job's next attempt began {back_in:.1f} s later; stalled: "
+        f"{stall_in:.1f} s later (timeout {TIMEOUT:g} s)"
+    )
