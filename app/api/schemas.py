@@ -63,6 +63,14 @@ class JobResume(BaseModel):
         strict=True,
         description="new total step count (default: the job's own)",
     )
+    devices: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        strict=True,
+        description="train on this many devices from here on (default: the job's own); a "
+        "checkpoint does not depend on how many ranks wrote it",
+    )
 
 
 class JobProgress(BaseModel):

@@ -5,6 +5,7 @@ and a SIGTERM is tests/integration/test_devices_fleet.py."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import torch
@@ -14,7 +15,7 @@ from app.core.jobs import runs
 from app.core.models import Worker
 from app.core.settings import Settings
 from gan_core.checkpoint import job_config_from_meta, latest_checkpoint, read_meta
-from tests.api.conftest import TINY, create_job
+from tests.api.conftest import TINY, cancel_midway, create_job
 from tests.api.test_recovery import _Recording, _sweep
 
 TWO = {**TINY, "devices": 2}
@@ -44,6 +45,14 @@ def test_with_no_worker_alive_a_job_is_queued_saying_so(client, settings):
     assert _messages(settings) == [f"{settings.queue}.devices-2"]  # only 2-device workers
     create_job(client)
     assert _messages(settings)[-1] == settings.queue
+
+
+def test_the_event_stream_says_why_a_queued_job_waits(client):
+    job_id = client.post("/v1/jobs", json={"config": TWO}).json()["id"]
+    with client.stream("GET", f"/v1/jobs/{job_id}/events") as r:
+        data = next(line for line in r.iter_lines() if line.startswith("data: "))
+    job = json.loads(data.removeprefix("data: "))
+    assert job["status"] == "queued" and "no worker is running" in job["queued_reason"], job
 
 
 def test_a_job_no_live_worker_could_take_is_refused_naming_devices(client, settings):
@@ -108,3 +117,20 @@ def test_a_two_device_job_runs_to_its_end_as_two_ranks(client, settings, run_job
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
     print(f"2-rank tiny job: {time.monotonic() - t0:.1f} s")
     assert torch.get_num_threads() == threads  # rank 0 gave its worker's threads back
+
+
+def test_a_two_device_job_resumes_on_one_device(client, settings, run_job):
+    """Canceled after a checkpoint written by two ranks, resumed with devices 1 (say its
+    2-device workers are gone): one process continues from that checkpoint to the end."""
+    job_id, latest = cancel_midway(client, run_job, devices=2)
+    for devices, why in [(3, "does not split evenly over 3 devices"), (65, "less than or equal")]:
+        r = client.post(f"/v1/jobs/{job_id}/resume", json={"devices": devices})
+        assert r.status_code == 422 and r.json()["field"] == "devices", r.text
+        assert why in r.json()["detail"], r.text
+    r = client.post(f"/v1/jobs/{job_id}/resume", json={"devices": 1, "steps": latest["step"] + 4})
+    assert r.status_code == 202 and r.json()["config"]["devices"] == 1, r.text
+    assert run_job(job_id) == "succeeded"
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["progress"]["step"] == latest["step"] + 4 and job["config"]["devices"] == 1
+    final = latest_checkpoint(settings.resolved_store_dir / "jobs" / job_id)
+    assert final is not None and job_config_from_meta(read_meta(final)).devices == 1

@@ -132,6 +132,7 @@ def resume_job(
         job_id=job_id,
         principal=principal,
         steps=body.steps if body else None,
+        devices=body.devices if body else None,
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobPublic.of(job, fleet.live_devices(session, services.settings))
@@ -158,7 +159,7 @@ def _sse(event: Event, job_id: str) -> str:
         data = CheckpointPublic.of(event.checkpoint, event.best_id, kind).model_dump_json()
     else:
         assert event.job is not None
-        data = JobPublic.of(event.job).model_dump_json()
+        data = JobPublic.of(event.job, event.live_devices).model_dump_json()
     return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
 
 

@@ -20,8 +20,9 @@ from sqlalchemy import select
 
 from app.core.db import session_scope
 from app.core.errors import NotFound
+from app.core.jobs import fleet
 from app.core.jobs.records import get_job
-from app.core.models import FINISHED, Checkpoint, Job
+from app.core.models import FINISHED, Checkpoint, Job, JobStatus
 from app.core.settings import Settings
 
 
@@ -32,6 +33,7 @@ class Event:
     job: Job | None = None
     checkpoint: Checkpoint | None = None
     best_id: str | None = None  # the job's best checkpoint when the event was read
+    live_devices: list[int] | None = None  # a queued job's: what the live workers offer
 
 
 class JobEvents:
@@ -47,10 +49,13 @@ class JobEvents:
     ):
         self.settings, self.job_id, self.owner_id = settings, job_id, owner_id
         self.last = last_event_id
+        self.live: list[int] | None = None
 
     def _read(self, after: int | None) -> tuple[Job, list[Checkpoint]]:
         with session_scope(self.settings.resolved_database_url) as s:
             job = get_job(s, job_id=self.job_id, owner_id=self.owner_id)
+            if job.status == JobStatus.queued:  # why it waits, as of this read
+                self.live = fleet.live_devices(s, self.settings)
             ckpts = (
                 []
                 if after is None
@@ -88,7 +93,7 @@ class JobEvents:
                 self.last = ckpt.event_version
                 last_sent = time.monotonic()
             if self.last is None or job.version > self.last:
-                yield Event("job", job.version, job=job)
+                yield Event("job", job.version, job=job, live_devices=self.live)
                 self.last = job.version
                 last_sent = time.monotonic()
             if job.status in FINISHED:

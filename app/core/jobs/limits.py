@@ -29,6 +29,7 @@ def check_new_job(
     owner_id: str,
     config: AnyConfig,
     field: str = "config.steps",
+    devices_field: str = "config.devices",
     resume: bool = False,
 ) -> None:
     """Refuse a job past the per-job step or checkpoint limits or the owner's concurrent-job
@@ -42,7 +43,8 @@ def check_new_job(
             f"steps must be <= {settings.max_steps_per_job} (per-job limit)", field=field
         )
     check_checkpoints(settings, config, resume=resume)
-    check_devices(session, settings, owner_id=owner_id, devices=getattr(config, "devices", 1))
+    devices = getattr(config, "devices", 1)
+    check_devices(session, settings, owner_id=owner_id, devices=devices, field=devices_field)
     memory = estimate_training_memory(config)
     if memory.total_bytes > settings.max_job_memory_bytes:
         raise InvalidInput(
@@ -68,11 +70,18 @@ def check_new_job(
     check_storage(session, settings, owner_id=owner_id)
 
 
-def check_devices(session: Session, settings: Settings, *, owner_id: str, devices: int) -> None:
+def check_devices(
+    session: Session,
+    settings: Settings,
+    *,
+    owner_id: str,
+    devices: int,
+    field: str = "config.devices",
+) -> None:
     """A job on several devices: 422 when it is over the owner's device limit by itself, or
     when workers are live and none has that many (with none live it waits, saying why:
     app.core.jobs.fleet); 429 while the owner's queued and running jobs hold the rest."""
-    field, limit = "config.devices", settings.max_devices_per_owner
+    limit = settings.max_devices_per_owner
     if devices > limit:
         raise InvalidInput(
             f"devices must be <= {limit} (GANFORGE_MAX_DEVICES_PER_OWNER); got {devices}",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -237,19 +238,26 @@ def submit_resume(
     job_id: str,
     principal: Principal,
     steps: int | None = None,
+    devices: int | None = None,
 ) -> Job:
-    """Queue a failed or canceled job again (optionally to more steps), or a succeeded one to
-    more steps, and enqueue it.
+    """Queue a failed or canceled job again (optionally to more steps, or on another number
+    of devices), or a succeeded one to more steps, and enqueue it.
 
     If the broker cannot be reached the job is put back exactly as it was, or it would stay
     'queued' with no message to run it and the client's retry would be refused (409).
     """
     job = get_job(session, job_id=job_id, owner_id=principal.scope)
-    config = _resumed_config(job, steps)
+    config = _resumed_config(job, steps, devices)
     owner = job.owner_id or principal.owner_id
     datasets.check_training_dataset(session, settings, config, owner_id=job.owner_id)
     limits.check_new_job(
-        session, settings, owner_id=owner, config=config, field="steps", resume=True
+        session,
+        settings,
+        owner_id=owner,
+        config=config,
+        field="steps",
+        devices_field="devices",
+        resume=True,
     )
     before = {
         k: getattr(job, k)
@@ -263,7 +271,7 @@ def submit_resume(
             "enqueued_at",
         )
     }
-    resume_job(session, job_id=job_id, owner_id=principal.scope, steps=steps)
+    resume_job(session, job_id=job_id, owner_id=principal.scope, steps=steps, devices=devices)
     session.commit()
     try:
         queue.enqueue(job.id, job_devices(job.config))
@@ -276,12 +284,17 @@ def submit_resume(
 
 
 def resume_job(
-    session: Session, *, job_id: str, owner_id: str | None = None, steps: int | None = None
+    session: Session,
+    *,
+    job_id: str,
+    owner_id: str | None = None,
+    steps: int | None = None,
+    devices: int | None = None,
 ) -> Job:
     """Queue a failed, canceled or (to more steps) succeeded job again; it continues from its
     last checkpoint."""
     job = get_job(session, job_id=job_id, owner_id=owner_id)
-    config = _resumed_config(job, steps)
+    config = _resumed_config(job, steps, devices)
     job.config = config.model_dump(mode="json")
     job.total_steps = config.steps
     job.status = JobStatus.queued
@@ -295,8 +308,30 @@ def resume_job(
     return job
 
 
-def _resumed_config(job: Job, steps: int | None) -> AnyConfig:
+def _resumed_config(job: Job, steps: int | None, devices: int | None = None) -> AnyConfig:
     """The config a resume of ``job`` trains to, or why the job cannot be resumed so."""
+    _check_resume_state(job, steps)
+    fields = dict(job.config)
+    if steps is not None:
+        done = max(job.step, job.total_steps) if job.status == JobStatus.succeeded else job.step
+        if steps <= done:
+            raise InvalidInput(
+                f"steps must be greater than the {done} steps already done", field="steps"
+            )
+        fields["steps"] = steps
+    if devices is None:
+        return parse_config(fields)  # of the job's kind
+    if "devices" not in fields:  # a translation kind: one device for now
+        raise InvalidInput(f"devices: job {job.id} trains on one device only", field="devices")
+    try:
+        return parse_config({**fields, "devices": devices})
+    except ValidationError as exc:  # e.g. a batch_size that does not split over them
+        said = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        raise InvalidInput(f"devices: {said}", field="devices") from exc
+
+
+def _check_resume_state(job: Job, steps: int | None) -> None:
+    """Only a failed or canceled job resumes as it is; a succeeded one, to more steps."""
     if job.status == JobStatus.succeeded:
         if steps is None:
             raise Conflict(
@@ -309,14 +344,6 @@ def _resumed_config(job: Job, steps: int | None) -> AnyConfig:
             f"only failed, canceled or (with more steps) succeeded jobs can be resumed; "
             f"job {job.id} is {job.status}"
         )
-    if steps is None:
-        return parse_config(job.config)
-    done = max(job.step, job.total_steps) if job.status == JobStatus.succeeded else job.step
-    if steps <= done:
-        raise InvalidInput(
-            f"steps must be greater than the {done} steps already done", field="steps"
-        )
-    return parse_config({**job.config, "steps": steps})  # of the job's kind
 
 
 def delete_job(
