@@ -346,6 +346,26 @@ def test_cancel_resume_and_delete_from_the_job_page(
     assert ui.get(f"/v1/jobs/{job_id}").status_code == 404
 
 
+def test_a_queued_job_says_why_it_waits(browser: Browser, stack: Stack, ui_key: str, ui):
+    """The job page shows queued_reason (no live worker has the job's devices) from the
+    stream; here the stream is the real job's JSON turned back into such a queued one."""
+    page = sign_in(browser, stack, ui_key)
+    job_id = ui.post("/v1/jobs", json={"name": "waits", "config": tiny(steps=4)}).json()["id"]
+    job = stack.wait_status(job_id, {"succeeded"})
+    reason = "it needs a worker with 4 devices and the live workers have at most 1"
+    queued = {**job, "status": "queued", "queued_reason": reason, "finished_at": None}
+    body = f"id: 1\nevent: job\ndata: {json.dumps(queued)}\n\n"
+    page.route(
+        "**/v1/jobs/*/events",
+        lambda route, _: route.fulfill(headers={"Content-Type": "text/event-stream"}, body=body),
+    )
+    page.goto(f"{stack.url}/ui/jobs/{job_id}")
+    page.wait_for_selector('#job-status[data-status="queued"]')
+    assert page.text_content("#job-waiting") == f"waiting: {reason}"
+    assert page.is_visible("#job-waiting")
+    page.unroute("**/v1/jobs/*/events")
+
+
 def test_a_succeeded_job_trains_longer_from_the_job_page(
     browser: Browser, stack: Stack, ui_key: str, ui: httpx.Client
 ):

@@ -229,8 +229,9 @@ def test_resume_and_delete(client, config):
     with pytest.raises(JobCanceled) as canceled:
         client.wait(job.id, timeout=60)
     assert canceled.value.job.status == "canceled"
-    resumed = client.resume_job(job.id, steps=12)
+    resumed = client.resume_job(job.id, steps=12, devices=1)  # the same one device, said
     assert resumed.status == "queued" and resumed.progress.total_steps == 12
+    assert resumed.config["devices"] == 1 and resumed.queued_reason is None
     assert client.wait(job.id, timeout=60).status == "succeeded"
     client.delete_job(job.id)
     with pytest.raises(NotFound):

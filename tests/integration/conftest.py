@@ -252,6 +252,19 @@ class Stack:
             time.sleep(0.2)
         raise AssertionError(f"job {job_id} never reached step {at_least}: {job}\n{self.logs()}")
 
+    def wait_for(self, job_id: str, until, what: str, timeout: float = 240) -> dict:
+        """Poll the job until ``until(job)``; it must stay queued or running meanwhile."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.client.get(f"/v1/jobs/{job_id}")
+            assert r.status_code == 200, r.text
+            job = r.json()
+            if until(job):
+                return job
+            assert job["status"] in ("queued", "running"), job
+            assert time.monotonic() < deadline, f"never {what}: {job}\n{self.logs()}"
+            time.sleep(0.1)
+
     def logs(self) -> str:
         parts = [f"--- api ---\n{self.api.tail()}" if self.api else ""]
         parts += [f"--- worker {i} ---\n{w.tail()}" for i, w in enumerate(self.workers)]

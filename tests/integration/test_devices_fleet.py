@@ -48,23 +48,6 @@ def _db(stack: Stack, sql: str, *args) -> tuple:
         return conn.execute(sql, args or None).fetchone()
 
 
-def _job(stack: Stack, job_id: str) -> dict:
-    r = stack.client.get(f"/v1/jobs/{job_id}")
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def _wait(stack: Stack, job_id: str, until, what: str, timeout: float = 180) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = _job(stack, job_id)
-        if until(job):
-            return job
-        assert job["status"] in ("queued", "running"), job
-        assert time.monotonic() < deadline, f"never {what}: {job}\n{stack.logs()}"
-        time.sleep(0.1)
-
-
 def _children(pid: int) -> list[int]:
     out = []
     for proc in Path("/proc").iterdir():
@@ -107,50 +90,50 @@ def test_a_two_device_job_runs_fails_over_hands_back_and_resumes(stack):
         assert time.monotonic() < deadline, stack.logs()
         time.sleep(0.2)
     job_id = stack.client.post("/v1/jobs", json={"config": CONFIG}).json()["id"]
-    job = _wait(stack, job_id, lambda j: j["progress"]["step"] >= 50, "at step 50")
+    job = stack.wait_for(job_id, lambda j: j["progress"]["step"] >= 50, "at step 50")
     (owner,) = _db(stack, "SELECT lease_owner FROM jobs WHERE id = %s", job_id)
     assert int(owner.split(":")[1]) in _children(two.popen.pid), owner  # the 2-device worker
 
     # 1. A rank dies: the group fails at once, the job goes back and resumes.
     os.kill(_rank_1(stack, job_id), signal.SIGKILL)
     t0 = time.monotonic()
-    job = _wait(stack, job_id, lambda j: j["attempts"] == 2, "re-claimed", timeout=BACK_WITHIN)
+    job = stack.wait_for(job_id, lambda j: j["attempts"] == 2, "re-claimed", timeout=BACK_WITHIN)
     back_in = time.monotonic() - t0
     assert "rank 1 was killed by SIGKILL" in job["error"], job
     assert "resume from its last checkpoint" in job["error"]
     assert _db(stack, "SELECT worker_losses FROM jobs WHERE id = %s", job_id) == (1,)
     ckpts = [c["step"] for c in stack.client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]]
     assert ckpts and ckpts[0] % 20 == 0, ckpts
-    job = _wait(stack, job_id, lambda j: j["progress"]["step"] > ckpts[0] + 20, "training on")
+    job = stack.wait_for(job_id, lambda j: j["progress"]["step"] > ckpts[0] + 20, "training on")
     assert f"job {job_id}: the process group failed" in two.tail(300)
 
     # 2. SIGTERM on the worker (as `docker stop` sends it): rank 0 checkpoints and stops the
     # group, the job goes back, and with no 2-device worker left it says why it waits.
     os.kill(two.popen.pid, signal.SIGTERM)
-    job = _wait(stack, job_id, lambda j: j["status"] == "queued", "handed back", timeout=60)
+    job = stack.wait_for(job_id, lambda j: j["status"] == "queued", "handed back", timeout=60)
     two.popen.wait(60)
     assert f"job {job_id} handed back to the queue" in two.tail(300)
     assert two.tail(2000).count("the process group failed") == 1  # rank 1 followed this time
-    job = _wait(stack, job_id, lambda j: j["queued_reason"], "a reason to wait", timeout=20)
+    job = stack.wait_for(job_id, lambda j: j["queued_reason"], "a reason to wait", timeout=20)
     assert "needs a worker with 2 devices" in job["queued_reason"], job
     handed = stack.client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"][0]["step"]
 
     # 3. A new 2-device worker resumes it from the hand-back's checkpoint.
     stack.start_worker(GANFORGE_WORKER_DEVICES="2")
-    _wait(stack, job_id, lambda j: j["progress"]["step"] > handed + 20, "resumed")
+    stack.wait_for(job_id, lambda j: j["progress"]["step"] > handed + 20, "resumed")
 
     # 4. A rank that stalls (SIGSTOP: alive, silent) fails the group after the collective
     # timeout, and the job goes back saying so; then a cancel stops it at a checkpoint.
     stalled = _rank_1(stack, job_id)
     os.kill(stalled, signal.SIGSTOP)
     t0 = time.monotonic()
-    job = _wait(stack, job_id, lambda j: j["attempts"] == 4, "re-claimed after a stall")
+    job = stack.wait_for(job_id, lambda j: j["attempts"] == 4, "re-claimed after a stall")
     stall_in = time.monotonic() - t0
     assert f"stalled past the {TIMEOUT:g} s collective timeout" in job["error"], job
     assert not Path(f"/proc/{stalled}").exists() or b"Z" in _state(stalled)  # killed
-    _wait(stack, job_id, lambda j: j["progress"]["step"] > job["progress"]["step"], "trains on")
+    stack.wait_for(job_id, lambda j: j["progress"]["step"] > job["progress"]["step"], "trains on")
     assert stack.client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
-    done = _wait(stack, job_id, lambda j: j["status"] == "canceled", "canceled", timeout=60)
+    done = stack.wait_for(job_id, lambda j: j["status"] == "canceled", "canceled", timeout=60)
     assert done["attempts"] == 4 and done["error"] is None, done
     last = stack.client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"][0]["step"]
     assert last == done["progress"]["step"] > handed

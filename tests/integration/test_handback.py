@@ -43,25 +43,8 @@ def stack(tmp_path):
             s.stop()
 
 
-def _job(stack: Stack, job_id: str) -> dict:
-    r = stack.client.get(f"/v1/jobs/{job_id}")
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
 def _checkpoints(stack: Stack, job_id: str) -> list[dict]:
     return stack.client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]
-
-
-def _wait(stack: Stack, job_id: str, until, what: str, timeout: float = 240) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = _job(stack, job_id)
-        if until(job):
-            return job
-        assert job["status"] in ("queued", "running"), job
-        assert time.monotonic() < deadline, f"never {what}: {job}\n{stack.logs()}"
-        time.sleep(0.1)
 
 
 def _db(stack: Stack, sql: str, *args) -> tuple:
@@ -72,7 +55,7 @@ def _db(stack: Stack, sql: str, *args) -> tuple:
 def _sigterm_and_time_the_hand_back(stack: Stack, job_id: str, worker: Proc, group: bool) -> float:
     t0 = time.monotonic()
     (os.killpg if group else os.kill)(worker.popen.pid, signal.SIGTERM)
-    job = _wait(stack, job_id, lambda j: j["status"] == "queued", "handed back", timeout=90)
+    job = stack.wait_for(job_id, lambda j: j["status"] == "queued", "handed back", timeout=90)
     handed_back_in = time.monotonic() - t0
     assert job["progress"]["phase"] is None  # a phase is said only while running
     worker.popen.wait(60)
@@ -119,7 +102,7 @@ def test_sigterm_hands_back_at_once_and_the_next_worker_scores_what_was_left(sta
     # the Celery parent, as `docker stop` sends it) while it scores its first checkpoint: the
     # scoring is left, the job goes back at once.
     first = stack.start_worker()
-    job = _wait(stack, job_id, lambda j: j["progress"]["phase"] == "scoring", "scoring")
+    job = stack.wait_for(job_id, lambda j: j["progress"]["phase"] == "scoring", "scoring")
     assert job["status"] == "running" and job["progress"]["step"] == 1200, job
     assert "training it (once for the fleet)" in first.tail(300)
     took = _sigterm_and_time_the_hand_back(stack, job_id, first, group=False)
@@ -131,8 +114,7 @@ def test_sigterm_hands_back_at_once_and_the_next_worker_scores_what_was_left(sta
     # 2. The next worker scores it before training on; SIGTERM (to the group) mid-training:
     # the shutdown's checkpoint is recorded unscored and the job goes back at once.
     second = stack.start_worker()
-    job = _wait(
-        stack,
+    job = stack.wait_for(
         job_id,
         lambda j: j["progress"]["phase"] == "training" and j["progress"]["step"] > 1200,
         "training on",
@@ -146,7 +128,7 @@ def test_sigterm_hands_back_at_once_and_the_next_worker_scores_what_was_left(sta
 
     # 3. A third worker scores the shutdown's checkpoint and finishes; best is the lowest FD.
     third = stack.start_worker()
-    done = _wait(stack, job_id, lambda j: j["status"] == "succeeded", "succeeded")
+    done = stack.wait_for(job_id, lambda j: j["status"] == "succeeded", "succeeded")
     assert done["attempts"] == 4 and done["progress"]["phase"] is None, done
     items = _checkpoints(stack, job_id)
     assert [c["step"] for c in items] == [2400, newest["step"], 1200]

@@ -32,6 +32,10 @@ function renderJob() {
   const phase = job.status === "running" && p.phase ? p.phase : "";
   $("job-phase").textContent = phase.replace("_", " ");
   $("job-phase").dataset.phase = phase;
+  // a queued job that no live worker can take says why (none running, or too few devices)
+  const waiting = job.status === "queued" && job.queued_reason ? `waiting: ${job.queued_reason}` : "";
+  $("job-waiting").textContent = waiting;
+  $("job-waiting").hidden = !waiting;
   const bar = $("job-progress");
   bar.max = Math.max(p.total_steps, 1);
   bar.value = p.step;

@@ -64,10 +64,12 @@ class JobsApi(Transport):
         """Ask a job to stop (a running one stops at its next check and keeps a checkpoint)."""
         return Job.model_validate(self._json("POST", f"/v1/jobs/{seg(job_id)}/cancel"))
 
-    def resume_job(self, job_id: str, steps: int | None = None) -> Job:
-        """Continue a failed or canceled job from its last checkpoint, optionally to ``steps``;
-        or train a succeeded job longer (``steps`` above its total)."""
-        body = {"steps": steps} if steps is not None else None
+    def resume_job(self, job_id: str, steps: int | None = None, devices: int | None = None) -> Job:
+        """Continue a failed or canceled job from its last checkpoint, optionally to ``steps``
+        or on another number of ``devices``; or train a succeeded job longer (``steps`` above
+        its total)."""
+        fields = {"steps": steps, "devices": devices}
+        body = {k: v for k, v in fields.items() if v is not None} or None
         return Job.model_validate(self._json("POST", f"/v1/jobs/{seg(job_id)}/resume", json=body))
 
     def delete_job(self, job_id: str) -> None:

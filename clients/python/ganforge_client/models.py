@@ -53,6 +53,7 @@ class Job(ApiModel):
     updated_at: datetime | None = None
     best_checkpoint_id: str | None = None
     best_fd: float | None = None
+    queued_reason: str | None = None  # why a queued job waits for a worker that is not there
     links: dict[str, str] = Field(default_factory=dict)
 
     @property
