@@ -148,11 +148,14 @@ def worker_command(args: argparse.Namespace) -> int:
 
     # The jobs that fit: those on 1..devices devices, each device count on its own queue.
     devices = worker_devices(settings.worker_devices)  # counted once; its heartbeat says it
+    queues = worker_queues(settings.queue, devices)
+    if devices > 1:
+        log.info("worker: takes jobs on up to %d devices (queues %s)", devices, ", ".join(queues))
     argv = [
         *([] if logs.verbose(level) else ["--quiet"]),  # Celery's banner: with --verbose
         "worker",
         "--queues",
-        ",".join(worker_queues(settings.queue, devices)),
+        ",".join(queues),
         "--concurrency",
         "1",  # one training per worker, on all its devices (one job on 1 GPU uses cuda:0)
         "--pool",
