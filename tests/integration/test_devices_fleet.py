@@ -93,9 +93,8 @@ def test_a_two_device_job_runs_fails_over_hands_back_and_resumes(stack):
     job = stack.wait_for(job_id, lambda j: j["progress"]["step"] >= 50, "at step 50")
     (owner,) = _db(stack, "SELECT lease_owner FROM jobs WHERE id = %s", job_id)
     assert int(owner.split(":")[1]) in _children(two.popen.pid), owner  # the 2-device worker
-    assert f"takes jobs on up to 2 devices (queues {stack.env['GANFORGE_QUEUE']}, " in two.tail(
-        2000
-    )
+    said = f"takes jobs on up to 2 devices (queues {stack.env['GANFORGE_QUEUE']}, "
+    assert said in two.tail(2000)
 
     # 1. A rank dies: the group fails at once, the job goes back and resumes.
     os.kill(_rank_1(stack, job_id), signal.SIGKILL)
