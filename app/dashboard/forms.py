@@ -72,7 +72,14 @@ GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "Stabilisers": ("ema_decay", "ema_rampup", "augment"),
     "Divergence": ("on_divergence", "max_rollbacks"),
-    "Run control": ("seed", "checkpoint_every", "keep_checkpoints", "precision", "device"),
+    "Run control": (
+        "seed",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "precision",
+        "device",
+        "devices",
+    ),
 }
 # Filled in by the page from GET /v1/datasets (uploads are per key, so not known here).
 DATASET_FIELD = "dataset"

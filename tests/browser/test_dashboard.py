@@ -49,6 +49,7 @@ FORM_FIELDS = [
     "checkpoint_every",
     "keep_checkpoints",
     "precision",
+    "devices",
 ]
 # The grid as the page decoded it (a canvas of the <img>, not the bytes on the wire).
 GRID_PIXELS = """() => {
