@@ -22,13 +22,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as torch_dist
 from torch import Tensor, nn
 
-__all__ = ["DistContext", "RankRandom", "all_reduce_sum", "group_of"]
+__all__ = ["PATIENT_TIMEOUT_S", "DistContext", "RankRandom", "all_reduce_sum", "group_of"]
+
+# How long the other ranks wait for rank 0's own work (DistContext.wait_for_main); a step's
+# collectives keep the group's timeout (gan_core.launch), which catches a stalled rank.
+PATIENT_TIMEOUT_S = 3600.0
+_patient: tuple[Any, Any] | None = None  # (the group it serves, its patient gloo group)
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,24 @@ class DistContext:
         t = torch.tensor([float(value), -float(value)], device=self.device)
         torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX, group=self.group)
         return int(-t[1].item()), int(t[0].item())
+
+    def patient_group(self) -> Any:
+        """A gloo group over the same ranks with a long timeout (PATIENT_TIMEOUT_S), for the
+        waits on what rank 0 alone does: preparing its hooks' work before the first step
+        (the service trains a scorer's extractor there) and writing and scoring a
+        checkpoint. Made by every rank at the same point (a collective), once per group."""
+        global _patient
+        key = self.group if self.group is not None else torch_dist.group.WORLD
+        if _patient is None or _patient[0] is not key:
+            timeout = timedelta(seconds=PATIENT_TIMEOUT_S)
+            _patient = (key, torch_dist.new_group(backend="gloo", timeout=timeout))
+        return _patient[1]
+
+    def wait_for_main(self, flag: bool = False) -> bool:
+        """Wait, up to PATIENT_TIMEOUT_S, until rank 0 gets here; its ``flag`` on every rank."""
+        t = torch.tensor([1.0 if flag and self.is_main else 0.0])  # gloo: a CPU tensor
+        torch_dist.all_reduce(t, group=self.patient_group())
+        return bool(t.item() > 0)
 
     def barrier(self) -> None:
         """Wait until every rank gets here (an all_reduce: the same timeout as any step)."""

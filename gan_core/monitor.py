@@ -175,6 +175,9 @@ class Monitor:
         if stop or done or not saved:
             return stop
         # a stop asked for while the checkpoint was written (and scored) needs no second
-        # checkpoint one step later: rank 0 asks again, and every rank hears its answer
+        # checkpoint one step later: rank 0 asks again, and every rank hears its answer --
+        # waiting as long as the writing and scoring take, not the step's timeout
         self.t_stop = now
-        return dist.decide(dist.is_main and hooks.should_stop is not None and hooks.should_stop())
+        return dist.wait_for_main(
+            dist.is_main and hooks.should_stop is not None and hooks.should_stop()
+        )

@@ -210,6 +210,7 @@ def train(
     kind = run_kind(config, group)
     latest = ckpt.latest_checkpoint(run_dir) if resume else None
     if group is not None:
+        group.patient_group()  # every rank, here: made once, before rank 0 goes its own way
         _check_same_start(group, latest)
     if latest is not None:
         config = _check_resumable(ckpt.job_config_from_meta(ckpt.read_meta(latest)), config)
@@ -221,6 +222,8 @@ def train(
 
     if hooks.on_start:
         hooks.on_start(config, data)
+    if group is not None:  # rank 0's on_start may take minutes (a scorer to prepare)
+        group.wait_for_main()
     state, batcher = _start(kind, config, device, data, latest)
     while True:
         try:
@@ -313,7 +316,7 @@ def _loop(
     if monitor.last_saved_step != state.step:  # e.g. steps already reached when resuming
         monitor.save()
     if group is not None:  # every rank returns once rank 0 has written the last checkpoint
-        group.barrier()
+        group.wait_for_main()  # (and its hooks have scored it)
     return TrainResult(
         status=status, step=state.step, checkpoint=monitor.last_ckpt, config=state.config
     )

@@ -171,3 +171,17 @@ def train_in_own_dirs(dist: DistContext | None, base: str) -> None:
     several hosts)."""
     rank = dist.rank if dist is not None else 0
     train_runs(dist, [{"config": TINY, "run_dir": f"{base}/r{rank}"}])
+
+
+def slow_rank_0(dist: DistContext | None, run_dir: str, nap_s: float) -> dict[str, Any]:
+    """TINY for 4 steps, checkpoints at 2 and 4, with rank 0's on_start and on_checkpoint
+    each sleeping ``nap_s`` (as the service's preparing a scorer and scoring do)."""
+    assert dist is not None
+
+    def nap(*_: Any) -> None:
+        time.sleep(nap_s)
+
+    config = TrainConfig(**(TINY | {"devices": dist.world, "steps": 4, "checkpoint_every": 2}))
+    hooks = TrainHooks(on_start=nap, on_checkpoint=nap)
+    result = train(config, run_dir, hooks, dataset=shapes16(), dist=dist)
+    return {"status": result.status, "step": result.step}

@@ -19,6 +19,7 @@ from tests.dist_ranks import (
     fail_at_step,
     nan_on_rank,
     nets,
+    slow_rank_0,
     train_in_own_dirs,
     train_runs,
     worst_gap,
@@ -85,6 +86,17 @@ def test_ranks_that_would_resume_from_different_checkpoints_are_refused(tmp_path
     with pytest.raises(ValueError, match=r"different checkpoints \(no checkpoint and step 6\)"):
         launch(2, train_in_own_dirs, str(tmp_path), threads=1)
     assert steps_saved(tmp_path / "r0") == [6]  # nothing trained, nothing written
+
+
+def test_the_others_wait_out_rank_0s_own_work_past_the_collective_timeout(tmp_path):
+    """Rank 0's on_start and checkpoint hooks (the service prepares a scorer and scores
+    there) may take longer than a step's collective timeout: the others wait for them with
+    the patient group's timeout, not the step's, and the run ends well."""
+    t0 = time.monotonic()
+    result = launch(2, slow_rank_0, str(tmp_path / "run"), 4.5, threads=1, timeout_s=3.0)
+    assert result == {"status": "succeeded", "step": 4}
+    assert time.monotonic() - t0 >= 3 * 4.5  # it did wait: on_start and both checkpoints
+    assert steps_saved(tmp_path / "run") == [2, 4]
 
 
 def test_a_killed_rank_fails_the_group_within_seconds(tmp_path):
