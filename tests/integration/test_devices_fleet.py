@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.integration.conftest import Stack, _need_redis, fresh_database
+from tests.integration.conftest import Stack, _need_redis, child_pids, fresh_database
 from tests.tiny import tiny
 
 pytestmark = pytest.mark.integration
@@ -48,20 +48,6 @@ def _db(stack: Stack, sql: str, *args) -> tuple:
         return conn.execute(sql, args or None).fetchone()
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if (
-                proc.name.isdigit()
-                and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid
-            ):
-                out.append(int(proc.name))
-        except (OSError, IndexError, ValueError):
-            pass
-    return out
-
-
 def _state(pid: int) -> bytes:
     return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
 
@@ -72,9 +58,9 @@ def _rank_1(stack: Stack, job_id: str) -> int:
     (owner,) = _db(stack, "SELECT lease_owner FROM jobs WHERE id = %s", job_id)
     pool = int(owner.split(":")[1])
     servers = [
-        p for p in _children(pool) if b"forkserver" in Path(f"/proc/{p}/cmdline").read_bytes()
+        p for p in child_pids(pool) if b"forkserver" in Path(f"/proc/{p}/cmdline").read_bytes()
     ]
-    ranks = [r for p in servers for r in _children(p)]
+    ranks = [r for p in servers for r in child_pids(p)]
     assert len(ranks) == 1, (owner, servers, ranks)
     return ranks[0]
 
@@ -92,7 +78,7 @@ def test_a_two_device_job_runs_fails_over_hands_back_and_resumes(stack):
     job_id = stack.client.post("/v1/jobs", json={"config": CONFIG}).json()["id"]
     job = stack.wait_for(job_id, lambda j: j["progress"]["step"] >= 50, "at step 50")
     (owner,) = _db(stack, "SELECT lease_owner FROM jobs WHERE id = %s", job_id)
-    assert int(owner.split(":")[1]) in _children(two.popen.pid), owner  # the 2-device worker
+    assert int(owner.split(":")[1]) in child_pids(two.popen.pid), owner  # the 2-device worker
     said = f"takes jobs on up to 2 devices (queues {stack.env['GANFORGE_QUEUE']}, "
     assert said in two.tail(2000)
 

@@ -9,15 +9,10 @@ import time
 import pytest
 from PIL import Image
 
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, child_pids
 from tests.tiny import TEST_LIMITS, tiny
 
 pytestmark = pytest.mark.integration
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
 
 
 def _alive(pid: int) -> bool:
@@ -58,7 +53,7 @@ def test_embedded_serve_trains_and_samples_then_stops_its_worker(tmp_path):
         assert (tmp_path / ".ganforge" / "ganforge.db").is_file()
         assert (tmp_path / ".ganforge" / "store" / "jobs" / job["id"] / "checkpoints").is_dir()
         assert "admin API key" in stack.api.log.read_text()  # printed on first start
-        workers = _children(stack.api.popen.pid)
+        workers = child_pids(stack.api.popen.pid)
         assert workers, "serve should run its own worker child"
     finally:
         stack.stop()
@@ -70,8 +65,8 @@ def test_embedded_serve_trains_and_samples_then_stops_its_worker(tmp_path):
 
 def _worker_processes(serve_pid: int) -> list[int]:
     """serve's worker child and the worker's own pool child."""
-    children = _children(serve_pid)
-    return children + [g for c in children for g in _children(c)]
+    children = child_pids(serve_pid)
+    return children + [g for c in children for g in child_pids(c)]
 
 
 def test_embedded_serve_restarts_its_worker_when_it_dies(tmp_path):
@@ -83,7 +78,7 @@ def test_embedded_serve_restarts_its_worker_when_it_dies(tmp_path):
     stack.start_api()
     try:
         stack.wait_ready()
-        first = _children(stack.api.popen.pid)
+        first = child_pids(stack.api.popen.pid)
         assert len(first) == 1
         for pid in _worker_processes(stack.api.popen.pid):
             os.kill(pid, signal.SIGKILL)  # e.g. the OOM killer
@@ -95,11 +90,11 @@ def test_embedded_serve_restarts_its_worker_when_it_dies(tmp_path):
         # ... and serve starts a new worker, which trains the next job
         deadline = time.monotonic() + 60
         while not (
-            _children(stack.api.popen.pid) and stack.client.get("/readyz").status_code == 200
+            child_pids(stack.api.popen.pid) and stack.client.get("/readyz").status_code == 200
         ):
             assert time.monotonic() < deadline, stack.logs()
             time.sleep(0.3)
-        assert _children(stack.api.popen.pid) != first
+        assert child_pids(stack.api.popen.pid) != first
         r = stack.client.post(
             "/v1/jobs",
             json={"config": tiny(steps=10, checkpoint_every=10)},

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
+from app.core.jobs.queue import job_devices
 from app.core.models import Job, JobStatus, Worker
 from app.core.settings import Settings
 
@@ -26,7 +27,7 @@ def queued_reason(job: Job, live: list[int]) -> str | None:
     live, and it waits its turn; or the job is not queued)."""
     if job.status != JobStatus.queued:
         return None
-    devices = int((job.config or {}).get("devices") or 1)
+    devices = job_devices(job.config)
     if not live:
         return "no worker is running (none has sent a heartbeat lately); it waits for one"
     if max(live) < devices:
