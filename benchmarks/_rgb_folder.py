@@ -9,6 +9,7 @@ per class (the layout an uploaded labelled folder has). Training then reads it t
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,45 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from gan_core.data import DEBIAN_FASHION_MNIST
+from gan_core.data import DEBIAN_FASHION_MNIST, ImageTensorDataset, load_dataset
 from gan_core.data.files import read_idx
+from gan_core.metrics import QualityScorer, train_classifier
 
 CLASSES = ("tshirt", "trouser", "pullover", "dress", "coat")  # the first five Fashion classes
 SIZE = 64
+CHANNELS = 3
+FOLDER_TRAIN = 10_000  # images in the uploaded-folder set
+REFERENCE = 2_000  # real images the scorer's reference statistics come from
+
+
+def rgb_data(dataset: str, seed: int) -> tuple[ImageTensorDataset, ImageTensorDataset]:
+    """64 px RGB (train set, reference set): ``shapes`` (procedural; a second seed's images
+    as the reference) or ``folder`` (tinted garments written as an uploaded folder of PNGs and
+    read through ``image-folder:``; the test split's garments as the reference)."""
+    if dataset == "shapes":
+        train_set = load_dataset("shapes", image_size=SIZE, channels=CHANNELS, seed=seed)
+        reference = load_dataset("shapes", image_size=SIZE, channels=CHANNELS, seed=seed + 1)
+        return train_set, reference
+    if dataset != "folder":
+        raise ValueError(f"dataset: {dataset!r} is neither 'shapes' nor 'folder'")
+    with tempfile.TemporaryDirectory(prefix="ganforge-folder-") as tmp:
+        train_dir = write_folder(Path(tmp) / "train", FOLDER_TRAIN, seed, "train")
+        ref_dir = write_folder(Path(tmp) / "reference", REFERENCE, seed, "test")
+        train_set = load_dataset(f"image-folder:{train_dir}", image_size=SIZE, channels=CHANNELS)
+        reference = load_dataset(f"image-folder:{ref_dir}", image_size=SIZE, channels=CHANNELS)
+    return train_set, reference  # both in memory: the folders can go
+
+
+def rgb_scorer(train_set: ImageTensorDataset, reference: ImageTensorDataset, seed: int):
+    """A classifier trained on the train set, with the reference images' statistics."""
+    clf = train_classifier(
+        train_set.images,
+        train_set.labels,
+        num_classes=train_set.info.num_classes,
+        epochs=2,
+        seed=seed,
+    )
+    return QualityScorer(clf, reference.images[:REFERENCE])
 
 
 def write_folder(root: Path, n: int, seed: int, split: str = "train") -> Path:

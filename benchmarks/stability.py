@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -25,18 +24,15 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere without installing
     sys.path.insert(0, str(REPO))
 
-from benchmarks._rgb_folder import write_folder  # noqa: E402
+from benchmarks._rgb_folder import CHANNELS, SIZE, rgb_data, rgb_scorer  # noqa: E402
 from benchmarks.quality import sample_eval  # noqa: E402
 from benchmarks.recipes import RECIPES  # noqa: E402
 from gan_core.checkpoint import load_generator  # noqa: E402
 from gan_core.config import TrainConfig  # noqa: E402
-from gan_core.data import load_dataset  # noqa: E402
-from gan_core.metrics import QualityScorer, train_classifier  # noqa: E402
 from gan_core.nets import build_generator  # noqa: E402
 from gan_core.training import TrainHooks, TrainingDiverged, train  # noqa: E402
 
-SIZE, CHANNELS, SAMPLES = 64, 3, 2000
-FOLDER_TRAIN = 10_000  # images in the uploaded-folder set
+SAMPLES = 2000  # generated images scored
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -45,24 +41,8 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit(f"--recipes: unknown {unknown}; known: {list(RECIPES)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.dataset == "shapes":
-        train_set = load_dataset("shapes", image_size=SIZE, channels=CHANNELS, seed=args.seed)
-        reference = load_dataset("shapes", image_size=SIZE, channels=CHANNELS, seed=args.seed + 1)
-    else:  # tinted garments as an uploaded folder: train split to train, test split as reference
-        tmp = Path(tempfile.mkdtemp(prefix="ganforge-folder-"))
-        train_dir = write_folder(tmp / "train", FOLDER_TRAIN, args.seed, "train")
-        ref_dir = write_folder(tmp / "reference", SAMPLES, args.seed, "test")
-        train_set = load_dataset(f"image-folder:{train_dir}", image_size=SIZE, channels=CHANNELS)
-        reference = load_dataset(f"image-folder:{ref_dir}", image_size=SIZE, channels=CHANNELS)
-        shutil.rmtree(tmp)  # both are in memory now
-    clf = train_classifier(
-        train_set.images,
-        train_set.labels,
-        num_classes=train_set.info.num_classes,
-        epochs=2,
-        seed=args.seed,
-    )
-    scorer = QualityScorer(clf, reference.images[:SAMPLES])  # a second seed's images
+    train_set, reference = rgb_data(args.dataset, args.seed)
+    scorer = rgb_scorer(train_set, reference, args.seed)
 
     def fd(G: torch.nn.Module) -> float:
         return round(scorer.score(sample_eval(G, SAMPLES, args.seed)).fd, 3)

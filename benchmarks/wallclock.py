@@ -24,6 +24,10 @@ One process per seed, one thread each, side by side on a 2-core machine (issue 1
     for s in 0 1; do .venv/bin/python benchmarks/wallclock.py --seed $s --threads 1 \\
         --seconds 300 --subset 1000 --recipes default,ada,resnet,resnet_small_data \\
         --out benchmarks/results/issue19-wallclock-1000-seed$s.json & done; wait
+
+``--dataset shapes`` or ``--dataset folder`` trains at 64 px in colour instead, on
+stability.py's data and scorer (_rgb_folder.py: the procedural set, or tinted garments read
+as an uploaded folder of PNGs), scoring 2,000 generated images against 2,000 real ones.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere without installing
     sys.path.insert(0, str(REPO))
 
+from benchmarks._rgb_folder import CHANNELS, REFERENCE, SIZE, rgb_data, rgb_scorer  # noqa: E402
 from benchmarks.quality import DATASET, IMAGE_SIZE, default_config, fit_scorer, sample_eval  # noqa: E402
 from benchmarks.recipes import RECIPES, subset  # noqa: E402
 from gan_core.checkpoint import list_checkpoints, load_generator  # noqa: E402
@@ -56,6 +61,7 @@ def train_for(
 ) -> dict:
     """Train one recipe for args.seconds of training time; its checkpoints' (step, seconds)."""
     overrides = {
+        **args.data_fields,
         **RECIPES[name],
         "precision": args.precision,
         "checkpoint_every": args.every,
@@ -106,13 +112,24 @@ def run(args: argparse.Namespace) -> dict:
     names = [r.strip() for r in args.recipes.split(",") if r.strip()]
     if unknown := [r for r in names if r not in RECIPES]:
         raise SystemExit(f"--recipes: unknown {unknown}; known: {list(RECIPES)}")
-    full = load_dataset(DATASET, image_size=IMAGE_SIZE, seed=args.seed)
-    # the scorer learns all of the training set, also when the recipes train on a subset
-    scorer, clf_info = fit_scorer(full, args.seed, epochs=2)
+    if args.dataset == "fashion":
+        full = load_dataset(DATASET, image_size=IMAGE_SIZE, seed=args.seed)
+        # the scorer learns all of the training set, also when the recipes train on a subset
+        scorer, clf_info = fit_scorer(full, args.seed, epochs=2)
+        args.data_fields = {}
+    else:  # 64 px RGB
+        full, reference = rgb_data(args.dataset, args.seed)
+        scorer = rgb_scorer(full, reference, args.seed)
+        clf_info = {"seed": args.seed, "reference": f"{REFERENCE} real images", "epochs": 2}
+        # the name only (train gets the images themselves)
+        args.data_fields = {"dataset": "shapes", "image_size": SIZE, "channels": CHANNELS}
+    if args.samples is None:
+        args.samples = 10_000 if args.dataset == "fashion" else 2_000
     data = subset(full, args.subset, args.seed) if args.subset else full
     out: dict = {
         "benchmark": "wallclock",
-        "dataset": DATASET,
+        "dataset": DATASET if args.dataset == "fashion" else args.dataset,
+        "image_size": IMAGE_SIZE if args.dataset == "fashion" else SIZE,
         "train_images": len(data),
         "seed": args.seed,
         "seconds": args.seconds,
@@ -184,6 +201,8 @@ def report(paths: list[Path]) -> str:
     for path in paths:
         run = json.loads(path.read_text())
         data = "all" if run["train_images"] >= 60_000 else f"{run['train_images']:,} images"
+        if run.get("image_size", IMAGE_SIZE) != IMAGE_SIZE:
+            data = f"{run['dataset']} {run['image_size']} px, {run['train_images']:,} images"
         for name, row in run["recipes"].items():
             last_t, last_s = row["equal_seconds"][-1], (row.get("equal_steps") or [{}])[-1]
             at_steps = f"{last_s['fd']} (step {last_s['step']})" if last_s.get("fd") else "-"
@@ -209,7 +228,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=300.0, help="training seconds per recipe")
     ap.add_argument("--every", type=int, default=50, help="steps between checkpoints")
     ap.add_argument("--points", type=int, default=6, help="time points scored per recipe")
-    ap.add_argument("--samples", type=int, default=10_000, help="generated images scored")
+    ap.add_argument(
+        "--samples", type=int, default=None, help="generated images scored (10,000; 2,000 at 64 px)"
+    )
+    ap.add_argument(
+        "--dataset",
+        default="fashion",
+        choices=["fashion", "shapes", "folder"],
+        help="Fashion-MNIST at 28 px, or 64 px RGB: procedural shapes or an uploaded folder",
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     ap.add_argument(
         "--subset", type=int, default=None, help="train on this many images (drawn by the seed)"
