@@ -4,9 +4,10 @@ at equal steps.
 Issue 19's study. Each recipe (recipes.py's RECIPES: overrides of the default config) trains
 through gan_core.training.train on Fashion-MNIST for ``--seconds`` of training time, then a
 should_stop hook ends it, as a cancel would. It keeps a checkpoint every ``--every`` steps.
-The time of a checkpoint leaves out the time spent writing checkpoints, which is this
-benchmark's doing (a job writes one every 500 steps), so a fast recipe's many writes do not
-count against it. Nothing in a run depends on its step budget: the EMA warm-up follows the
+The time of a checkpoint leaves out the pauses checkpoints make (the write, and the EMA G's
+standing BatchNorm statistics: 2,048 samples, seconds at 64 px), which are this benchmark's
+doing (a job writes one every 500 steps), so a fast recipe's many checkpoints do not count
+against it. Nothing in a run depends on its step budget: the EMA warm-up follows the
 steps done so far and the learning rate is constant, so the checkpoint at step k is exactly
 what a k-step run would end with.
 

@@ -61,7 +61,9 @@ class CheckpointInfo:
     files: dict[str, dict[str, Any]]  # name -> {"sha256": hex, "size": bytes}
     size_bytes: int
     losses: dict[str, float]
-    seconds: float = 0.0  # how long writing it took (serialise, hash, fsync, rename)
+    # how long it took: what saving prepares (training's EMA G's standing statistics), then
+    # serialise, hash, fsync, rename
+    seconds: float = 0.0
 
 
 def checkpoint_root(run_dir: str | Path) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +95,11 @@ class Monitor:
             path = ckpt.checkpoint_root(self.run_dir) / ckpt.step_dir_name(state.step)
             self.last_ckpt, self.last_saved_step = path, state.step
             return
+        started = time.monotonic()
         info = state.save(self.run_dir, self.batcher, losses)
+        # the whole pause the checkpoint makes: what saving prepares (the EMA G's standing
+        # BatchNorm statistics, 2,048 samples) as well as the write itself
+        info = replace(info, seconds=time.monotonic() - started)
         self.last_ckpt, self.last_saved_step = info.path, state.step
         if hooks.on_checkpoint:
             hooks.on_checkpoint(info)  # the service records it and forgets the oldest first,

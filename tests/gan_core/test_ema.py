@@ -164,3 +164,29 @@ def test_saved_ema_generator_has_its_own_batchnorm_stats(tmp_path):
         assert torch.equal(dict(ema_g.named_buffers())[name], buf), name
     bn = "net.1.running_mean"  # the first BatchNorm: differs from the raw G's copy
     assert not torch.equal(dict(ema_g.named_buffers())[bn], dict(raw_g.named_buffers())[bn])
+
+
+def test_a_checkpoints_seconds_include_the_standing_statistics(tmp_path, monkeypatch):
+    """The checkpoint's ``seconds`` (the write-seconds metric, and what wallclock.py takes
+    out of training time) are the whole pause in training, the EMA G's standing statistics
+    included: at 64 px they cost more than the write."""
+    import time
+
+    import gan_core.state
+    from gan_core.config import TrainConfig
+    from gan_core.data import load_dataset
+    from gan_core.training import TrainHooks, train
+
+    def slow_stats(*args, **kwargs):
+        time.sleep(0.5)
+        return standing_batchnorm_stats(*args, **kwargs)
+
+    monkeypatch.setattr(gan_core.state, "standing_batchnorm_stats", slow_stats)
+    c = TrainConfig(
+        image_size=16, g_width=8, d_width=8, latent_dim=16, batch_size=8, steps=4,
+        checkpoint_every=2, device="cpu", precision="fp32",
+    )  # fmt: skip
+    seen: list[float] = []
+    hooks = TrainHooks(on_checkpoint=lambda info: seen.append(info.seconds))
+    train(c, tmp_path, hooks, dataset=load_dataset("shapes", image_size=16, max_items=64))
+    assert len(seen) == 2 and all(s >= 0.5 for s in seen), seen
