@@ -31,10 +31,11 @@ from tests.tiny import tiny
 
 # fp32: "auto" is bf16 on a CPU with native bf16, whose rounding would swamp the comparison
 TINY = tiny(steps=12, checkpoint_every=6, device="cpu", precision="fp32")
-# Two ranks against one process after 12 steps: the same maths summed in another order
-# (per-rank means averaged, BatchNorm statistics from sums) drifts by float rounding only
-# (measured 6-8e-7 for each case of test_distributed.py; after 100 steps the drift grows to
-# 0.1 for the DCGAN, as between one process on 1 and on 2 threads: GAN training amplifies it)
+# Two ranks against one process: the same maths summed in another order (per-rank means
+# averaged, BatchNorm statistics from sums) drifts by float rounding only, until GAN training
+# amplifies it. Measured 6-8e-7 after 12 steps on CPUs with AVX-512; on an AVX2-only EPYC at
+# one thread the DCGAN's was 1.4e-6 at step 6 and 5e-3 at 12 (0.1 after 100 steps elsewhere),
+# so the tests compare one process with two ranks at step 6.
 TOLERANCE = 1e-5  # largest |difference| of any weight, scaled by max(1, |weight|)
 
 
@@ -147,6 +148,14 @@ def worst_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
         if a[k].is_floating_point() and a[k].numel()
     ]
     return max(gaps)
+
+
+def at_step(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    """The weights and buffers of G, D and the EMA G in run_dir's checkpoint at ``step``."""
+    from gan_core.checkpoint import checkpoint_root, load_checkpoint, step_dir_name
+
+    _, gen, state = load_checkpoint(checkpoint_root(run_dir) / step_dir_name(step))
+    return {k: v for k, v in (gen | state).items() if k.startswith(("G.", "D.", "G_ema."))}
 
 
 def nets(run_dir: Path, rank: int = 0) -> dict[str, torch.Tensor]:
